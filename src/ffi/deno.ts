@@ -1,0 +1,149 @@
+/**
+ * Deno backend: `Deno.dlopen` on libc.
+ *
+ * Waiting uses a `nonblocking` poll() over [socket, eventfd] on Deno's blocking pool; such a call
+ * cannot be cancelled, so close() writes the eventfd to make it return, then awaits it.
+ *
+ * @module
+ */
+import { NetlinkError } from "../errors.ts";
+import { EFD_CLOEXEC, EFD_NONBLOCK, type Libc, POLLIN, type Waiter } from "./types.ts";
+
+const SYMBOLS = {
+  // int socket(int domain, int type, int protocol)
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  // int bind(int fd, const struct sockaddr *addr, socklen_t len)
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  // int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  // int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  // int getsockopt(int fd, int level, int name, void *value, socklen_t *len)
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  // ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen)
+  // (declared i32: a datagram length always fits, and an i32 result avoids a bigint per call)
+  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "i32" },
+  // ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)
+  recvfrom: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "i32" },
+  // int close(int fd)
+  close: { parameters: ["i32"], result: "i32" },
+  // int eventfd(unsigned int initval, int flags)
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  // ssize_t write(int fd, const void *buf, size_t count)
+  write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  // int poll(struct pollfd *fds, nfds_t nfds, int timeout) -- on the blocking pool
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  // int *__errno_location(void)
+  __errno_location: { parameters: [], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/**
+ * Opens libc and returns the backend.
+ *
+ * @param path library to open
+ */
+export function loadDeno(path: string): Libc {
+  let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+  try {
+    lib = Deno.dlopen(path, SYMBOLS);
+  } catch (cause) {
+    if (cause instanceof Deno.errors.NotCapable) {
+      throw new Error(`cnlink needs FFI access: run Deno with --allow-ffi (${(cause as Error).message})`, { cause });
+    }
+    throw new Error(`cnlink cannot open ${path}: ${(cause as Error).message}`, { cause });
+  }
+  const s = lib.symbols;
+  const errnoPointer = s.__errno_location();
+  if (errnoPointer === null) throw new Error("cnlink: __errno_location() returned NULL");
+  // errno lives at a fixed thread-local address of the JS thread. Read it inline after each call:
+  // a helper function read it late during JIT warm-up (see ffi-notes §1).
+  const errno = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(errnoPointer, 4));
+
+  return {
+    socket(domain, type, protocol) {
+      const r = s.socket(domain, type, protocol);
+      return r < 0 ? -errno[0] : r;
+    },
+    bind(fd, addr) {
+      const r = s.bind(fd, addr, addr.byteLength);
+      return r < 0 ? -errno[0] : r;
+    },
+    getsockname(fd, addr, addrlen) {
+      const r = s.getsockname(fd, addr, addrlen);
+      return r < 0 ? -errno[0] : r;
+    },
+    setsockopt(fd, level, name, value) {
+      const r = s.setsockopt(fd, level, name, value, value.byteLength);
+      return r < 0 ? -errno[0] : r;
+    },
+    getsockopt(fd, level, name, value, len) {
+      const r = s.getsockopt(fd, level, name, value, len);
+      return r < 0 ? -errno[0] : r;
+    },
+    sendto(fd, buf, len, flags, to) {
+      const r = s.sendto(fd, buf, len, flags, to, to.byteLength);
+      return r < 0 ? -errno[0] : r;
+    },
+    recvfrom(fd, buf, len, flags, from, fromlen) {
+      const r = s.recvfrom(fd, buf, len, flags, from, fromlen);
+      return r < 0 ? -errno[0] : r;
+    },
+    close(fd) {
+      const r = s.close(fd);
+      return r < 0 ? -errno[0] : r;
+    },
+    createWaiter(fd) {
+      const efd = s.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      if (efd < 0) throw new NetlinkError("create eventfd for", errno[0]);
+      return new DenoWaiter(fd, efd, s);
+    },
+  };
+}
+
+type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+class DenoWaiter implements Waiter {
+  // struct pollfd { int fd; short events; short revents; } x 2, in native order. Kept on the
+  // instance: the pool thread reads it while a poll is in flight.
+  readonly #fds = new Int32Array(4);
+  readonly #shorts = new Int16Array(this.#fds.buffer);
+  readonly #one = new BigUint64Array([1n]);
+  #inFlight: Promise<number> | null = null;
+  #closed = false;
+  #closing: Promise<void> | null = null;
+
+  constructor(fd: number, readonly efd: number, readonly s: Symbols) {
+    this.#fds[0] = fd;
+    this.#shorts[2] = POLLIN;
+    this.#fds[2] = efd;
+    this.#shorts[6] = POLLIN;
+  }
+
+  async wait(): Promise<boolean> {
+    while (!this.#closed) {
+      this.#shorts[3] = 0;
+      this.#shorts[7] = 0;
+      this.#inFlight = this.s.poll(this.#fds, 2n, -1);
+      const r = await this.#inFlight;
+      this.#inFlight = null;
+      // errno of a nonblocking call is set on the pool thread and unreadable here: a -1 is
+      // treated as EINTR and the poll retried.
+      if (r < 0) continue;
+      if (this.#closed || this.#shorts[7] !== 0) return false;
+      if (this.#shorts[3] !== 0) return true;
+    }
+    return false;
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true;
+    this.s.write(this.efd, this.#one, 8n);
+    if (this.#inFlight) await this.#inFlight;
+    this.s.close(this.efd);
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * The interface both FFI backends implement. Every call returns its result, or `-errno` read
+ * inline right after the call. Pointers never leave `src/ffi/`: memory is passed as typed arrays.
+ *
+ * @module
+ */
+
+/** Waits for a socket to become readable without polling from the JS thread. */
+export interface Waiter {
+  /**
+   * Resolves `true` once the fd is readable or has an error pending (ENOBUFS shows up as POLLERR),
+   * `false` once {@linkcode Waiter.close} was called. One wait at a time.
+   */
+  wait(): Promise<boolean>;
+  /** Wakes a pending wait, resolves when no native thread touches the fd any more. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The libc calls the socket layer needs. */
+export interface Libc {
+  /** `int socket(int domain, int type, int protocol)` */
+  socket(domain: number, type: number, protocol: number): number;
+  /** `int bind(int fd, const struct sockaddr *addr, socklen_t len)` */
+  bind(fd: number, addr: Uint8Array): number;
+  /** `int getsockname(int fd, struct sockaddr *addr, socklen_t *len)` */
+  getsockname(fd: number, addr: Uint8Array, addrlen: Uint32Array): number;
+  /** `int setsockopt(int fd, int level, int name, const void *value, socklen_t len)` */
+  setsockopt(fd: number, level: number, name: number, value: Uint8Array): number;
+  /** `int getsockopt(int fd, int level, int name, void *value, socklen_t *len)` */
+  getsockopt(fd: number, level: number, name: number, value: Uint8Array, len: Uint32Array): number;
+  /** `ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen)` */
+  sendto(fd: number, buf: Uint8Array, len: bigint, flags: number, to: Uint8Array): number;
+  /** `ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)` */
+  recvfrom(fd: number, buf: Uint8Array, len: bigint, flags: number, from: Uint8Array, fromlen: Uint32Array): number;
+  /** `int close(int fd)` */
+  close(fd: number): number;
+  /** A waiter for `fd` backed by an eventfd, so that it can be woken on close. */
+  createWaiter(fd: number): Waiter;
+}
+
+/** `POLLIN` */
+export const POLLIN = 0x1;
+/** `EFD_CLOEXEC` */
+export const EFD_CLOEXEC = 0o2000000;
+/** `EFD_NONBLOCK` */
+export const EFD_NONBLOCK = 0o4000;
+/** Default library name; `libc.so` is a linker script on glibc, so the soname is used. */
+export const DEFAULT_LIBC = "libc.so.6";

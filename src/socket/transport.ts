@@ -1,0 +1,63 @@
+/**
+ * What the connector needs from a socket. The real one is {@linkcode NetlinkSocket}; the fake
+ * kernel in `@cnlink/connector/testing` provides an in-memory one.
+ *
+ * @module
+ */
+import type { NetlinkAddress } from "../codec/netlink.ts";
+import { Errno, NetlinkError } from "../errors.ts";
+
+/** One received datagram. `data` may be a view of a reused buffer: valid until the next receive. */
+export interface ReceivedDatagram {
+  /** The bytes received (the first `buffer size` bytes when truncated). */
+  data: Uint8Array;
+  /** Who sent it: port 0 is the kernel; `groups` is set for multicast. */
+  source: NetlinkAddress;
+  /** The datagram was longer than the receive buffer; the rest was lost. */
+  truncated: boolean;
+  /** The datagram's real length. */
+  length: number;
+}
+
+/** `receive()` returns a datagram, `"again"` when nothing is queued, or `"overrun"` after ENOBUFS. */
+export type ReceiveResult = ReceivedDatagram | "again" | "overrun";
+
+/** A connector socket as the connector layer sees it. */
+export interface Transport {
+  /** Our port id. */
+  readonly port: number;
+  /** Joins a multicast group (1..32). */
+  join(group: number): void;
+  /** Leaves a multicast group (1..32). */
+  leave(group: number): void;
+  /** The groups this socket is in, ascending. */
+  memberships(): number[];
+  /** Sends one datagram; throws `NetlinkError` on failure. */
+  send(datagram: Uint8Array, to: NetlinkAddress): void;
+  /** Takes one queued datagram without waiting. */
+  receive(): ReceiveResult;
+  /** Resolves `true` when something may be queued, `false` once closed. */
+  wait(): Promise<boolean>;
+  /** Sets the receive buffer size; returns the size the kernel reports. */
+  setReceiveBuffer(bytes: number): number;
+  /** Releases everything; idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Checks a multicast group number and returns its `nl_groups` bit. Outside 1..32 it throws the
+ * EINVAL the kernel would give, before any system call.
+ */
+export function groupBit(group: number, op: string): number {
+  if (!Number.isInteger(group) || group < 1 || group > 32) {
+    throw new NetlinkError(op, Errno.EINVAL, `(group ${group}: connector groups are 1..32)`);
+  }
+  return 2 ** (group - 1);
+}
+
+/** The group numbers set in a `nl_groups` bitmask, ascending. */
+export function groupsOf(mask: number): number[] {
+  const groups: number[] = [];
+  for (let g = 1; g <= 32; g++) if (Math.floor(mask / 2 ** (g - 1)) % 2 === 1) groups.push(g);
+  return groups;
+}

@@ -1,0 +1,318 @@
+/**
+ * An in-memory kernel for testing connector agents without root: sockets, ports, groups, kernel
+ * callbacks, permission rules, receive-buffer overruns and raw injection of arbitrary datagrams.
+ *
+ * @module
+ */
+import { type CallbackId, decodeDatagram, encodeMessage, type MessageInit } from "../codec/cn_msg.ts";
+import { CN_MSG_HDRLEN, CONNECTOR_MAX_MSG_SIZE, NLMSG_HDRLEN } from "../codec/constants.ts";
+import type { NetlinkAddress } from "../codec/netlink.ts";
+import { decodeNetlinkHeader, LITTLE_ENDIAN } from "../codec/netlink.ts";
+import { Errno, NetlinkError } from "../errors.ts";
+import { Connector, connectorOver } from "../connector/connector.ts";
+import type { ConnectorOptions } from "../connector/types.ts";
+import { groupBit, groupsOf, type ReceiveResult, type Transport } from "../socket/transport.ts";
+
+/** A message the fake kernel received from userspace. */
+export interface KernelMessage {
+  /** Agent address. */
+  id: CallbackId;
+  /** `cn_msg.seq`. */
+  seq: number;
+  /** `cn_msg.ack`. */
+  ack: number;
+  /** `cn_msg.flags`. */
+  flags: number;
+  /** Payload (a copy). */
+  data: Uint8Array;
+  /** The sending socket's port. */
+  senderPort: number;
+}
+
+/** Options of {@linkcode FakeKernel}. */
+export interface FakeKernelOptions {
+  /** Whether sockets have CAP_NET_ADMIN. Without it: even groups and sends to ports/groups give EPERM (Linux >= 6.6 rules). Default true. */
+  privileged?: boolean;
+  /** Whether the sockets live in the initial network namespace. When false, sends to the kernel give ECONNREFUSED. Default true. */
+  initialNetworkNamespace?: boolean;
+  /** Default receive buffer per socket in bytes (each datagram is charged its length + 256). Default 212992. */
+  rcvbuf?: number;
+}
+
+/** What a kernel callback gets besides the message. */
+export interface KernelCallbackContext {
+  /** The fake kernel, to send replies (`kernel.send(reply, { port: ctx.senderPort })`). */
+  kernel: FakeKernel;
+  /** The sender's port. */
+  senderPort: number;
+}
+
+const OVERHEAD = 256;
+
+class FakeSocket implements Transport {
+  readonly queue: { data: Uint8Array; source: NetlinkAddress }[] = [];
+  queuedBytes = 0;
+  overrun = false;
+  mask = 0;
+  closed = false;
+  #wake: ((ok: boolean) => void) | null = null;
+
+  constructor(readonly kernel: FakeKernel, readonly port: number, public rcvbuf: number) {}
+
+  enqueue(data: Uint8Array, source: NetlinkAddress): boolean {
+    if (this.closed) return false;
+    if (this.queuedBytes + data.byteLength + OVERHEAD > this.rcvbuf) {
+      this.overrun = true;
+      this.#notify();
+      return false;
+    }
+    this.queue.push({ data: data.slice(), source: { ...source } });
+    this.queuedBytes += data.byteLength + OVERHEAD;
+    this.#notify();
+    return true;
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.(true);
+  }
+
+  join(group: number): void {
+    const bit = groupBit(group, "join group on");
+    this.kernel.checkGroup(group, "join group on");
+    this.mask = (this.mask | bit) >>> 0;
+  }
+
+  leave(group: number): void {
+    const bit = groupBit(group, "leave group on");
+    this.mask = (this.mask & ~bit) >>> 0;
+  }
+
+  memberships(): number[] {
+    return groupsOf(this.mask);
+  }
+
+  send(datagram: Uint8Array, to: NetlinkAddress): void {
+    if (this.closed) throw new NetlinkError("send on", Errno.EBADF, "(the socket is closed)");
+    this.kernel.route(this, datagram, to);
+  }
+
+  receive(): ReceiveResult {
+    if (this.overrun) {
+      this.overrun = false;
+      return "overrun";
+    }
+    const next = this.queue.shift();
+    if (!next) return "again";
+    this.queuedBytes -= next.data.byteLength + OVERHEAD;
+    return { data: next.data, source: next.source, truncated: false, length: next.data.byteLength };
+  }
+
+  wait(): Promise<boolean> {
+    if (this.closed) return Promise.resolve(false);
+    if (this.queue.length || this.overrun) return Promise.resolve(true);
+    return new Promise((resolve) => (this.#wake = resolve));
+  }
+
+  setReceiveBuffer(bytes: number): number {
+    if (!Number.isInteger(bytes) || bytes <= 0) throw new RangeError(`rcvbuf must be a positive integer, got ${bytes}`);
+    this.rcvbuf = bytes * 2;
+    return this.rcvbuf;
+  }
+
+  close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      this.kernel.release(this);
+      const wake = this.#wake;
+      this.#wake = null;
+      wake?.(false);
+    }
+    return Promise.resolve();
+  }
+}
+
+/**
+ * A fake kernel connector. Connectors from {@linkcode FakeKernel.connect} talk to it as they would to
+ * the real one; kernel-side agents are plain functions registered with {@linkcode FakeKernel.addCallback}.
+ *
+ * @example Testing an agent that talks to a kernel-side echo
+ * ```ts
+ * import { FakeKernel } from "@cnlink/connector/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const kernel = new FakeKernel();
+ * kernel.addCallback({ idx: 14, val: 0x456 }, "echo", (msg, ctx) => {
+ *   ctx.kernel.send({ id: msg.id, seq: msg.seq, ack: msg.seq + 1, data: msg.data }, { port: ctx.senderPort });
+ * });
+ * await using conn = kernel.connect();
+ * const reply = await conn.request({ id: { idx: 14, val: 0x456 }, data: new Uint8Array([7]) });
+ * assert.deepEqual([...reply.data], [7]);
+ * assert.equal(reply.source.port, 0);
+ * ```
+ */
+export class FakeKernel {
+  readonly #sockets = new Map<number, FakeSocket>();
+  readonly #callbacks = new Map<string, { name: string; fn: (m: KernelMessage, c: KernelCallbackContext) => void }>();
+  readonly #options: Required<FakeKernelOptions>;
+  #nextPort = 1000;
+  /** Every well-formed message userspace sent to the kernel, in order. */
+  readonly received: KernelMessage[] = [];
+  /** Datagrams the kernel dropped silently (malformed, too large, or no callback: the real kernel says nothing). */
+  dropped = 0;
+
+  /** @param options permission, namespace and buffer settings */
+  constructor(options: FakeKernelOptions = {}) {
+    this.#options = {
+      privileged: options.privileged ?? true,
+      initialNetworkNamespace: options.initialNetworkNamespace ?? true,
+      rcvbuf: options.rcvbuf ?? 212992,
+    };
+  }
+
+  /**
+   * Opens a connector on this kernel, like `Connector.open` does on the real one.
+   *
+   * @throws {NetlinkError} EPERM for an even group when unprivileged, EADDRINUSE for a taken port
+   */
+  connect(options: ConnectorOptions = {}): Connector {
+    let port = options.port ?? 0;
+    if (port !== 0 && this.#sockets.has(port)) throw new NetlinkError("bind", Errno.EADDRINUSE, `(at port ${port})`);
+    for (const g of options.groups ?? []) {
+      groupBit(g, "bind");
+      this.checkGroup(g, "bind");
+    }
+    if (port === 0) {
+      while (this.#sockets.has(this.#nextPort)) this.#nextPort++;
+      port = this.#nextPort++;
+    }
+    const socket = new FakeSocket(this, port, this.#options.rcvbuf);
+    for (const g of options.groups ?? []) socket.mask = (socket.mask | groupBit(g, "bind")) >>> 0;
+    if (options.rcvbuf !== undefined) socket.setReceiveBuffer(options.rcvbuf);
+    this.#sockets.set(port, socket);
+    return connectorOver(socket, options);
+  }
+
+  /**
+   * Registers a kernel-side agent for `id` (the `cn_add_callback` analogue).
+   *
+   * @returns a handle; dispose it to unregister
+   */
+  addCallback(
+    id: CallbackId,
+    name: string,
+    fn: (message: KernelMessage, context: KernelCallbackContext) => void,
+  ): Disposable {
+    const key = `${id.idx}:${id.val}`;
+    if (this.#callbacks.has(key)) throw new Error(`A kernel callback for ${key} is already registered`);
+    this.#callbacks.set(key, { name, fn });
+    return { [Symbol.dispose]: () => void this.#callbacks.delete(key) };
+  }
+
+  /**
+   * Sends from the kernel, with `cn_netlink_send` semantics: to a port (unicast), to a group
+   * (multicast, skipping `port` when both are given), or with neither to the group `id.idx`.
+   *
+   * @returns how many sockets received it
+   * @throws {NetlinkError} ESRCH when nobody receives it, as the kernel reports
+   */
+  send(message: MessageInit, to: { port?: number; group?: number } = {}): number {
+    return this.sendRaw(encodeMessage(message), to);
+  }
+
+  /**
+   * Delivers raw bytes as if the kernel (or, with `source`, any sender) sent them: for tests of
+   * malformed input. `to.port` unicasts, `to.group` multicasts.
+   *
+   * @returns how many sockets received it
+   */
+  sendRaw(datagram: Uint8Array, to: { port?: number; group?: number }, source?: NetlinkAddress): number {
+    const group = to.group ?? (to.port === undefined ? this.#idxOf(datagram) : undefined);
+    let delivered = 0;
+    if (group !== undefined) {
+      const bit = groupBit(group, "send to group on");
+      const from = source ?? { port: 0, groups: bit };
+      for (const s of this.#sockets.values()) {
+        if (s.port !== to.port && (s.mask & bit) !== 0 && s.enqueue(datagram, from)) delivered++;
+      }
+    } else {
+      const s = this.#sockets.get(to.port!);
+      if (s?.enqueue(datagram, source ?? { port: 0, groups: 0 })) delivered++;
+    }
+    if (delivered === 0 && source === undefined) throw new NetlinkError("send on", Errno.ESRCH);
+    return delivered;
+  }
+
+  #idxOf(datagram: Uint8Array): number {
+    return new DataView(datagram.buffer, datagram.byteOffset).getUint32(NLMSG_HDRLEN, LITTLE_ENDIAN);
+  }
+
+  /** The ports of the open sockets. */
+  get ports(): number[] {
+    return [...this.#sockets.keys()];
+  }
+
+  /** @internal Permission check for joining `group`. */
+  checkGroup(group: number, op: string): void {
+    if (!this.#options.privileged && group % 2 === 0) throw new NetlinkError(op, Errno.EPERM, `(group ${group})`);
+  }
+
+  /** @internal A socket closed. */
+  release(socket: FakeSocket): void {
+    this.#sockets.delete(socket.port);
+  }
+
+  /** @internal Routes a datagram a socket sent. */
+  route(from: FakeSocket, datagram: Uint8Array, to: NetlinkAddress): void {
+    const source = { port: from.port, groups: to.groups };
+    if (to.port !== 0 || to.groups !== 0) {
+      if (!this.#options.privileged) throw new NetlinkError("send on", Errno.EPERM);
+    }
+    if (to.port !== 0) {
+      const peer = this.#sockets.get(to.port);
+      if (!peer) throw new NetlinkError("send on", Errno.ECONNREFUSED, `(to port ${to.port})`);
+      peer.enqueue(datagram, { port: from.port, groups: 0 });
+      return;
+    }
+    if (!this.#options.initialNetworkNamespace) {
+      throw new NetlinkError("send on", Errno.ECONNREFUSED, "(to the kernel)");
+    }
+    if (to.groups !== 0) {
+      for (const s of this.#sockets.values()) if (s !== from && (s.mask & to.groups) !== 0) s.enqueue(datagram, source);
+    }
+    this.#toKernel(from.port, datagram);
+  }
+
+  // The kernel's cn_rx_skb: only the first nlmsghdr is looked at; bad ones are dropped silently.
+  #toKernel(senderPort: number, datagram: Uint8Array): void {
+    let message;
+    try {
+      const header = decodeNetlinkHeader(datagram);
+      if (header.length - NLMSG_HDRLEN < CN_MSG_HDRLEN || header.length - NLMSG_HDRLEN > CONNECTOR_MAX_MSG_SIZE) {
+        throw new RangeError("dropped");
+      }
+      const part = decodeDatagram(datagram.subarray(0, header.length))[0];
+      if (part.kind !== "connector") throw new RangeError("dropped");
+      message = part.messages[0];
+    } catch {
+      this.dropped++;
+      return;
+    }
+    const received: KernelMessage = {
+      id: { ...message.id },
+      seq: message.seq,
+      ack: message.ack,
+      flags: message.flags,
+      data: message.data.slice(),
+      senderPort,
+    };
+    this.received.push(received);
+    const callback = this.#callbacks.get(`${message.id.idx}:${message.id.val}`);
+    if (!callback) {
+      this.dropped++;
+      return;
+    }
+    callback.fn(received, { kernel: this, senderPort });
+  }
+}

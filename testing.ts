@@ -1,0 +1,24 @@
+/**
+ * Test helpers: an in-memory fake kernel, so agents built on `@cnlink/connector` can be tested
+ * without root or a real connector.
+ *
+ * @example
+ * ```ts
+ * import { FakeKernel } from "@cnlink/connector/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const kernel = new FakeKernel();
+ * await using conn = kernel.connect({ groups: [14] });
+ * kernel.send({ id: { idx: 14, val: 0x456 }, seq: 1, data: new TextEncoder().encode("counter = 1") });
+ * const { value } = await conn.messages().next();
+ * assert.equal(value?.source.groups, 1 << 13);
+ * ```
+ *
+ * @module
+ */
+export {
+  FakeKernel,
+  type FakeKernelOptions,
+  type KernelCallbackContext,
+  type KernelMessage,
+} from "./src/testing/fake_kernel.ts";
