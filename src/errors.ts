@@ -76,6 +76,8 @@ export class NetlinkError extends Error {
   readonly code: string;
 
   /**
+   * Builds the error with its message and hint.
+   *
    * @param op the operation that failed
    * @param errno the errno value (positive)
    * @param detail extra context appended to the message

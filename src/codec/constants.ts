@@ -57,7 +57,7 @@ export const SOCKADDR_NL_LEN = 12;
 /** `CONNECTOR_MAX_MSG_SIZE`: the kernel drops inbound payloads larger than this. */
 export const CONNECTOR_MAX_MSG_SIZE = 16384;
 /** Largest datagram the kernel can send on this protocol (cn_msg.len is a u16). */
-export const MAX_DATAGRAM = NLMSG_HDRLEN + CN_MSG_HDRLEN + 0xffff;
+export const MAX_DATAGRAM: number = NLMSG_HDRLEN + CN_MSG_HDRLEN + 0xffff;
 
 /** `CN_IDX_PROC`: process events connector index (also its multicast group). */
 export const CN_IDX_PROC = 1;

@@ -16,6 +16,8 @@ export class DecodeError extends RangeError {
   readonly offset: number;
 
   /**
+   * Builds the error; the message names the structure and the offset.
+   *
    * @param structure what was being decoded
    * @param offset byte offset where the problem was found
    * @param message what is wrong

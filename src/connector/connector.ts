@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { CONNECTOR_MAX_MSG_SIZE } from "../codec/constants.ts";
+import { CN_MSG_HDRLEN, CONNECTOR_MAX_MSG_SIZE } from "../codec/constants.ts";
 import type { CallbackId, MessageInit } from "../codec/cn_msg.ts";
 import { decodeDatagram, encodeMessage } from "../codec/cn_msg.ts";
 import type { NetlinkAddress } from "../codec/netlink.ts";
@@ -41,6 +41,7 @@ interface Subscriber {
 }
 
 const DEFAULT_MAX_QUEUED = 65536;
+const MAX_KERNEL_DATA = CONNECTOR_MAX_MSG_SIZE - CN_MSG_HDRLEN;
 // Datagrams handled before the loop gives timers and I/O a turn.
 const BATCH = 256;
 
@@ -186,16 +187,17 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    *
    * @param message the cn_msg
    * @param to `{ port }` or `{ group }`; omitted: the kernel
-   * @throws {RangeError} a field is out of range, or a payload over 16384 bytes to the kernel (it would drop it silently)
+   * @throws {RangeError} a field is out of range, or data over 16364 bytes to the kernel (it would drop it silently)
    * @throws {NetlinkError} the kernel refused (EPERM for ports and groups without CAP_NET_ADMIN, ECONNREFUSED for a dead port)
    */
   send(message: MessageInit, to?: Destination): void {
     if (this.#closing) throw new Error("Cannot send: the connector is closed");
     const address = addressOf(to);
     const size = message.data?.byteLength ?? 0;
-    if (address.port === 0 && size > CONNECTOR_MAX_MSG_SIZE) {
+    // cn_rx_skb drops a netlink payload (cn_msg header + data) over CONNECTOR_MAX_MSG_SIZE without a word.
+    if (address.port === 0 && size > MAX_KERNEL_DATA) {
       throw new RangeError(
-        `cn_msg data is ${size} bytes; the kernel silently drops payloads over ${CONNECTOR_MAX_MSG_SIZE} bytes`,
+        `cn_msg data is ${size} bytes; the kernel silently drops data over ${MAX_KERNEL_DATA} bytes`,
       );
     }
     this.#transport.send(encodeMessage(message), address);
@@ -219,7 +221,6 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
     const signal = options.signal;
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<ConnectorMessage>((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
       const finish = () => {
         this.#pending.delete(pending);
         clearTimeout(timer);
@@ -241,7 +242,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
         },
       };
       this.#pending.add(pending);
-      timer = setTimeout(() => {
+      const timer = setTimeout(() => {
         pending.reject(
           new DOMException(
             `No reply to cn_msg ${request.id.idx}:${request.id.val} seq ${seq} within ${timeoutMs} ms`,
@@ -364,7 +365,8 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
       } else if (got === "overrun") {
         this.#stats.overruns++;
         const report = this.#options.onOverrun ??
-          ((s) => console.warn(`cnlink: receive buffer overrun on port ${this.port}, messages lost (${s.overruns} so far)`));
+          ((s) =>
+            console.warn(`cnlink: receive buffer overrun on port ${this.port}, messages lost (${s.overruns} so far)`));
         report(this.stats);
       } else {
         this.#dispatch(got);

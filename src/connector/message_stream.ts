@@ -73,7 +73,9 @@ export class MessageStream<T> implements AsyncIterableIterator<T> {
     const pull = this.#pull;
     this.#pull = null;
     if (!pull) return;
-    if (this.#error !== undefined) pull.reject(this.#error);
+    const error = this.#error;
+    this.#error = undefined;
+    if (error !== undefined) pull.reject(error);
     else pull.resolve({ value: undefined, done: true });
   }
 

@@ -22,7 +22,13 @@ import {
   SOL_NETLINK,
   SOL_SOCKET,
 } from "../codec/constants.ts";
-import { decodeSockaddrNl, encodeSockaddrNl, LITTLE_ENDIAN, type NetlinkAddress, nlmsgAlign } from "../codec/netlink.ts";
+import {
+  decodeSockaddrNl,
+  encodeSockaddrNl,
+  LITTLE_ENDIAN,
+  type NetlinkAddress,
+  nlmsgAlign,
+} from "../codec/netlink.ts";
 import { Errno, NetlinkError } from "../errors.ts";
 import type { Libc, Waiter } from "../ffi/types.ts";
 import { groupBit, groupsOf, type ReceivedDatagram, type ReceiveResult, type Transport } from "./transport.ts";

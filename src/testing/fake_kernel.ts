@@ -9,7 +9,7 @@ import { CN_MSG_HDRLEN, CONNECTOR_MAX_MSG_SIZE, NLMSG_HDRLEN } from "../codec/co
 import type { NetlinkAddress } from "../codec/netlink.ts";
 import { decodeNetlinkHeader, LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { Errno, NetlinkError } from "../errors.ts";
-import { Connector, connectorOver } from "../connector/connector.ts";
+import { type Connector, connectorOver } from "../connector/connector.ts";
 import type { ConnectorOptions } from "../connector/types.ts";
 import { groupBit, groupsOf, type ReceiveResult, type Transport } from "../socket/transport.ts";
 
@@ -162,7 +162,11 @@ export class FakeKernel {
   /** Datagrams the kernel dropped silently (malformed, too large, or no callback: the real kernel says nothing). */
   dropped = 0;
 
-  /** @param options permission, namespace and buffer settings */
+  /**
+   * Makes an empty kernel: no sockets, no callbacks.
+   *
+   * @param options permission, namespace and buffer settings
+   */
   constructor(options: FakeKernelOptions = {}) {
     this.#options = {
       privileged: options.privileged ?? true,

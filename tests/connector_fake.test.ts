@@ -1,0 +1,305 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { type ConnectorMessage, encodeMessage, type NetlinkError, type ReceiveIssueInfo } from "../mod.ts";
+import { FakeKernel } from "../testing.ts";
+
+const ECHO = { idx: 14, val: 0x456 };
+const bytes = (...b: number[]) => new Uint8Array(b);
+
+function echoKernel(): FakeKernel {
+  const kernel = new FakeKernel();
+  kernel.addCallback(ECHO, "echo", (msg, ctx) => {
+    ctx.kernel.send({ id: msg.id, seq: msg.seq, ack: msg.seq + 1, data: msg.data }, { port: ctx.senderPort });
+  });
+  return kernel;
+}
+
+describe("callbacks", () => {
+  test("a callback gets the messages for its id and no others", async () => {
+    const kernel = new FakeKernel();
+    await using conn = kernel.connect({ groups: [14] });
+    const got: number[] = [];
+    const { promise, resolve } = Promise.withResolvers<void>();
+    conn.addCallback(ECHO, "mine", (m) => {
+      got.push(m.seq);
+      if (got.length === 2) resolve();
+    });
+    kernel.send({ id: ECHO, seq: 1 }, { group: 14 });
+    kernel.send({ id: { idx: 14, val: 0x457 }, seq: 2 }, { group: 14 });
+    kernel.send({ id: ECHO, seq: 3 }, { group: 14 });
+    await promise;
+    assert.deepEqual(got, [1, 3]);
+    assert.equal(conn.stats.unhandled, 1);
+  });
+
+  test("a disposed registration gets nothing more and is gone from the list", async () => {
+    const kernel = new FakeKernel();
+    await using conn = kernel.connect({ groups: [14] });
+    const seen: number[] = [];
+    const reg = conn.addCallback(ECHO, "temp", (m) => seen.push(m.seq));
+    const keep = conn.addCallback(ECHO, "keep", () => {});
+    assert.deepEqual(conn.callbacks.map((c) => c.name), ["temp", "keep"]);
+    reg[Symbol.dispose]();
+    assert.deepEqual(conn.callbacks.map((c) => c.name), ["keep"]);
+    assert.equal(conn.removeCallback(reg.handle), false);
+    const it = conn.messages();
+    kernel.send({ id: ECHO, seq: 5 }, { group: 14 });
+    await it.next();
+    assert.deepEqual(seen, []);
+    assert.equal(conn.removeCallback(keep.handle), true);
+  });
+
+  test("a callback that throws is reported through onError and the loop goes on", async () => {
+    const kernel = new FakeKernel();
+    const errors: [unknown, ReceiveIssueInfo][] = [];
+    await using conn = kernel.connect({ groups: [14], onError: (e, i) => errors.push([e, i]) });
+    const seen: number[] = [];
+    conn.addCallback(ECHO, "bad", (m) => {
+      seen.push(m.seq);
+      if (m.seq === 1) throw new Error("boom");
+    });
+    const it = conn.messages();
+    kernel.send({ id: ECHO, seq: 1 }, { group: 14 });
+    kernel.send({ id: ECHO, seq: 2 }, { group: 14 });
+    await it.next();
+    await it.next();
+    assert.deepEqual(seen, [1, 2]);
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0][1].kind, "callback");
+    assert.equal((errors[0][0] as Error).message, "boom");
+    assert.equal(conn.stats.callbackErrors, 1);
+  });
+});
+
+describe("iteration", () => {
+  test("messages carry an owned copy of the data and the sender address", async () => {
+    const kernel = new FakeKernel();
+    await using a = kernel.connect({ groups: [14] });
+    await using b = kernel.connect();
+    const it = a.messages();
+    b.send({ id: ECHO, seq: 9, data: bytes(1, 2, 3) }, { group: 14 });
+    b.send({ id: ECHO, seq: 10 }, { port: a.port });
+    const first = (await it.next()).value as ConnectorMessage;
+    const second = (await it.next()).value as ConnectorMessage;
+    assert.deepEqual([...first.data], [1, 2, 3]);
+    assert.equal(first.data.byteOffset, 0);
+    assert.equal(first.data.buffer.byteLength, 3);
+    assert.deepEqual(first.source, { port: b.port, groups: 1 << 13 });
+    assert.deepEqual(second.source, { port: b.port, groups: 0 });
+  });
+
+  test("messages({ id }) only yields that id", async () => {
+    const kernel = new FakeKernel();
+    await using conn = kernel.connect({ groups: [14] });
+    const it = conn.messages({ id: { idx: 14, val: 2 } });
+    kernel.send({ id: { idx: 14, val: 1 }, seq: 1 }, { group: 14 });
+    kernel.send({ id: { idx: 14, val: 2 }, seq: 2 }, { group: 14 });
+    assert.equal((await it.next()).value?.seq, 2);
+  });
+
+  test("close() ends a pending for-await quietly", async () => {
+    const kernel = new FakeKernel();
+    const conn = kernel.connect({ groups: [14] });
+    const seen: number[] = [];
+    const loop = (async () => {
+      for await (const m of conn) seen.push(m.seq);
+    })();
+    kernel.send({ id: ECHO, seq: 1 }, { group: 14 });
+    await new Promise((r) => setTimeout(r, 10));
+    await conn.close();
+    await loop;
+    assert.deepEqual(seen, [1]);
+    assert.equal(conn.closed, true);
+  });
+
+  test("an aborted signal ends the iteration with its reason", async () => {
+    const kernel = new FakeKernel();
+    await using conn = kernel.connect({ groups: [14] });
+    const ac = new AbortController();
+    const it = conn.messages({ signal: ac.signal });
+    const pending = it.next();
+    ac.abort(new Error("stop"));
+    await assert.rejects(pending, /stop/);
+    assert.equal((await it.next()).done, true);
+  });
+
+  test("iterators opened after close() are done at once", async () => {
+    const kernel = new FakeKernel();
+    const conn = kernel.connect();
+    await conn.close();
+    assert.equal((await conn.messages().next()).done, true);
+    await conn.close();
+  });
+
+  test("break in a for-await stops delivery to that iterator only", async () => {
+    const kernel = new FakeKernel();
+    await using conn = kernel.connect({ groups: [14] });
+    const other = conn.messages();
+    kernel.send({ id: ECHO, seq: 1 }, { group: 14 });
+    for await (const m of conn) {
+      assert.equal(m.seq, 1);
+      break;
+    }
+    kernel.send({ id: ECHO, seq: 2 }, { group: 14 });
+    assert.equal((await other.next()).value?.seq, 1);
+    assert.equal((await other.next()).value?.seq, 2);
+  });
+
+  test("a slow iterator pauses the loop at maxQueued, then the kernel buffer overruns and it is reported", async () => {
+    const kernel = new FakeKernel({ rcvbuf: 10 * 300 });
+    const overruns: number[] = [];
+    await using conn = kernel.connect({ groups: [14], maxQueued: 4, onOverrun: (s) => overruns.push(s.overruns) });
+    const it = conn.messages();
+    let sent = 0;
+    for (let i = 0; i < 40; i++) {
+      try {
+        kernel.send({ id: ECHO, seq: i }, { group: 14 });
+        sent++;
+      } catch { /* ESRCH: the socket's buffer was full */ }
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    assert.ok(sent < 40, "the fake socket buffer filled up");
+    const seqs: number[] = [];
+    while (seqs.length < sent) seqs.push((await it.next()).value!.seq);
+    assert.deepEqual(overruns, [1]);
+    assert.equal(conn.stats.overruns, 1);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+  });
+});
+
+describe("request/reply", () => {
+  test("request() resolves with the reply whose ack is seq + 1", async () => {
+    const kernel = echoKernel();
+    await using conn = kernel.connect();
+    const reply = await conn.request({ id: ECHO, seq: 41, data: bytes(5) });
+    assert.equal(reply.ack, 42);
+    assert.deepEqual([...reply.data], [5]);
+    assert.equal(kernel.received.at(-1)?.seq, 41);
+  });
+
+  test("concurrent requests get their own replies", async () => {
+    const kernel = echoKernel();
+    await using conn = kernel.connect();
+    const replies = await Promise.all([1, 2, 3].map((n) => conn.request({ id: ECHO, data: bytes(n) })));
+    assert.deepEqual(replies.map((r) => r.data[0]), [1, 2, 3]);
+    const seqs = kernel.received.map((m) => m.seq);
+    assert.equal(new Set(seqs).size, 3);
+  });
+
+  test("a custom match picks the reply", async () => {
+    const kernel = new FakeKernel();
+    kernel.addCallback(ECHO, "acker", (msg, ctx) => {
+      ctx.kernel.send({ id: msg.id, seq: 1, ack: 999 }, { port: ctx.senderPort });
+      ctx.kernel.send({ id: msg.id, seq: 2, ack: msg.ack + 1 }, { port: ctx.senderPort });
+    });
+    await using conn = kernel.connect();
+    const reply = await conn.request({ id: ECHO, ack: 77 }, { match: (m, req) => m.ack === req.ack + 1 });
+    assert.equal(reply.seq, 2);
+  });
+
+  test("no reply rejects with a TimeoutError naming the message", async () => {
+    const kernel = new FakeKernel();
+    kernel.addCallback(ECHO, "silent", () => {});
+    await using conn = kernel.connect();
+    await assert.rejects(conn.request({ id: ECHO, seq: 3 }, { timeoutMs: 20 }), (e: Error) => {
+      assert.equal(e.name, "TimeoutError");
+      assert.match(e.message, /14:1110 seq 3/);
+      return true;
+    });
+  });
+
+  test("abort rejects with the signal's reason; close() rejects what is pending", async () => {
+    const kernel = new FakeKernel();
+    kernel.addCallback(ECHO, "silent", () => {});
+    const conn = kernel.connect();
+    const ac = new AbortController();
+    const aborted = conn.request({ id: ECHO }, { signal: ac.signal });
+    ac.abort(new Error("cancelled"));
+    await assert.rejects(aborted, /cancelled/);
+    const pending = conn.request({ id: ECHO });
+    await conn.close();
+    await assert.rejects(pending, /closed before a reply/);
+  });
+
+  test("a failed send rejects the request with the NetlinkError", async () => {
+    const kernel = new FakeKernel({ initialNetworkNamespace: false });
+    await using conn = kernel.connect();
+    await assert.rejects(conn.request({ id: ECHO }), (e: NetlinkError) => e.code === "ECONNREFUSED");
+  });
+});
+
+describe("errors and reports", () => {
+  test("malformed, truncated-looking and control datagrams are reported and valid ones still delivered in order", async () => {
+    const kernel = new FakeKernel();
+    const issues: string[] = [];
+    await using conn = kernel.connect({ groups: [14], onError: (_e, i) => issues.push(i.kind) });
+    const it = conn.messages();
+    const good = (seq: number) => encodeMessage({ id: ECHO, seq });
+    const lying = good(100);
+    new DataView(lying.buffer).setUint32(0, 200, true);
+    const control = good(101);
+    new DataView(control.buffer).setUint16(4, 2, true);
+    const from = { port: 4242, groups: 0 };
+    kernel.sendRaw(good(1), { group: 14 }, from);
+    kernel.sendRaw(lying, { group: 14 }, from);
+    kernel.sendRaw(good(2), { group: 14 }, from);
+    kernel.sendRaw(new Uint8Array(5), { group: 14 }, from);
+    kernel.sendRaw(control, { group: 14 }, from);
+    kernel.sendRaw(good(3), { group: 14 }, from);
+    const seqs = [];
+    for (let i = 0; i < 3; i++) seqs.push((await it.next()).value?.seq);
+    assert.deepEqual(seqs, [1, 2, 3]);
+    assert.deepEqual(issues, ["malformed", "malformed", "control"]);
+    assert.equal(conn.stats.malformed, 2);
+    assert.equal(conn.stats.control, 1);
+  });
+
+  test("groups outside 1..32 give NetlinkError EINVAL before any system call", async () => {
+    const kernel = new FakeKernel();
+    await using conn = kernel.connect();
+    for (const g of [0, 33, 1.5]) {
+      assert.throws(() => conn.join(g), (e: NetlinkError) => e.code === "EINVAL" && /1\.\.32/.test(e.message));
+    }
+    assert.throws(() => kernel.connect({ groups: [33] }), (e: NetlinkError) => e.code === "EINVAL");
+  });
+
+  test("without privilege even groups and sends to ports give EPERM with the hint", async () => {
+    const kernel = new FakeKernel({ privileged: false });
+    assert.throws(() => kernel.connect({ groups: [2] }), (e: NetlinkError) => e.code === "EPERM");
+    await using conn = kernel.connect({ groups: [1] });
+    assert.throws(() => conn.join(4), /CAP_NET_ADMIN.*odd groups/);
+    assert.throws(() => conn.send({ id: ECHO }, { port: 1 }), (e: NetlinkError) => e.code === "EPERM");
+    conn.send({ id: ECHO });
+  });
+
+  test("sending to a dead port gives ECONNREFUSED", async () => {
+    const kernel = new FakeKernel();
+    await using conn = kernel.connect();
+    assert.throws(() => conn.send({ id: ECHO }, { port: 999999 }), (e: NetlinkError) => e.code === "ECONNREFUSED");
+  });
+
+  test("a payload the kernel would silently drop is refused before sending", async () => {
+    const kernel = new FakeKernel();
+    await using conn = kernel.connect();
+    assert.throws(() => conn.send({ id: ECHO, data: new Uint8Array(16365) }), /silently drops/);
+    conn.send({ id: ECHO, data: new Uint8Array(16364) });
+    assert.equal(kernel.received.length, 1);
+  });
+
+  test("a closed connector refuses to send", async () => {
+    const kernel = new FakeKernel();
+    const conn = kernel.connect();
+    await conn.close();
+    assert.throws(() => conn.send({ id: ECHO }), /closed/);
+    assert.deepEqual(kernel.ports, []);
+  });
+
+  test("join and leave change the memberships", async () => {
+    const kernel = new FakeKernel();
+    await using conn = kernel.connect({ groups: [3] });
+    conn.join(5);
+    assert.deepEqual(conn.groups, [3, 5]);
+    conn.leave(3);
+    assert.deepEqual(conn.groups, [5]);
+  });
+});
