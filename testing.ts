@@ -22,3 +22,4 @@ export {
   type KernelCallbackContext,
   type KernelMessage,
 } from "./src/testing/fake_kernel.ts";
+export { FakeProcEvents, type FakeProcOptions, type ProcOp } from "./src/testing/fake_proc.ts";

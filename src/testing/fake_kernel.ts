@@ -12,6 +12,9 @@ import { Errno, NetlinkError } from "../errors.ts";
 import { type Connector, connectorOver } from "../connector/connector.ts";
 import type { ConnectorOptions } from "../connector/types.ts";
 import { groupBit, groupsOf, type ReceiveResult, type Transport } from "../socket/transport.ts";
+import { type ProcMonitor, type ProcMonitorOptions, procMonitorOver } from "../proc/monitor.ts";
+import { CN_IDX_PROC } from "../codec/constants.ts";
+import { FakeProcEvents, type FakeProcOptions } from "./fake_proc.ts";
 
 /** A message the fake kernel received from userspace. */
 export interface KernelMessage {
@@ -181,6 +184,35 @@ export class FakeKernel {
    * @throws {NetlinkError} EPERM for an even group when unprivileged, EADDRINUSE for a taken port
    */
   connect(options: ConnectorOptions = {}): Connector {
+    return connectorOver(this.#open(options), options);
+  }
+
+  /**
+   * Opens a process-events monitor on this kernel (see {@linkcode FakeKernel.enableProcEvents}).
+   *
+   * @throws {NetlinkError} ETIMEDOUT when no fake cn_proc acks the LISTEN
+   */
+  openProcMonitor(options: ProcMonitorOptions = {}): Promise<ProcMonitor> {
+    return procMonitorOver(this.#open({ groups: [CN_IDX_PROC] }), options);
+  }
+
+  /**
+   * Installs a fake process-events connector (Linux >= 6.6 behaviour by default) and returns its control.
+   *
+   * @param options `ack: false` ignores LISTEN like a kernel in another namespace; `inputFilter: false` acts like a
+   *   kernel before 6.6 (8-byte requests are dropped, every socket gets every event)
+   */
+  enableProcEvents(options: FakeProcOptions = {}): FakeProcEvents {
+    return new FakeProcEvents(this, options);
+  }
+
+  /** The ports of the sockets in `group`. */
+  members(group: number): number[] {
+    const bit = groupBit(group, "list members of");
+    return [...this.#sockets.values()].filter((s) => (s.mask & bit) !== 0).map((s) => s.port);
+  }
+
+  #open(options: { groups?: readonly number[]; port?: number; rcvbuf?: number }): FakeSocket {
     let port = options.port ?? 0;
     if (port !== 0 && this.#sockets.has(port)) throw new NetlinkError("bind", Errno.EADDRINUSE, `(at port ${port})`);
     for (const g of options.groups ?? []) {
@@ -195,7 +227,7 @@ export class FakeKernel {
     for (const g of options.groups ?? []) socket.mask = (socket.mask | groupBit(g, "bind")) >>> 0;
     if (options.rcvbuf !== undefined) socket.setReceiveBuffer(options.rcvbuf);
     this.#sockets.set(port, socket);
-    return connectorOver(socket, options);
+    return socket;
   }
 
   /**

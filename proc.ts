@@ -1,0 +1,52 @@
+/**
+ * Process events from the kernel's process-events connector (`CN_IDX_PROC`): fork, exec, uid, gid,
+ * sid, ptrace, comm, coredump and exit of every task on the host, typed, from the kernel only, with
+ * loss reported in the stream and kernel-side filtering on Linux >= 6.6.
+ *
+ * @example Every exec on the host, with its command line
+ * ```ts ignore
+ * import { ProcMonitor } from "@cnlink/connector/proc";
+ *
+ * await using monitor = await ProcMonitor.open({ events: ["exec"], enrich: true });
+ * for await (const e of monitor) {
+ *   if (e.type === "exec") console.log(e.pid, e.process?.cmdline?.join(" "));
+ *   if (e.type === "lost") console.warn("lost events:", e.reason, e.count ?? "");
+ * }
+ * ```
+ *
+ * @module
+ */
+export * from "./src/proc/constants.ts";
+export {
+  type AckEvent,
+  type CommEvent,
+  type CoredumpEvent,
+  decodeProcEvent,
+  encodeProcEvent,
+  type ExecEvent,
+  type ExitEvent,
+  type ForkEvent,
+  type GidEvent,
+  isThread,
+  type ProcEvent,
+  type ProcEventBase,
+  type ProcEventType,
+  type PtraceEvent,
+  type SidEvent,
+  type UidEvent,
+  type UnknownEvent,
+  type WaitStatus,
+  waitStatus,
+} from "./src/proc/event.ts";
+export { eventMask, passes, PROC_EVENT_NAMES, type ProcEventName } from "./src/proc/filter.ts";
+export { type ProcessInfo, readProcessInfo, userName } from "./src/proc/enrich.ts";
+export {
+  type EnrichedProcEvent,
+  type FilterMode,
+  type LostEvent,
+  ProcMonitor,
+  type ProcMonitorItem,
+  type ProcMonitorOptions,
+  type ProcMonitorStats,
+  watchProcesses,
+} from "./src/proc/monitor.ts";

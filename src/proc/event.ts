@@ -1,0 +1,424 @@
+/**
+ * `struct proc_event` decoding into a discriminated union, and helpers for its traps.
+ *
+ * @module
+ */
+import { DecodeError } from "../codec/decode_error.ts";
+import { LITTLE_ENDIAN } from "../codec/netlink.ts";
+import {
+  PROC_EVENT_COMM,
+  PROC_EVENT_COREDUMP,
+  PROC_EVENT_EXEC,
+  PROC_EVENT_EXIT,
+  PROC_EVENT_FORK,
+  PROC_EVENT_GID,
+  PROC_EVENT_NONE,
+  PROC_EVENT_PTRACE,
+  PROC_EVENT_SID,
+  PROC_EVENT_UID,
+} from "./constants.ts";
+
+/*
+ * struct proc_event {               // 40 bytes; at byte 36 of a datagram, so never 8-aligned there
+ *   __u32 what;                     // 0..4
+ *   __u32 cpu;                      // 4..8
+ *   __u64 timestamp_ns;             // 8..16  CLOCK_MONOTONIC
+ *   union { ... } event_data;       // 16..40 (members below, offsets from 16)
+ * };
+ */
+const WHAT = 0;
+const CPU = 4;
+const TIMESTAMP = 8;
+const DATA = 16;
+
+/** Fields every process event has. */
+export interface ProcEventBase {
+  /** CPU that sent it. */
+  cpu: number;
+  /** `ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds. */
+  timestampNs: bigint;
+  /** `cn_msg.seq`: a per-CPU counter (compare only with events of the same `cpu`). */
+  seq: number;
+}
+
+/** A new task: a process, or a thread when `childPid !== childTgid`. The parent is the *real* parent. */
+export interface ForkEvent extends ProcEventBase {
+  /** Discriminant. */
+  type: "fork";
+  /** Thread id of the real parent (for a new thread: the process's parent, not the creating thread). */
+  parentPid: number;
+  /** Process id of the real parent. */
+  parentTgid: number;
+  /** Thread id of the new task. */
+  childPid: number;
+  /** Process id of the new task (equals `childPid` for a process). */
+  childTgid: number;
+}
+
+/** exec() succeeded. From a non-leader thread, `pid` is already the leader's (see the README). */
+export interface ExecEvent extends ProcEventBase {
+  /** Discriminant. */
+  type: "exec";
+  /** Thread id. */
+  pid: number;
+  /** Process id. */
+  tgid: number;
+}
+
+/** uid change (real or effective shown; suid/fsuid changes trigger it too). Ids are in the initial user namespace. */
+export interface UidEvent extends ProcEventBase {
+  /** Discriminant. */
+  type: "uid";
+  /** Thread id. */
+  pid: number;
+  /** Process id. */
+  tgid: number;
+  /** Real uid. */
+  ruid: number;
+  /** Effective uid. */
+  euid: number;
+}
+
+/** gid change (real or effective shown). */
+export interface GidEvent extends ProcEventBase {
+  /** Discriminant. */
+  type: "gid";
+  /** Thread id. */
+  pid: number;
+  /** Process id. */
+  tgid: number;
+  /** Real gid. */
+  rgid: number;
+  /** Effective gid. */
+  egid: number;
+}
+
+/** setsid(). */
+export interface SidEvent extends ProcEventBase {
+  /** Discriminant. */
+  type: "sid";
+  /** Thread id (the group leader). */
+  pid: number;
+  /** Process id. */
+  tgid: number;
+}
+
+/** ptrace attach (tracer set) or detach (tracer 0/0). No event is sent when a tracer exits. */
+export interface PtraceEvent extends ProcEventBase {
+  /** Discriminant. */
+  type: "ptrace";
+  /** Tracee thread id. */
+  pid: number;
+  /** Tracee process id. */
+  tgid: number;
+  /** Tracer thread id; 0 on detach. */
+  tracerPid: number;
+  /** Tracer process id; 0 on detach. */
+  tracerTgid: number;
+}
+
+/** The task's name changed (prctl(PR_SET_NAME) or /proc/PID/comm; not exec). */
+export interface CommEvent extends ProcEventBase {
+  /** Discriminant. */
+  type: "comm";
+  /** Thread id. */
+  pid: number;
+  /** Process id. */
+  tgid: number;
+  /** The new name, up to 15 bytes, decoded as UTF-8. */
+  comm: string;
+}
+
+/** A fatal signal is about to dump core (sent even with RLIMIT_CORE = 0). */
+export interface CoredumpEvent extends ProcEventBase {
+  /** Discriminant. */
+  type: "coredump";
+  /** Thread id. */
+  pid: number;
+  /** Process id. */
+  tgid: number;
+  /** Parent thread id (0 when not known). */
+  parentPid: number;
+  /** Parent process id. */
+  parentTgid: number;
+}
+
+/** A task ended: sent once **per thread**. Use {@linkcode waitStatus} on `exitCode`. */
+export interface ExitEvent extends ProcEventBase {
+  /** Discriminant. */
+  type: "exit";
+  /** Thread id. */
+  pid: number;
+  /** Process id. */
+  tgid: number;
+  /** `task->exit_code` in wait-status encoding: `exit 3` gives 768, SIGKILL gives 9. */
+  exitCode: number;
+  /** Signal sent to the parent: 17 (SIGCHLD) for processes, -1 for threads. */
+  exitSignal: number;
+  /** Parent thread id; 0 for auto-reaped tasks (threads, children of a SIGCHLD-ignoring parent). */
+  parentPid: number;
+  /** Parent process id; 0 as above. */
+  parentTgid: number;
+}
+
+/** The kernel's answer to LISTEN/IGNORE (`what = NONE`); `err` is a positive errno or 0. */
+export interface AckEvent extends ProcEventBase {
+  /** Discriminant. */
+  type: "ack";
+  /** `cn_msg.ack`: the request's ack + 1. */
+  ack: number;
+  /** 0, or a positive errno. */
+  err: number;
+}
+
+/** An event type this library does not know yet; nothing is dropped. */
+export interface UnknownEvent extends ProcEventBase {
+  /** Discriminant. */
+  type: "unknown";
+  /** The raw `what`. */
+  what: number;
+  /** The whole proc_event as received (a copy). */
+  raw: Uint8Array;
+}
+
+/** Any decoded process event. */
+export type ProcEvent =
+  | ForkEvent
+  | ExecEvent
+  | UidEvent
+  | GidEvent
+  | SidEvent
+  | PtraceEvent
+  | CommEvent
+  | CoredumpEvent
+  | ExitEvent
+  | AckEvent
+  | UnknownEvent;
+
+/** The event type names, in kernel bit order. */
+export type ProcEventType = Exclude<ProcEvent["type"], "ack" | "unknown">;
+
+const commDecoder = new TextDecoder();
+
+/**
+ * Decodes a `proc_event` from a cn_msg's data.
+ *
+ * The kernel's 40 bytes are expected; a shorter payload (older kernels had 32) is accepted when it
+ * holds the header and the fields the type needs, and missing trailing fields read as 0.
+ *
+ * @param data the cn_msg data (any alignment)
+ * @param seq the cn_msg seq
+ * @param ack the cn_msg ack (used by acks)
+ * @returns the event
+ * @throws {DecodeError} fewer bytes than the type needs
+ *
+ * @example Decoding a cn_msg's data
+ * ```ts
+ * import { decodeProcEvent } from "@cnlink/connector/proc";
+ * import assert from "node:assert/strict";
+ *
+ * const data = new Uint8Array(40);
+ * const view = new DataView(data.buffer);
+ * view.setUint32(0, 0x80000000, true); // EXIT
+ * view.setInt32(16, 42, true);
+ * view.setInt32(20, 42, true);
+ * view.setUint32(24, 768, true);
+ * const event = decodeProcEvent(data, 7);
+ * assert.equal(event.type, "exit");
+ * if (event.type === "exit") assert.equal(event.exitCode, 768);
+ * ```
+ */
+export function decodeProcEvent(data: Uint8Array, seq: number, ack = 0): ProcEvent {
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const need = (n: number, type: string) => {
+    if (data.byteLength < DATA + n) {
+      throw new DecodeError("proc_event", 0, `${type} needs ${DATA + n} bytes, got ${data.byteLength}`);
+    }
+  };
+  need(0, "the header");
+  const what = view.getUint32(WHAT, LITTLE_ENDIAN);
+  const base = {
+    cpu: view.getUint32(CPU, LITTLE_ENDIAN),
+    timestampNs: view.getBigUint64(TIMESTAMP, LITTLE_ENDIAN),
+    seq,
+  };
+  const i32 = (off: number) => (DATA + off + 4 <= data.byteLength ? view.getInt32(DATA + off, LITTLE_ENDIAN) : 0);
+  const u32 = (off: number) => (DATA + off + 4 <= data.byteLength ? view.getUint32(DATA + off, LITTLE_ENDIAN) : 0);
+  switch (what) {
+    case PROC_EVENT_NONE:
+      need(4, "an ack");
+      return { type: "ack", ...base, ack, err: u32(0) };
+    case PROC_EVENT_FORK:
+      need(16, "fork");
+      return { type: "fork", ...base, parentPid: i32(0), parentTgid: i32(4), childPid: i32(8), childTgid: i32(12) };
+    case PROC_EVENT_EXEC:
+      need(8, "exec");
+      return { type: "exec", ...base, pid: i32(0), tgid: i32(4) };
+    case PROC_EVENT_UID:
+      need(16, "uid");
+      return { type: "uid", ...base, pid: i32(0), tgid: i32(4), ruid: u32(8), euid: u32(12) };
+    case PROC_EVENT_GID:
+      need(16, "gid");
+      return { type: "gid", ...base, pid: i32(0), tgid: i32(4), rgid: u32(8), egid: u32(12) };
+    case PROC_EVENT_SID:
+      need(8, "sid");
+      return { type: "sid", ...base, pid: i32(0), tgid: i32(4) };
+    case PROC_EVENT_PTRACE:
+      need(16, "ptrace");
+      return { type: "ptrace", ...base, pid: i32(0), tgid: i32(4), tracerPid: i32(8), tracerTgid: i32(12) };
+    case PROC_EVENT_COMM: {
+      need(9, "comm");
+      const raw = data.subarray(DATA + 8, Math.min(DATA + 24, data.byteLength));
+      const end = raw.indexOf(0);
+      return {
+        type: "comm",
+        ...base,
+        pid: i32(0),
+        tgid: i32(4),
+        comm: commDecoder.decode(end < 0 ? raw : raw.subarray(0, end)),
+      };
+    }
+    case PROC_EVENT_COREDUMP:
+      need(8, "coredump");
+      return { type: "coredump", ...base, pid: i32(0), tgid: i32(4), parentPid: i32(8), parentTgid: i32(12) };
+    case PROC_EVENT_EXIT:
+      need(16, "exit");
+      return {
+        type: "exit",
+        ...base,
+        pid: i32(0),
+        tgid: i32(4),
+        exitCode: u32(8),
+        exitSignal: i32(12),
+        parentPid: i32(16),
+        parentTgid: i32(20),
+      };
+    default:
+      return { type: "unknown", ...base, what, raw: data.slice() };
+  }
+}
+
+/** How a task ended, from a wait status. */
+export type WaitStatus =
+  | {
+    /** It called exit(). */
+    exited: true;
+    /** The exit code, 0..255. */
+    code: number;
+  }
+  | {
+    /** A signal killed it. */
+    exited: false;
+    /** The signal number. */
+    signal: number;
+    /** It dumped core. */
+    coreDumped: boolean;
+  };
+
+/**
+ * Decodes a wait status (`ExitEvent.exitCode`) the way `WIFEXITED`/`WTERMSIG` do.
+ *
+ * @example
+ * ```ts
+ * import { waitStatus } from "@cnlink/connector/proc";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(waitStatus(768), { exited: true, code: 3 });
+ * assert.deepEqual(waitStatus(11 | 0x80), { exited: false, signal: 11, coreDumped: true });
+ * ```
+ */
+export function waitStatus(status: number): WaitStatus {
+  const signal = status & 0x7f;
+  if (signal === 0) return { exited: true, code: (status >> 8) & 0xff };
+  return { exited: false, signal, coreDumped: (status & 0x80) !== 0 };
+}
+
+/**
+ * Whether an event is about a thread rather than a whole process (pid ≠ tgid; for fork, of the child).
+ *
+ * @example
+ * ```ts
+ * import { isThread } from "@cnlink/connector/proc";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(isThread({ type: "exec", pid: 5, tgid: 4, cpu: 0, timestampNs: 0n, seq: 0 }), true);
+ * ```
+ */
+export function isThread(event: ProcEvent): boolean {
+  if (event.type === "fork") return event.childPid !== event.childTgid;
+  if ("pid" in event && "tgid" in event) return event.pid !== event.tgid;
+  return false;
+}
+
+/**
+ * Encodes an event back into the kernel's 40-byte `proc_event` (for fake kernels and tests).
+ * `seq` is not part of the proc_event (it lives in the cn_msg) and is ignored; so is an ack's `ack`.
+ *
+ * @example Round trip
+ * ```ts
+ * import { decodeProcEvent, encodeProcEvent } from "@cnlink/connector/proc";
+ * import assert from "node:assert/strict";
+ *
+ * const exec = { type: "exec", cpu: 1, timestampNs: 5n, seq: 3, pid: 10, tgid: 10 } as const;
+ * assert.deepEqual(decodeProcEvent(encodeProcEvent(exec), 3), exec);
+ * ```
+ */
+export function encodeProcEvent(event: ProcEvent): Uint8Array {
+  const bytes = new Uint8Array(40);
+  const view = new DataView(bytes.buffer);
+  const i32 = (off: number, v: number) => view.setInt32(DATA + off, v, LITTLE_ENDIAN);
+  const u32 = (off: number, v: number) => view.setUint32(DATA + off, v >>> 0, LITTLE_ENDIAN);
+  const whatOf: Record<ProcEvent["type"], number> = {
+    ack: PROC_EVENT_NONE,
+    fork: PROC_EVENT_FORK,
+    exec: PROC_EVENT_EXEC,
+    uid: PROC_EVENT_UID,
+    gid: PROC_EVENT_GID,
+    sid: PROC_EVENT_SID,
+    ptrace: PROC_EVENT_PTRACE,
+    comm: PROC_EVENT_COMM,
+    coredump: PROC_EVENT_COREDUMP,
+    exit: PROC_EVENT_EXIT,
+    unknown: 0,
+  };
+  if (event.type === "unknown") {
+    bytes.set(event.raw.subarray(0, 40));
+    return bytes;
+  }
+  view.setUint32(WHAT, whatOf[event.type], LITTLE_ENDIAN);
+  view.setUint32(CPU, event.cpu, LITTLE_ENDIAN);
+  view.setBigUint64(TIMESTAMP, event.timestampNs, LITTLE_ENDIAN);
+  switch (event.type) {
+    case "ack":
+      u32(0, event.err);
+      break;
+    case "fork":
+      i32(0, event.parentPid), i32(4, event.parentTgid), i32(8, event.childPid), i32(12, event.childTgid);
+      break;
+    case "exec":
+    case "sid":
+      i32(0, event.pid), i32(4, event.tgid);
+      break;
+    case "uid":
+      i32(0, event.pid), i32(4, event.tgid), u32(8, event.ruid), u32(12, event.euid);
+      break;
+    case "gid":
+      i32(0, event.pid), i32(4, event.tgid), u32(8, event.rgid), u32(12, event.egid);
+      break;
+    case "ptrace":
+      i32(0, event.pid), i32(4, event.tgid), i32(8, event.tracerPid), i32(12, event.tracerTgid);
+      break;
+    case "comm":
+      i32(0, event.pid), i32(4, event.tgid);
+      bytes.set(new TextEncoder().encode(event.comm).subarray(0, 15), DATA + 8);
+      break;
+    case "coredump":
+      i32(0, event.pid), i32(4, event.tgid), i32(8, event.parentPid), i32(12, event.parentTgid);
+      break;
+    case "exit":
+      i32(0, event.pid), i32(4, event.tgid), u32(8, event.exitCode), i32(12, event.exitSignal);
+      i32(16, event.parentPid), i32(20, event.parentTgid);
+      break;
+  }
+  return bytes;
+}

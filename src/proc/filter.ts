@@ -1,0 +1,87 @@
+/**
+ * Event selection: names to the kernel's `proc_input.event_type` mask, and the same filter in
+ * userspace for kernels before 6.6 (a copy of `cn_filter`'s rules).
+ *
+ * @module
+ */
+import {
+  PROC_EVENT_ALL,
+  PROC_EVENT_COMM,
+  PROC_EVENT_COREDUMP,
+  PROC_EVENT_EXEC,
+  PROC_EVENT_EXIT,
+  PROC_EVENT_FORK,
+  PROC_EVENT_GID,
+  PROC_EVENT_NONZERO_EXIT,
+  PROC_EVENT_PTRACE,
+  PROC_EVENT_SID,
+  PROC_EVENT_UID,
+} from "./constants.ts";
+import type { ProcEvent } from "./event.ts";
+
+/** A name for `events`: an event type, or `"nonzero-exit"` (only exits with a non-zero wait status). */
+export type ProcEventName =
+  | "fork"
+  | "exec"
+  | "uid"
+  | "gid"
+  | "sid"
+  | "ptrace"
+  | "comm"
+  | "coredump"
+  | "exit"
+  | "nonzero-exit";
+
+const BITS: Record<ProcEventName, number> = {
+  fork: PROC_EVENT_FORK,
+  exec: PROC_EVENT_EXEC,
+  uid: PROC_EVENT_UID,
+  gid: PROC_EVENT_GID,
+  sid: PROC_EVENT_SID,
+  ptrace: PROC_EVENT_PTRACE,
+  comm: PROC_EVENT_COMM,
+  coredump: PROC_EVENT_COREDUMP,
+  exit: PROC_EVENT_EXIT,
+  "nonzero-exit": PROC_EVENT_NONZERO_EXIT,
+};
+
+/** Every accepted event name. */
+export const PROC_EVENT_NAMES: readonly ProcEventName[] = Object.keys(BITS) as ProcEventName[];
+
+/**
+ * The kernel mask for a list of names; all events when the list is empty or omitted.
+ *
+ * @throws {TypeError} an unknown name
+ */
+export function eventMask(names?: readonly string[]): number {
+  if (!names || names.length === 0) return PROC_EVENT_ALL;
+  let mask = 0;
+  for (const name of names) {
+    const bit = BITS[name as ProcEventName];
+    if (bit === undefined) {
+      throw new TypeError(`Unknown process event "${name}"; use one of ${PROC_EVENT_NAMES.join(", ")}`);
+    }
+    mask = (mask | bit) >>> 0;
+  }
+  return mask;
+}
+
+const WHAT: Record<string, number> = {
+  fork: PROC_EVENT_FORK,
+  exec: PROC_EVENT_EXEC,
+  uid: PROC_EVENT_UID,
+  gid: PROC_EVENT_GID,
+  sid: PROC_EVENT_SID,
+  ptrace: PROC_EVENT_PTRACE,
+  comm: PROC_EVENT_COMM,
+  coredump: PROC_EVENT_COREDUMP,
+  exit: PROC_EVENT_EXIT,
+};
+
+/** Whether `event` passes `mask`, by the kernel's `cn_filter` rules. Acks and unknown types always pass. */
+export function passes(event: ProcEvent, mask: number): boolean {
+  if (mask === PROC_EVENT_ALL) return true;
+  if (event.type === "ack" || event.type === "unknown") return true;
+  if (event.type === "exit" && (mask & PROC_EVENT_NONZERO_EXIT) !== 0 && event.exitCode !== 0) return true;
+  return ((mask & WHAT[event.type]) >>> 0) !== 0;
+}

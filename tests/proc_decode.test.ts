@@ -1,0 +1,182 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { decodeCnMsg, DecodeError } from "../mod.ts";
+import {
+  decodeProcEvent,
+  encodeProcEvent,
+  eventMask,
+  isThread,
+  passes,
+  PROC_EVENT_ALL,
+  PROC_EVENT_EXIT,
+  PROC_EVENT_NONZERO_EXIT,
+  type ProcEvent,
+  waitStatus,
+} from "../proc.ts";
+import * as G from "./fixtures/golden_proc.ts";
+import { PROC_ACK } from "./fixtures/golden.ts";
+
+/** Decodes the proc_event of a golden datagram, dropping the timestamp/cpu/seq for comparison. */
+function fields(datagram: Uint8Array): Record<string, unknown> {
+  const m = decodeCnMsg(datagram, 16);
+  const { cpu: _c, timestampNs: _t, seq: _s, ...rest } = decodeProcEvent(m.data, m.seq, m.ack);
+  return rest;
+}
+
+describe("golden process events from the kernel", () => {
+  const P = 4421; // the capturing python3
+  test("fork of a child process: real parent and child pid/tgid", () => {
+    assert.deepEqual(fields(G.EXIT3_FORK), {
+      type: "fork",
+      parentPid: P,
+      parentTgid: P,
+      childPid: 4462,
+      childTgid: 4462,
+    });
+  });
+  test("exec", () => assert.deepEqual(fields(G.EXIT3_EXEC), { type: "exec", pid: 4462, tgid: 4462 }));
+  test("exit of `exit 3`: wait status 768, SIGCHLD, parent", () => {
+    assert.deepEqual(fields(G.EXIT3_EXIT), {
+      type: "exit",
+      pid: 4462,
+      tgid: 4462,
+      exitCode: 768,
+      exitSignal: 17,
+      parentPid: P,
+      parentTgid: P,
+    });
+  });
+  test("uid and gid changes by setpriv carry real and effective ids", () => {
+    assert.deepEqual(fields(G.SETPRIV_UID), { type: "uid", pid: 4463, tgid: 4463, ruid: 1, euid: 1 });
+    assert.deepEqual(fields(G.SETPRIV_GID), { type: "gid", pid: 4463, tgid: 4463, rgid: 1, egid: 1 });
+  });
+  test("sid", () => assert.deepEqual(fields(G.SETPRIV_SID), { type: "sid", pid: 4463, tgid: 4463 }));
+  test("comm written to /proc/self/comm keeps the newline echo wrote", () => {
+    assert.deepEqual(fields(G.COMM_COMM), { type: "comm", pid: 4464, tgid: 4464, comm: "renamed\n" });
+  });
+  test("coredump names the parent", () => {
+    assert.deepEqual(fields(G.SEGV_COREDUMP), {
+      type: "coredump",
+      pid: 4465,
+      tgid: 4465,
+      parentPid: P,
+      parentTgid: P,
+    });
+    const exit = fields(G.SEGV_EXIT);
+    assert.equal(exit.exitCode, 11);
+    assert.deepEqual(waitStatus(exit.exitCode as number), { exited: false, signal: 11, coreDumped: false });
+  });
+  test("ptrace attach names the tracer, detach zeroes it", () => {
+    assert.deepEqual(fields(G.PTRACED_PTRACE), {
+      type: "ptrace",
+      pid: 4466,
+      tgid: 4466,
+      tracerPid: P,
+      tracerTgid: P,
+    });
+    assert.deepEqual(fields(G.PTRACED_PTRACE_DETACH), {
+      type: "ptrace",
+      pid: 4466,
+      tgid: 4466,
+      tracerPid: 0,
+      tracerTgid: 0,
+    });
+  });
+  test("a thread's fork has pid != tgid and names the process's real parent (the shell)", () => {
+    const m = decodeCnMsg(G.THREAD_FORK, 16);
+    const e = decodeProcEvent(m.data, m.seq);
+    assert.deepEqual(fields(G.THREAD_FORK), {
+      type: "fork",
+      parentPid: 4378,
+      parentTgid: 4378,
+      childPid: 4467,
+      childTgid: P,
+    });
+    assert.equal(isThread(e), true);
+    assert.deepEqual(fields(G.THREAD_COMM), { type: "comm", pid: 4467, tgid: P, comm: "worker" });
+  });
+  test("a thread's exit has exit_signal -1 and parent 0/0", () => {
+    assert.deepEqual(fields(G.THREAD_EXIT), {
+      type: "exit",
+      pid: 4365,
+      tgid: 4319,
+      exitCode: 0,
+      exitSignal: -1,
+      parentPid: 0,
+      parentTgid: 0,
+    });
+  });
+  test("the LISTEN ack: err 0 and ack = request ack + 1", () => {
+    assert.deepEqual(fields(PROC_ACK), { type: "ack", ack: 0x1235, err: 0 });
+  });
+  test("cpu, timestamp and seq come from the datagram", () => {
+    const m = decodeCnMsg(G.EXIT3_EXIT, 16);
+    const e = decodeProcEvent(m.data, m.seq);
+    assert.equal(e.cpu, 0);
+    assert.equal(e.timestampNs, 790405497468n);
+    assert.equal(e.seq, 0xc56);
+  });
+  test("every golden event re-encodes to its exact 40 bytes", () => {
+    for (const [name, datagram] of Object.entries(G)) {
+      if (!(datagram instanceof Uint8Array)) continue;
+      const m = decodeCnMsg(datagram, 16);
+      assert.deepEqual(encodeProcEvent(decodeProcEvent(m.data, m.seq)), m.data, name);
+    }
+  });
+});
+
+describe("strict and tolerant decoding", () => {
+  test("fewer than 16 bytes, or fewer than a type needs, throw DecodeError", () => {
+    const exit = decodeCnMsg(G.EXIT3_EXIT, 16).data;
+    assert.throws(() => decodeProcEvent(exit.subarray(0, 15), 0), DecodeError);
+    assert.throws(() => decodeProcEvent(exit.subarray(0, 31), 0), /exit needs 32 bytes/);
+  });
+  test("a 32-byte event from an old kernel decodes with the missing parent fields as 0", () => {
+    const exit = decodeCnMsg(G.EXIT3_EXIT, 16).data.subarray(0, 32);
+    const e = decodeProcEvent(exit, 1);
+    assert.equal(e.type, "exit");
+    if (e.type === "exit") assert.deepEqual([e.exitCode, e.parentPid, e.parentTgid], [768, 0, 0]);
+  });
+  test("an unknown what comes through with its raw bytes", () => {
+    const data = decodeCnMsg(G.EXIT3_EXEC, 16).data.slice();
+    new DataView(data.buffer).setUint32(0, 0x800, true);
+    const e = decodeProcEvent(data, 1);
+    assert.equal(e.type, "unknown");
+    if (e.type === "unknown") {
+      assert.equal(e.what, 0x800);
+      assert.deepEqual(e.raw, data);
+    }
+  });
+  test("decoding reads the event at an odd offset (36 in the datagram) with no alignment trouble", () => {
+    const buf = new Uint8Array(41);
+    buf.set(decodeCnMsg(G.EXIT3_FORK, 16).data, 1);
+    assert.equal(decodeProcEvent(buf.subarray(1), 0).type, "fork");
+  });
+});
+
+describe("helpers", () => {
+  test("waitStatus decodes exit codes, signals and core dumps", () => {
+    assert.deepEqual(waitStatus(0), { exited: true, code: 0 });
+    assert.deepEqual(waitStatus(768), { exited: true, code: 3 });
+    assert.deepEqual(waitStatus(9), { exited: false, signal: 9, coreDumped: false });
+    assert.deepEqual(waitStatus(0x8b), { exited: false, signal: 11, coreDumped: true });
+  });
+
+  test("eventMask maps names to kernel bits and rejects unknown names", () => {
+    assert.equal(eventMask(), PROC_EVENT_ALL);
+    assert.equal(eventMask(["exit"]), PROC_EVENT_EXIT);
+    assert.equal(eventMask(["fork", "exec"]), 3);
+    assert.throws(() => eventMask(["forks"]), TypeError);
+  });
+
+  test("passes() follows cn_filter: nonzero-exit alone keeps only non-zero exits", () => {
+    const base = { cpu: 0, timestampNs: 0n, seq: 0, pid: 1, tgid: 1, exitSignal: 17, parentPid: 0, parentTgid: 0 };
+    const ok: ProcEvent = { type: "exit", ...base, exitCode: 0 };
+    const bad: ProcEvent = { type: "exit", ...base, exitCode: 256 };
+    const exec: ProcEvent = { type: "exec", cpu: 0, timestampNs: 0n, seq: 0, pid: 1, tgid: 1 };
+    assert.deepEqual([passes(ok, PROC_EVENT_NONZERO_EXIT), passes(bad, PROC_EVENT_NONZERO_EXIT)], [false, true]);
+    assert.equal(passes(ok, PROC_EVENT_NONZERO_EXIT | PROC_EVENT_EXIT), true);
+    assert.equal(passes(exec, PROC_EVENT_EXIT), false);
+    assert.equal(passes(exec, PROC_EVENT_ALL), true);
+  });
+});
