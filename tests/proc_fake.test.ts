@@ -1,0 +1,182 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { encodeMessage, type NetlinkError } from "../mod.ts";
+import {
+  encodeProcEvent,
+  PROC_CN_MCAST_IGNORE,
+  PROC_CN_MCAST_LISTEN,
+  PROC_EVENT_ALL,
+  PROC_EVENT_EXEC,
+  PROC_EVENT_EXIT,
+  type ProcEvent,
+  type ProcMonitorItem,
+} from "../proc.ts";
+import { FakeKernel } from "../testing.ts";
+
+const at = { cpu: 0, timestampNs: 1n, seq: 0 };
+const exec = (pid: number, cpu = 0): ProcEvent => ({ type: "exec", ...at, cpu, pid, tgid: pid });
+const exit = (pid: number, exitCode: number): ProcEvent => ({
+  type: "exit",
+  ...at,
+  pid,
+  tgid: pid,
+  exitCode,
+  exitSignal: 17,
+  parentPid: 1,
+  parentTgid: 1,
+});
+
+async function take(it: AsyncIterator<ProcMonitorItem>, n: number): Promise<ProcMonitorItem[]> {
+  const out: ProcMonitorItem[] = [];
+  while (out.length < n) {
+    const r = await it.next();
+    if (r.done) break;
+    out.push(r.value);
+  }
+  return out;
+}
+
+describe("subscribing", () => {
+  test("LISTEN is sent as {LISTEN, ALL} and confirmed by its ack; close() sends IGNORE", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents();
+    const monitor = await kernel.openProcMonitor();
+    assert.equal(monitor.filterMode, "none");
+    assert.deepEqual(proc.ops.map((o) => [o.op, o.mask]), [[PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL]]);
+    assert.equal(proc.listeners.length, 1);
+    await monitor.close();
+    assert.deepEqual(proc.ops.at(-1)?.op, PROC_CN_MCAST_IGNORE);
+    assert.equal(proc.listeners.length, 0);
+    assert.deepEqual(kernel.ports, [], "the socket is closed");
+  });
+
+  test("a kernel that never acks gives ETIMEDOUT naming namespaces, and the socket is closed", async () => {
+    const kernel = new FakeKernel();
+    kernel.enableProcEvents({ ack: false });
+    await assert.rejects(kernel.openProcMonitor({ ackTimeoutMs: 50 }), (e: NetlinkError) => {
+      assert.equal(e.code, "ETIMEDOUT");
+      assert.match(e.message, /initial user and pid namespaces/);
+      return true;
+    });
+    assert.deepEqual(kernel.ports, []);
+  });
+
+  test("sending from a non-initial network namespace fails with ECONNREFUSED and its hint", async () => {
+    const kernel = new FakeKernel({ initialNetworkNamespace: false });
+    kernel.enableProcEvents();
+    await assert.rejects(kernel.openProcMonitor(), /ECONNREFUSED.*initial network namespace/);
+  });
+
+  test("an unknown event name is a TypeError", async () => {
+    const kernel = new FakeKernel();
+    kernel.enableProcEvents();
+    await assert.rejects(kernel.openProcMonitor({ events: ["spawn" as "exec"] }), TypeError);
+  });
+});
+
+describe("filtering", () => {
+  test("on a >= 6.6 kernel the filter is set in the kernel after the ALL handshake", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents();
+    await using monitor = await kernel.openProcMonitor({ events: ["exit"] });
+    assert.equal(monitor.filterMode, "kernel");
+    assert.equal(monitor.checksSequence, false);
+    assert.deepEqual(proc.ops.map((o) => o.mask), [PROC_EVENT_ALL, PROC_EVENT_EXIT]);
+    proc.emit(exec(10));
+    proc.emit(exit(10, 0));
+    const [first] = await take(monitor[Symbol.asyncIterator](), 1);
+    assert.equal(first.type, "exit");
+    assert.equal(monitor.stats.filtered, 0, "the kernel dropped the exec, not us");
+  });
+
+  test("on an older kernel (no proc_input) it falls back to 4-byte LISTEN and filters here", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents({ inputFilter: false });
+    await using monitor = await kernel.openProcMonitor({ events: ["nonzero-exit"], ackTimeoutMs: 50 });
+    assert.equal(monitor.filterMode, "userspace");
+    assert.equal(monitor.checksSequence, true);
+    proc.emit(exec(10));
+    proc.emit(exit(10, 0));
+    proc.emit(exit(11, 256));
+    const [first] = await take(monitor[Symbol.asyncIterator](), 1);
+    assert.deepEqual(first.type === "exit" && [first.pid, first.exitCode], [11, 256]);
+    assert.equal(monitor.stats.filtered, 2);
+  });
+});
+
+describe("trust and loss", () => {
+  test("a datagram from a userspace port is not delivered and is counted as forged", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents();
+    await using monitor = await kernel.openProcMonitor();
+    const forged = encodeMessage({ id: { idx: 1, val: 1 }, data: encodeProcEvent(exec(666)) });
+    kernel.sendRaw(forged, { group: 1 }, { port: 31337, groups: 1 });
+    proc.emit(exec(7));
+    const [first] = await take(monitor[Symbol.asyncIterator](), 1);
+    assert.deepEqual(first.type === "exec" && first.pid, 7);
+    assert.equal(monitor.stats.forged, 1);
+  });
+
+  test("a per-CPU seq gap is delivered as a lost item with its count and cpu, and events go on", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents();
+    await using monitor = await kernel.openProcMonitor();
+    proc.emit(exec(1, 1));
+    proc.emit(exec(2, 1), 5);
+    proc.emit(exec(3, 0));
+    const items = await take(monitor[Symbol.asyncIterator](), 4);
+    assert.deepEqual(items.map((i) => i.type === "lost" ? `lost ${i.reason} ${i.count} cpu${i.cpu}` : i.type), [
+      "exec",
+      "lost seq-gap 5 cpu1",
+      "exec",
+      "exec",
+    ]);
+    assert.equal(monitor.stats.seqLost, 5);
+  });
+
+  test("an overrun is delivered as a lost item, the buffer grows, and later events still arrive", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents();
+    await using monitor = await kernel.openProcMonitor({ rcvbuf: 1000, maxRcvbuf: 64000 });
+    const before = monitor.stats.rcvbuf;
+    for (let i = 0; i < 20; i++) proc.emit(exec(100 + i));
+    const items = await take(monitor[Symbol.asyncIterator](), 3);
+    const lost = items.find((i) => i.type === "lost");
+    assert.deepEqual(lost, { type: "lost", reason: "overrun" });
+    assert.ok(monitor.stats.rcvbuf > before, `rcvbuf grew from ${before} to ${monitor.stats.rcvbuf}`);
+    proc.emit(exec(999));
+    for (;;) {
+      const [next] = await take(monitor[Symbol.asyncIterator](), 1);
+      if (next.type === "exec" && next.pid === 999) break;
+    }
+    assert.equal(monitor.stats.overruns, 1);
+  });
+});
+
+describe("lifecycle", () => {
+  test("break ends the subscription (IGNORE sent, socket closed)", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents();
+    const monitor = await kernel.openProcMonitor();
+    proc.emit(exec(5));
+    for await (const e of monitor) {
+      assert.equal(e.type, "exec");
+      break;
+    }
+    await monitor.close();
+    assert.equal(proc.ops.at(-1)?.op, PROC_CN_MCAST_IGNORE);
+    assert.deepEqual(kernel.ports, []);
+  });
+
+  test("an abort signal ends the iteration with its reason and closes the monitor", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents();
+    const ac = new AbortController();
+    const monitor = await kernel.openProcMonitor({ signal: ac.signal });
+    const pending = monitor[Symbol.asyncIterator]().next();
+    ac.abort(new Error("enough"));
+    await assert.rejects(pending, /enough/);
+    await monitor.close();
+    assert.equal(proc.listeners.length, 0);
+  });
+});

@@ -1,0 +1,233 @@
+import { describe } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import process from "node:process";
+import { Connector, encodeMessage } from "../mod.ts";
+import {
+  encodeProcEvent,
+  isThread,
+  ProcMonitor,
+  type ProcMonitorItem,
+  type ProcMonitorOptions,
+  waitStatus,
+} from "../proc.ts";
+import { kernelTest, sleep } from "./_kernel.ts";
+
+const show = (x: unknown) => JSON.stringify(x, (_k, v) => (typeof v === "bigint" ? `${v}n` : v));
+
+/** Runs a command to its end; returns its pid. */
+async function run(cmd: string, args: string[]): Promise<number> {
+  const child = spawn(cmd, args, { stdio: "ignore" });
+  await once(child, "exit");
+  return child.pid!;
+}
+
+/** Opens a monitor, runs `activity`, and collects items until `done` holds (or 5 s pass). */
+async function observe(
+  options: ProcMonitorOptions,
+  activity: () => Promise<number[]>,
+  done: (items: ProcMonitorItem[], pids: number[]) => boolean,
+  opened?: (monitor: ProcMonitor) => void,
+): Promise<{ items: ProcMonitorItem[]; pids: number[]; monitor: ProcMonitor }> {
+  const monitor = await ProcMonitor.open(options);
+  opened?.(monitor);
+  const items: ProcMonitorItem[] = [];
+  let pids: number[] | null = null;
+  const reader = (async () => {
+    for await (const item of monitor) {
+      items.push(item);
+      if (pids && done(items, pids)) break;
+    }
+  })();
+  pids = await activity();
+  const deadline = sleep(5000).then(() => "timeout");
+  while (!done(items, pids)) {
+    if (await Promise.race([sleep(20), deadline]) === "timeout") break;
+  }
+  await monitor.close();
+  await reader;
+  return { items, pids, monitor };
+}
+
+/** Events of different CPUs arrive in any order; the kernel timestamp orders them. */
+const byTime = (items: ProcMonitorItem[]) =>
+  items.toSorted((a, b) => ("timestampNs" in a && "timestampNs" in b ? Number(a.timestampNs - b.timestampNs) : 0));
+const about = (pid: number) => (e: ProcMonitorItem) =>
+  e.type === "fork" ? e.childTgid === pid : "tgid" in e && e.tgid === pid;
+const exited = (pid: number) => (items: ProcMonitorItem[]) =>
+  items.some((e) => e.type === "exit" && e.pid === pid && e.tgid === pid);
+
+describe("process events from the real kernel", () => {
+  kernelTest("sh -c 'exit 3' gives fork, exec, exit with wait status 768 and us as parent", async () => {
+    const { items, pids: [pid] } = await observe(
+      {},
+      async () => [await run("sh", ["-c", "exit 3"])],
+      (i, p) => exited(p[0])(i),
+    );
+    const mine = byTime(items.filter(about(pid)));
+    assert.deepEqual(mine.map((e) => e.type), ["fork", "exec", "exit"]);
+    const [fork, , exit] = mine;
+    assert.ok(fork.type === "fork" && fork.parentTgid === process.pid && fork.childPid === pid);
+    assert.ok(exit.type === "exit");
+    assert.equal(exit.exitCode, 768);
+    assert.deepEqual(waitStatus(exit.exitCode), { exited: true, code: 3 });
+    assert.equal(exit.exitSignal, 17);
+    assert.equal(exit.parentTgid, process.pid);
+  });
+
+  kernelTest("setpriv/setsid give gid, uid and sid events with the new ids", async () => {
+    const args = ["--regid=65534", "--reuid=65534", "--clear-groups", "setsid", "true"];
+    const { items, pids: [pid] } = await observe(
+      {},
+      async () => [await run("setpriv", args)],
+      (i, p) => exited(p[0])(i),
+    );
+    const mine = items.filter(about(pid));
+    const gid = mine.find((e) => e.type === "gid");
+    const uid = mine.find((e) => e.type === "uid");
+    const sid = mine.find((e) => e.type === "sid");
+    assert.ok(gid?.type === "gid" && gid.rgid === 65534 && gid.egid === 65534, show(gid));
+    assert.ok(uid?.type === "uid" && uid.ruid === 65534 && uid.euid === 65534, show(items.filter(about(pid))));
+    assert.ok(sid?.type === "sid" && sid.pid === pid);
+  });
+
+  kernelTest("writing /proc/self/comm gives a comm event with the new name", async () => {
+    const script = "printf renamed > /proc/self/comm";
+    const { items, pids: [pid] } = await observe(
+      {},
+      async () => [await run("sh", ["-c", script])],
+      (i, p) => exited(p[0])(i),
+    );
+    const comm = items.filter(about(pid)).find((e) => e.type === "comm");
+    assert.ok(comm?.type === "comm");
+    assert.equal(comm.comm, "renamed");
+  });
+
+  kernelTest("kill -SEGV gives a coredump event, then an exit by signal 11", async () => {
+    const { items, pids: [pid] } = await observe(
+      {},
+      async () => [await run("sh", ["-c", "kill -SEGV $$"])],
+      (i, p) => exited(p[0])(i),
+    );
+    const mine = items.filter(about(pid));
+    const core = mine.find((e) => e.type === "coredump");
+    const exit = mine.find((e) => e.type === "exit");
+    assert.ok(core?.type === "coredump" && core.parentTgid === process.pid);
+    assert.ok(exit?.type === "exit");
+    const status = waitStatus(exit.exitCode);
+    assert.ok(!status.exited && status.signal === 11, JSON.stringify(status));
+    assert.ok(core.timestampNs < exit.timestampNs);
+  });
+
+  kernelTest("a thread's fork has pid != tgid and its exit has exit_signal -1", async () => {
+    const script = "import threading; t = threading.Thread(target=lambda: None); t.start(); t.join()";
+    const { items, pids: [pid] } = await observe(
+      {},
+      async () => [await run("python3", ["-c", script])],
+      (i, p) => exited(p[0])(i),
+    );
+    const threadFork = items.find((e) => e.type === "fork" && e.childTgid === pid && e.childPid !== pid);
+    assert.ok(threadFork?.type === "fork" && isThread(threadFork));
+    assert.equal(threadFork.parentTgid, process.pid, "a thread's parent is the process's real parent");
+    const threadExit = items.find((e) => e.type === "exit" && e.pid === threadFork.childPid);
+    assert.ok(threadExit?.type === "exit");
+    assert.equal(threadExit.exitSignal, -1);
+    assert.deepEqual([threadExit.parentPid, threadExit.parentTgid], [0, 0]);
+  });
+
+  kernelTest("ptrace attach names the tracer, detach reports 0/0", async () => {
+    const script = [
+      "import ctypes, os, subprocess, time",
+      "libc = ctypes.CDLL(None)",
+      "c = subprocess.Popen(['sleep', '0.3']); time.sleep(0.05)",
+      "libc.ptrace(16, c.pid, None, None); os.waitpid(c.pid, 0)",
+      "libc.ptrace(17, c.pid, None, 0); c.wait(); print(c.pid)",
+    ].join("\n");
+    let tracer = 0;
+    let tracee = 0;
+    const { items } = await observe({ events: ["ptrace", "exit"] }, async () => {
+      const child = spawn("python3", ["-c", script], { stdio: ["ignore", "pipe", "inherit"] });
+      let out = "";
+      child.stdout.on("data", (c) => (out += c));
+      await once(child, "exit");
+      tracer = child.pid!;
+      tracee = Number(out.trim());
+      return [tracer];
+    }, (i, p) => exited(p[0])(i));
+    const ptrace = items.filter((e) => e.type === "ptrace" && e.pid === tracee);
+    assert.deepEqual(
+      ptrace.map((e) => e.type === "ptrace" && [e.tracerPid, e.tracerTgid]),
+      [[tracer, tracer], [0, 0]],
+    );
+  });
+
+  kernelTest("events: ['exit'] is filtered in the kernel: no fork or exec of our child arrives", async () => {
+    let filteredBefore = -1;
+    let probe: ProcMonitor | null = null;
+    const { items, pids: [pid], monitor } = await observe(
+      { events: ["exit"] },
+      async () => {
+        await sleep(100); // let events queued before the kernel filter was set drain through ours
+        filteredBefore = probe!.stats.filtered;
+        return [await run("sh", ["-c", "exit 0"])];
+      },
+      (i, p) => exited(p[0])(i),
+      (m) => (probe = m),
+    );
+    assert.equal(monitor.filterMode, "kernel");
+    assert.deepEqual(items.filter(about(pid)).map((e) => e.type), ["exit"]);
+    assert.ok(items.every((e) => e.type === "exit" || e.type === "lost"));
+    assert.equal(monitor.stats.filtered, filteredBefore, "the child's fork and exec never reached userspace");
+  });
+
+  kernelTest("nonzero-exit delivers `false` and not `true`", async () => {
+    const { items, pids: [ok, bad] } = await observe(
+      { events: ["nonzero-exit"] },
+      async () => [await run("true", []), await run("false", [])],
+      (i, p) => exited(p[1])(i),
+    );
+    assert.equal(items.some(about(ok)), false);
+    const exit = items.find(about(bad));
+    assert.ok(exit?.type === "exit" && exit.exitCode === 256);
+  });
+
+  kernelTest("a proc event forged by a second root socket on group 1 is not delivered and is counted", async () => {
+    await using forger = await Connector.open();
+    const fake = encodeProcEvent({ type: "exec", cpu: 0, timestampNs: 1n, seq: 0, pid: 424242, tgid: 424242 });
+    const { items, monitor } = await observe({}, async () => {
+      for (let i = 0; i < 5; i++) forger.send({ id: { idx: 1, val: 1 }, data: fake }, { group: 1 });
+      return [await run("true", [])];
+    }, (i, p) => exited(p[0])(i));
+    assert.equal(items.some((e) => e.type === "exec" && e.pid === 424242), false);
+    assert.equal(monitor.stats.forged, 5);
+    void encodeMessage;
+  });
+
+  kernelTest("a tiny buffer and a fork storm give a lost item, and the stream goes on", async () => {
+    const storm = "for i in $(seq 400); do /bin/true & done; wait";
+    const { items, pids: [, marker], monitor } = await observe(
+      { rcvbuf: 4096, maxRcvbuf: 0, events: ["exec", "exit"] },
+      async () => [await run("sh", ["-c", storm]), await run("sh", ["-c", "exit 7"])],
+      (i, p) => exited(p[1])(i),
+    );
+    const lost = items.filter((e) => e.type === "lost");
+    assert.ok(lost.length > 0, `no loss reported (${items.length} items)`);
+    assert.ok(monitor.stats.overruns > 0);
+    const last = items.findLast((e) => e.type === "exit" && e.pid === marker);
+    assert.ok(last?.type === "exit" && last.exitCode === 7 << 8, "an event after the storm still arrived");
+  }, 30_000);
+
+  kernelTest("with the default buffer the same storm loses nothing", async () => {
+    const storm = "for i in $(seq 400); do /bin/true & done; wait";
+    const { items, pids: [, marker], monitor } = await observe(
+      {},
+      async () => [await run("sh", ["-c", storm]), await run("sh", ["-c", "exit 7"])],
+      (i, p) => exited(p[1])(i),
+    );
+    assert.ok(exited(marker)(items));
+    assert.deepEqual(items.filter((e) => e.type === "lost"), []);
+    assert.equal(monitor.stats.overruns + monitor.stats.seqLost, 0);
+    assert.ok(items.filter((e) => e.type === "exec").length >= 400);
+  }, 30_000);
+});
