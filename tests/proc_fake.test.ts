@@ -6,7 +6,6 @@ import {
   PROC_CN_MCAST_IGNORE,
   PROC_CN_MCAST_LISTEN,
   PROC_EVENT_ALL,
-  PROC_EVENT_EXEC,
   PROC_EVENT_EXIT,
   type ProcEvent,
   type ProcMonitorItem,

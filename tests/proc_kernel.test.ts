@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import process from "node:process";
-import { Connector, encodeMessage } from "../mod.ts";
+import { Connector } from "../mod.ts";
 import {
   encodeProcEvent,
   isThread,
@@ -201,7 +201,6 @@ describe("process events from the real kernel", () => {
     }, (i, p) => exited(p[0])(i));
     assert.equal(items.some((e) => e.type === "exec" && e.pid === 424242), false);
     assert.equal(monitor.stats.forged, 5);
-    void encodeMessage;
   });
 
   kernelTest("a tiny buffer and a fork storm give a lost item, and the stream goes on", async () => {
