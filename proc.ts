@@ -50,3 +50,4 @@ export {
   type ProcMonitorStats,
   watchProcesses,
 } from "./src/proc/monitor.ts";
+export { monotonicClock, wallClock } from "./src/proc/clock.ts";

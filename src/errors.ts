@@ -46,7 +46,17 @@ const HINTS: Record<string, string> = {
   EMSGSIZE: "the message is larger than the socket's send buffer allows",
 };
 
-/** Returns the symbolic name of an errno value, e.g. `"EPERM"`, or `"E<n>"` when unknown. */
+/**
+ * Returns the symbolic name of an errno value, e.g. `"EPERM"`, or `"E<n>"` when unknown.
+ *
+ * @example
+ * ```ts
+ * import { errnoName } from "@cnlink/connector";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(errnoName(105), "ENOBUFS");
+ * ```
+ */
 export function errnoName(errno: number): string {
   return ERRNO_NAMES[errno]?.[0] ?? `E${errno}`;
 }

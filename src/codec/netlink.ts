@@ -9,7 +9,17 @@ import { DecodeError } from "./decode_error.ts";
 /** True on little-endian hosts; every DataView access passes it. Detected once. */
 export const LITTLE_ENDIAN: boolean = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-/** `NLMSG_ALIGN(len) = ((len) + NLMSG_ALIGNTO - 1) & ~(NLMSG_ALIGNTO - 1)`, NLMSG_ALIGNTO = 4. */
+/**
+ * `NLMSG_ALIGN(len) = ((len) + NLMSG_ALIGNTO - 1) & ~(NLMSG_ALIGNTO - 1)`, NLMSG_ALIGNTO = 4.
+ *
+ * @example
+ * ```ts
+ * import { nlmsgAlign } from "@cnlink/connector";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(nlmsgAlign(77), 80);
+ * ```
+ */
 export function nlmsgAlign(len: number): number {
   return (len + 3) & ~3;
 }

@@ -10,7 +10,7 @@
  */
 import { dlopen, toArrayBuffer } from "bun:ffi";
 import { NetlinkError } from "../errors.ts";
-import { EFD_CLOEXEC, EFD_NONBLOCK, type Libc, POLLIN, type Waiter } from "./types.ts";
+import { CLOCK_MONOTONIC, EFD_CLOEXEC, EFD_NONBLOCK, type Libc, POLLIN, type Waiter } from "./types.ts";
 
 const SYMBOLS = {
   // int socket(int domain, int type, int protocol)
@@ -34,6 +34,8 @@ const SYMBOLS = {
   eventfd: { args: ["u32", "i32"], returns: "i32" },
   // ssize_t write(int fd, const void *buf, size_t count)
   write: { args: ["i32", "ptr", "u64"], returns: "i32" },
+  // int clock_gettime(clockid_t clock, struct timespec *ts)
+  clock_gettime: { args: ["i32", "ptr"], returns: "i32" },
   // int *__errno_location(void)
   __errno_location: { args: [], returns: "ptr" },
 } as const;
@@ -54,6 +56,7 @@ export function loadBun(path: string): Libc {
   const errnoPointer = s.__errno_location();
   if (!errnoPointer) throw new Error("cnlink: __errno_location() returned NULL");
   const errno = new Int32Array(toArrayBuffer(errnoPointer, 0, 4));
+  const timespec = new BigInt64Array(2);
 
   return {
     socket(domain, type, protocol) {
@@ -87,6 +90,10 @@ export function loadBun(path: string): Libc {
     close(fd) {
       const r = s.close(fd);
       return r < 0 ? -errno[0] : r;
+    },
+    monotonicNs() {
+      s.clock_gettime(CLOCK_MONOTONIC, timespec);
+      return timespec[0] * 1_000_000_000n + timespec[1];
     },
     createWaiter(fd) {
       const efd = s.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -7,7 +7,7 @@
  * @module
  */
 import { NetlinkError } from "../errors.ts";
-import { EFD_CLOEXEC, EFD_NONBLOCK, type Libc, POLLIN, type Waiter } from "./types.ts";
+import { CLOCK_MONOTONIC, EFD_CLOEXEC, EFD_NONBLOCK, type Libc, POLLIN, type Waiter } from "./types.ts";
 
 const SYMBOLS = {
   // int socket(int domain, int type, int protocol)
@@ -33,6 +33,8 @@ const SYMBOLS = {
   write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
   // int poll(struct pollfd *fds, nfds_t nfds, int timeout) -- on the blocking pool
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  // int clock_gettime(clockid_t clock, struct timespec *ts)
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   // int *__errno_location(void)
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -58,6 +60,7 @@ export function loadDeno(path: string): Libc {
   // errno lives at a fixed thread-local address of the JS thread. Read it inline after each call:
   // a helper function read it late during JIT warm-up (see ffi-notes §1).
   const errno = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(errnoPointer, 4));
+  const timespec = new BigInt64Array(2);
 
   return {
     socket(domain, type, protocol) {
@@ -91,6 +94,10 @@ export function loadDeno(path: string): Libc {
     close(fd) {
       const r = s.close(fd);
       return r < 0 ? -errno[0] : r;
+    },
+    monotonicNs() {
+      s.clock_gettime(CLOCK_MONOTONIC, timespec);
+      return timespec[0] * 1_000_000_000n + timespec[1];
     },
     createWaiter(fd) {
       const efd = s.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -34,10 +34,14 @@ export interface Libc {
   recvfrom(fd: number, buf: Uint8Array, len: bigint, flags: number, from: Uint8Array, fromlen: Uint32Array): number;
   /** `int close(int fd)` */
   close(fd: number): number;
+  /** `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the clock of proc_event timestamps. */
+  monotonicNs(): bigint;
   /** A waiter for `fd` backed by an eventfd, so that it can be woken on close. */
   createWaiter(fd: number): Waiter;
 }
 
+/** `CLOCK_MONOTONIC` */
+export const CLOCK_MONOTONIC = 1;
 /** `POLLIN` */
 export const POLLIN = 0x1;
 /** `EFD_CLOEXEC` */

@@ -24,7 +24,17 @@ export interface ProcessInfo {
 
 let passwd: Map<number, string> | null = null;
 
-/** User name for `uid` from /etc/passwd (read once), or undefined. */
+/**
+ * User name for `uid` from /etc/passwd (read once), or undefined.
+ *
+ * @example
+ * ```ts
+ * import { userName } from "@cnlink/connector/proc";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(userName(0), "root");
+ * ```
+ */
 export function userName(uid: number): string | undefined {
   if (!passwd) {
     passwd = new Map();

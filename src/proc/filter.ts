@@ -52,6 +52,14 @@ export const PROC_EVENT_NAMES: readonly ProcEventName[] = Object.keys(BITS) as P
  * The kernel mask for a list of names; all events when the list is empty or omitted.
  *
  * @throws {TypeError} an unknown name
+ *
+ * @example
+ * ```ts
+ * import { eventMask, PROC_EVENT_EXEC, PROC_EVENT_EXIT } from "@cnlink/connector/proc";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(eventMask(["exec", "exit"]), (PROC_EVENT_EXEC | PROC_EVENT_EXIT) >>> 0);
+ * ```
  */
 export function eventMask(names?: readonly string[]): number {
   if (!names || names.length === 0) return PROC_EVENT_ALL;
@@ -78,7 +86,21 @@ const WHAT: Record<string, number> = {
   exit: PROC_EVENT_EXIT,
 };
 
-/** Whether `event` passes `mask`, by the kernel's `cn_filter` rules. Acks and unknown types always pass. */
+/**
+ * Whether `event` passes `mask`, by the kernel's `cn_filter` rules. Acks and unknown types always pass.
+ *
+ * @example Only non-zero exits
+ * ```ts
+ * import { eventMask, passes } from "@cnlink/connector/proc";
+ * import assert from "node:assert/strict";
+ *
+ * const exit = {
+ *   type: "exit", cpu: 0, timestampNs: 0n, seq: 0, pid: 9, tgid: 9,
+ *   exitCode: 0, exitSignal: 17, parentPid: 1, parentTgid: 1,
+ * } as const;
+ * assert.equal(passes(exit, eventMask(["nonzero-exit"])), false);
+ * ```
+ */
 export function passes(event: ProcEvent, mask: number): boolean {
   if (mask === PROC_EVENT_ALL) return true;
   if (event.type === "ack" || event.type === "unknown") return true;

@@ -32,7 +32,22 @@ export interface ProcOp {
 
 const PROC_ID = { idx: CN_IDX_PROC, val: CN_VAL_PROC };
 
-/** Control of the fake process-events connector. */
+/**
+ * Control of the fake process-events connector.
+ *
+ * @example Feeding a monitor under test
+ * ```ts
+ * import { FakeKernel } from "@cnlink/connector/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const kernel = new FakeKernel();
+ * const proc = kernel.enableProcEvents();
+ * await using monitor = await kernel.openProcMonitor({ events: ["exec"] });
+ * proc.emit({ type: "exec", cpu: 0, timestampNs: 1n, seq: 0, pid: 42, tgid: 42 });
+ * const { value } = await monitor[Symbol.asyncIterator]().next();
+ * assert.equal(value?.type === "exec" && value.pid, 42);
+ * ```
+ */
 export class FakeProcEvents implements Disposable {
   readonly #kernel: FakeKernel;
   readonly #options: Required<FakeProcOptions>;
