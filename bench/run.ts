@@ -1,0 +1,203 @@
+/**
+ * The cnlink benchmark: the same fork storm against a C reference listener, cnlink on Deno and cnlink
+ * on Bun (and forkstat when installed), one after another in one invocation. Needs root and `cc`.
+ *
+ *   deno run -A bench/run.ts [--children N] [--exec] [--idle SEC] [--paced N] [--quick] [--out FILE]
+ *
+ * Prints a table and writes JSON (default bench/out/results.json).
+ *
+ * @module
+ */
+import process from "node:process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { createInterface } from "node:readline";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { parseArgs } from "node:util";
+import { cpus, release } from "node:os";
+
+const here = dirname(new URL(import.meta.url).pathname);
+const root = join(here, "..");
+const bin = (name: string) => join(root, "node_modules", ".bin", name);
+
+const { values } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    children: { type: "string" },
+    exec: { type: "boolean", default: false },
+    idle: { type: "string" },
+    paced: { type: "string" },
+    quick: { type: "boolean", default: false },
+    out: { type: "string", default: join(here, "out", "results.json") },
+    only: { type: "string" },
+  },
+});
+const quick = values.quick!;
+const children = Number(values.children ?? (quick ? 2000 : 500_000));
+const idleSeconds = Number(values.idle ?? (quick ? 1 : 20));
+const paced = Number(values.paced ?? (quick ? 5 : 50));
+
+/** A listener process speaking the line protocol of bench/listener.ts and bench/c_listener.c. */
+class Listener {
+  readonly child: ChildProcess;
+  readonly #lines: string[] = [];
+  #waiting: ((line: string) => void) | null = null;
+
+  constructor(readonly name: string, command: string, args: string[]) {
+    this.child = spawn(command, args, { stdio: ["pipe", "pipe", "inherit"], cwd: root });
+    createInterface({ input: this.child.stdout! }).on("line", (line) => {
+      const w = this.#waiting;
+      if (w) {
+        this.#waiting = null;
+        w(line);
+      } else this.#lines.push(line);
+    });
+  }
+
+  next(timeoutMs = 600_000): Promise<Record<string, number>> {
+    const line = this.#lines.shift();
+    if (line !== undefined) return Promise.resolve(JSON.parse(line));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.name}: no answer in ${timeoutMs} ms`)), timeoutMs);
+      this.#waiting = (l) => {
+        clearTimeout(timer);
+        resolve(JSON.parse(l));
+      };
+    });
+  }
+
+  send(line: string): void {
+    this.child.stdin!.write(line + "\n");
+  }
+}
+
+/** Runs one storm while `listener` tracks it; returns the listener's result and what the storm made. */
+async function storm(
+  listener: Listener,
+  args: string[],
+): Promise<{ generated: number; result: Record<string, number> }> {
+  const s = spawn(join(here, "out", "storm"), args, { stdio: ["pipe", "pipe", "inherit"] });
+  const lines = createInterface({ input: s.stdout! })[Symbol.asyncIterator]();
+  const pid = Number((await lines.next()).value);
+  listener.send(`track ${pid}`);
+  await listener.next();
+  s.stdin!.write("go\n");
+  const generated = Number((await lines.next()).value);
+  const result = await listener.next();
+  return { generated, result };
+}
+
+function compile(): void {
+  mkdirSync(join(here, "out"), { recursive: true });
+  for (const name of ["storm", "c_listener"]) {
+    const r = spawnSync("cc", ["-O2", "-o", join(here, "out", name), join(here, `${name}.c`)], { stdio: "inherit" });
+    if (r.error || r.status !== 0) {
+      throw new Error(`cannot compile bench/${name}.c (is cc installed? apt-get install gcc)`);
+    }
+  }
+}
+
+/** CPU % of a runtime doing nothing for `seconds` (the baseline for idle listeners). */
+function bareIdle(runtime: string, seconds: number): number {
+  const code = `const c=process.cpuUsage();const t=performance.now();` +
+    `setTimeout(()=>{const u=process.cpuUsage(c);console.log((u.user+u.system)/1e4/((performance.now()-t)/1000))},${
+      seconds * 1000
+    })`;
+  const args = runtime === "deno" ? ["eval", `import process from "node:process";${code}`] : ["-e", code];
+  const r = spawnSync(bin(runtime), args, { encoding: "utf8" });
+  return Number(r.stdout.trim());
+}
+
+async function measure(listener: Listener) {
+  await listener.next(); // ready
+  const stormArgs = [String(children), ...(values.exec ? ["-x"] : [])];
+  await storm(listener, [String(Math.min(children, 2000))]); // warm-up, not reported
+  const main = await storm(listener, stormArgs);
+  const pace = await storm(listener, [String(paced), "-p", "100000"]);
+  listener.send(`idle ${idleSeconds}`);
+  const idle = await listener.next();
+  listener.send("close");
+  const closed = await listener.next();
+  const r = main.result;
+  return {
+    generated: main.generated,
+    delivered: r.delivered,
+    lostOverruns: r.overruns,
+    lostSeq: r.seqLost,
+    cpuUsPerEvent: r.cpuUs / Math.max(1, r.delivered),
+    rss10kKb: r.rss10kKb,
+    rssEndKb: r.rssEndKb,
+    latencyP50Us: pace.result.latencyP50Us,
+    latencyP99Us: pace.result.latencyP99Us,
+    idleCpuPct: idle.idleCpuPct,
+    closeMs: closed.closeMs,
+  };
+}
+
+if (process.getuid?.() !== 0) {
+  console.error("bench: needs root (the storm's events are read from the process-events connector)");
+  process.exit(1);
+}
+compile();
+const listeners: [string, string, string[]][] = [
+  ["C (recvmmsg)", join(here, "out", "c_listener"), []],
+  ["cnlink on Deno", bin("deno"), ["run", "-A", join(here, "listener.ts")]],
+  ["cnlink on Bun", bin("bun"), [join(here, "listener.ts")]],
+];
+const rows: Record<string, unknown>[] = [];
+for (const [name, cmd, args] of listeners) {
+  if (values.only && !name.toLowerCase().includes(values.only.toLowerCase())) continue;
+  console.error(`bench: ${name} ...`);
+  const listener = new Listener(name, cmd, args);
+  rows.push({ listener: name, ...await measure(listener) });
+  await new Promise((r) => listener.child.once("exit", r));
+}
+const baseline = {
+  deno: bareIdle("deno", idleSeconds),
+  bun: bareIdle("bun", idleSeconds),
+};
+const c = rows.find((r) => String(r.listener).startsWith("C"));
+for (const row of rows) {
+  row.cpuRatioToC = c ? (row.cpuUsPerEvent as number) / (c.cpuUsPerEvent as number) : null;
+  row.latencyRatioToC = c ? (row.latencyP50Us as number) / (c.latencyP50Us as number) : null;
+  row.rssGrowthKb = (row.rssEndKb as number) - (row.rss10kKb as number);
+}
+
+const fmt = (v: unknown, digits = 2) => typeof v === "number" ? v.toFixed(digits) : String(v ?? "-");
+const header = [
+  "listener",
+  "generated",
+  "delivered",
+  "lost ovr/seq",
+  "CPU µs/event",
+  "× C",
+  "wake p50/p99 µs",
+  "idle CPU %",
+  "close ms",
+  "RSS 10k→end MB",
+];
+const table = [
+  header,
+  ...rows.map((r) =>
+    [
+      r.listener,
+      r.generated,
+      r.delivered,
+      `${r.lostOverruns}/${r.lostSeq}`,
+      fmt(r.cpuUsPerEvent),
+      fmt(r.cpuRatioToC),
+      `${fmt(r.latencyP50Us, 0)}/${fmt(r.latencyP99Us, 0)}`,
+      fmt(r.idleCpuPct, 3),
+      fmt(r.closeMs),
+      `${fmt((r.rss10kKb as number) / 1024, 1)}→${fmt((r.rssEndKb as number) / 1024, 1)}`,
+    ].map(String)
+  ),
+];
+const widths = header.map((_, i) => Math.max(...table.map((row) => row[i].length)));
+for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  "));
+console.log(`bare runtime idle CPU %: deno ${fmt(baseline.deno, 3)}, bun ${fmt(baseline.bun, 3)}`);
+const machine = { kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model, date: new Date().toISOString() };
+console.log(`machine: Linux ${machine.kernel}, ${machine.cpus} × ${machine.cpuModel}`);
+mkdirSync(dirname(values.out!), { recursive: true });
+writeFileSync(values.out!, JSON.stringify({ machine, children, exec: values.exec, baseline, rows }, null, 2));
+console.log(`results: ${values.out}`);
