@@ -10,6 +10,7 @@ import { decodeDatagram, encodeMessage } from "../codec/cn_msg.ts";
 import type { NetlinkAddress } from "../codec/netlink.ts";
 import { loadLibc } from "../ffi/load.ts";
 import { NetlinkSocket } from "../socket/netlink_socket.ts";
+import { pump } from "../socket/pump.ts";
 import { groupBit, type ReceivedDatagram, type Transport } from "../socket/transport.ts";
 import { MessageStream, type StreamOwner } from "./message_stream.ts";
 import type {
@@ -42,8 +43,6 @@ interface Subscriber {
 
 const DEFAULT_MAX_QUEUED = 65536;
 const MAX_KERNEL_DATA = CONNECTOR_MAX_MSG_SIZE - CN_MSG_HDRLEN;
-// Datagrams handled before the loop gives timers and I/O a turn.
-const BATCH = 256;
 
 let construct: (transport: Transport, options: ConnectorOptions) => Connector;
 
@@ -354,27 +353,19 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
     );
   }
 
-  async #run(): Promise<void> {
-    const transport = this.#transport;
-    let handled = 0;
-    while (!this.#closing && this.#consumers() > 0) {
-      const got = transport.receive();
-      if (got === "again") {
-        handled = 0;
-        if (!await transport.wait()) return;
-      } else if (got === "overrun") {
+  #run(): Promise<void> {
+    return pump(this.#transport, {
+      running: () => !this.#closing && this.#consumers() > 0,
+      datagram: (got) => this.#dispatch(got),
+      overrun: () => {
         this.#stats.overruns++;
         const report = this.#options.onOverrun ??
           ((s) =>
             console.warn(`cnlink: receive buffer overrun on port ${this.port}, messages lost (${s.overruns} so far)`));
         report(this.stats);
-      } else {
-        this.#dispatch(got);
-        if (++handled % BATCH === 0) await new Promise((r) => setTimeout(r, 0));
-        const full = this.#fullStream();
-        if (full) await full.drainedTo(this.#maxQueued() >> 1);
-      }
-    }
+      },
+      backpressure: () => this.#fullStream()?.drainedTo(this.#maxQueued() >> 1),
+    });
   }
 
   #maxQueued(): number {

@@ -19,6 +19,7 @@ import { encodeMessage } from "../codec/cn_msg.ts";
 import { Errno, NetlinkError } from "../errors.ts";
 import { loadLibc } from "../ffi/load.ts";
 import { NetlinkSocket } from "../socket/netlink_socket.ts";
+import { pump } from "../socket/pump.ts";
 import type { ReceivedDatagram, Transport } from "../socket/transport.ts";
 import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL } from "./constants.ts";
 import { type ProcessInfo, readProcessInfo } from "./enrich.ts";
@@ -92,7 +93,6 @@ export type FilterMode = "kernel" | "userspace" | "none";
 const DEFAULT_RCVBUF = 32 << 20;
 const DEFAULT_MAX_RCVBUF = 256 << 20;
 const DEFAULT_MAX_QUEUED = 65536;
-const BATCH = 256;
 const PROC_ID = { idx: CN_IDX_PROC, val: CN_VAL_PROC };
 
 let construct: (transport: Transport, options: ProcMonitorOptions) => ProcMonitor;
@@ -261,23 +261,16 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     });
   }
 
-  async #run(): Promise<void> {
-    const transport = this.#transport;
+  #run(): Promise<void> {
     const maxQueued = this.#options.maxQueued ?? DEFAULT_MAX_QUEUED;
-    let handled = 0;
-    while (!this.#closing) {
-      const got = transport.receive();
-      if (got === "again") {
-        handled = 0;
-        if (!await transport.wait()) return;
-        continue;
-      }
-      if (got === "overrun") this.#overrun();
-      else this.#handle(got);
-      if (++handled % BATCH === 0) await new Promise((r) => setTimeout(r, 0));
+    return pump(this.#transport, {
+      running: () => !this.#closing,
+      datagram: (got) => this.#handle(got),
+      overrun: () => this.#overrun(),
       // No back-pressure before the ack arrived: nobody reads yet, and the ack must get through.
-      if (this.#subscribed && this.#stream.size >= maxQueued) await this.#stream.drainedTo(maxQueued >> 1);
-    }
+      backpressure: () =>
+        this.#subscribed && this.#stream.size >= maxQueued ? this.#stream.drainedTo(maxQueued >> 1) : undefined,
+    });
   }
 
   #overrun(): void {
