@@ -5,6 +5,8 @@
  * the storm's process tree. It speaks the same line protocol on stdin/stdout as bench/listener.ts:
  *   -> {"ready":true}   <- "track PID"   -> {"tracking":PID}   ... storm ...   -> {result}
  *   <- "idle SEC"  -> {"idleCpuPct":..}   <- "close"  -> {"closeMs":..}
+ * With -c it coalesces wake-ups like cnlink's receive loop: after a drain of 8+ datagrams it sleeps
+ * 1 ms and drains again instead of going back to poll().
  */
 #define _GNU_SOURCE
 #include <linux/cn_proc.h>
@@ -69,7 +71,8 @@ static void send_op(uint32_t op) {
 
 static int cmp(const void *a, const void *b) { return (*(long *)a > *(long *)b) - (*(long *)a < *(long *)b); }
 
-int main(void) {
+int main(int argc, char **argv) {
+  int coalesce = argc > 1 && !strcmp(argv[1], "-c");
   setvbuf(stdout, NULL, _IOLBF, 0);
   fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_CONNECTOR);
   struct sockaddr_nl addr = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
@@ -127,7 +130,7 @@ int main(void) {
       }
     }
     if (!(pfd[0].revents)) continue;
-    for (;;) {
+    for (int drained = 0;;) {
       for (int i = 0; i < VLEN; i++) {
         iov[i] = (struct iovec){bufs[i], BUF};
         msgs[i].msg_hdr = (struct msghdr){.msg_name = &from[i], .msg_namelen = sizeof from[i], .msg_iov = &iov[i], .msg_iovlen = 1};
@@ -135,8 +138,10 @@ int main(void) {
       int n = recvmmsg(fd, msgs, VLEN, MSG_DONTWAIT, NULL);
       if (n < 0) {
         if (errno == ENOBUFS) { overruns++; continue; }
+        if (coalesce && drained >= 8) { drained = 0; usleep(1000); continue; }
         break;
       }
+      drained += n;
       long long t = now_ns();
       for (int i = 0; i < n; i++) {
         if (from[i].nl_pid != 0 || msgs[i].msg_len < 16 + 20 + 40) continue;

@@ -42,7 +42,6 @@ function report(): void {
     latencyP50Us: samples.length ? samples[samples.length >> 1] : -1,
     latencyP99Us: samples.length ? samples[Math.floor(samples.length * 0.99)] : -1,
     latencySamples: samples.length,
-    waits: (globalThis as any).__waits,
   });
   root = 0;
   rootExited = false;

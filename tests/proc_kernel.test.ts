@@ -207,7 +207,12 @@ describe("process events from the real kernel", () => {
     const storm = "for i in $(seq 400); do /bin/true & done; wait";
     const { items, pids: [, marker], monitor } = await observe(
       { rcvbuf: 4096, maxRcvbuf: 0, events: ["exec", "exit"] },
-      async () => [await run("sh", ["-c", storm]), await run("sh", ["-c", "exit 7"])],
+      async () => {
+        const stormer = await run("sh", ["-c", storm]);
+        // Events sent while the socket is still congested are dropped: let the backlog drain first.
+        await sleep(300);
+        return [stormer, await run("sh", ["-c", "exit 7"])];
+      },
       (i, p) => exited(p[1])(i),
     );
     const lost = items.filter((e) => e.type === "lost");

@@ -8,8 +8,9 @@
  *
  * @module
  */
-import { dlopen, toArrayBuffer } from "bun:ffi";
+import { dlopen, ptr, toArrayBuffer } from "bun:ffi";
 import { NetlinkError } from "../errors.ts";
+import { RecvBatch } from "./batch.ts";
 import { CLOCK_MONOTONIC, EFD_CLOEXEC, EFD_NONBLOCK, type Libc, POLLIN, type Waiter } from "./types.ts";
 
 const SYMBOLS = {
@@ -28,6 +29,8 @@ const SYMBOLS = {
   sendto: { args: ["i32", "ptr", "u64", "i32", "ptr", "u32"], returns: "i32" },
   // ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)
   recvfrom: { args: ["i32", "ptr", "u64", "i32", "ptr", "ptr"], returns: "i32" },
+  // int recvmmsg(int fd, struct mmsghdr *msgvec, unsigned int vlen, int flags, struct timespec *timeout)
+  recvmmsg: { args: ["i32", "ptr", "u32", "i32", "ptr"], returns: "i32" },
   // int close(int fd)
   close: { args: ["i32"], returns: "i32" },
   // int eventfd(unsigned int initval, int flags)
@@ -86,6 +89,13 @@ export function loadBun(path: string): Libc {
     recvfrom(fd, buf, len, flags, from, fromlen) {
       const r = s.recvfrom(fd, buf, len, flags, from, fromlen);
       return r < 0 ? -errno[0] : r;
+    },
+    recvmmsg(fd, batch, flags) {
+      const r = s.recvmmsg(fd, batch.headers, batch.count, flags, null);
+      return r < 0 ? -errno[0] : r;
+    },
+    createRecvBatch(count, slotSize) {
+      return new RecvBatch(count, slotSize, (bytes) => BigInt(ptr(bytes)));
     },
     close(fd) {
       const r = s.close(fd);

@@ -7,6 +7,7 @@
  * @module
  */
 import { NetlinkError } from "../errors.ts";
+import { RecvBatch } from "./batch.ts";
 import { CLOCK_MONOTONIC, EFD_CLOEXEC, EFD_NONBLOCK, type Libc, POLLIN, type Waiter } from "./types.ts";
 
 const SYMBOLS = {
@@ -25,6 +26,8 @@ const SYMBOLS = {
   sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "i32" },
   // ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)
   recvfrom: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "i32" },
+  // int recvmmsg(int fd, struct mmsghdr *msgvec, unsigned int vlen, int flags, struct timespec *timeout)
+  recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
   // int close(int fd)
   close: { parameters: ["i32"], result: "i32" },
   // int eventfd(unsigned int initval, int flags)
@@ -90,6 +93,13 @@ export function loadDeno(path: string): Libc {
     recvfrom(fd, buf, len, flags, from, fromlen) {
       const r = s.recvfrom(fd, buf, len, flags, from, fromlen);
       return r < 0 ? -errno[0] : r;
+    },
+    recvmmsg(fd, batch, flags) {
+      const r = s.recvmmsg(fd, batch.headers, batch.count, flags, null);
+      return r < 0 ? -errno[0] : r;
+    },
+    createRecvBatch(count, slotSize) {
+      return new RecvBatch(count, slotSize, (bytes) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes))));
     },
     close(fd) {
       const r = s.close(fd);

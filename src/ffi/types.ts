@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { RecvBatch } from "./batch.ts";
+
 /** Waits for a socket to become readable without polling from the JS thread. */
 export interface Waiter {
   /**
@@ -32,6 +34,10 @@ export interface Libc {
   sendto(fd: number, buf: Uint8Array, len: bigint, flags: number, to: Uint8Array): number;
   /** `ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)` */
   recvfrom(fd: number, buf: Uint8Array, len: bigint, flags: number, from: Uint8Array, fromlen: Uint32Array): number;
+  /** `int recvmmsg(int fd, struct mmsghdr *msgvec, unsigned int vlen, int flags, struct timespec *timeout)`, no timeout */
+  recvmmsg(fd: number, batch: RecvBatch, flags: number): number;
+  /** A recvmmsg batch of `count` slots of `slotSize` bytes, with its pointers filled in. */
+  createRecvBatch(count: number, slotSize: number): RecvBatch;
   /** `int close(int fd)` */
   close(fd: number): number;
   /** `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the clock of proc_event timestamps. */

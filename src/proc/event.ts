@@ -229,72 +229,142 @@ const commDecoder = new TextDecoder();
  * ```
  */
 export function decodeProcEvent(data: Uint8Array, seq: number, ack = 0): ProcEvent {
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const need = (n: number, type: string) => {
-    if (data.byteLength < DATA + n) {
-      throw new DecodeError("proc_event", 0, `${type} needs ${DATA + n} bytes, got ${data.byteLength}`);
-    }
-  };
-  need(0, "the header");
-  const what = view.getUint32(WHAT, LITTLE_ENDIAN);
-  const base = {
-    cpu: view.getUint32(CPU, LITTLE_ENDIAN),
-    timestampNs: view.getBigUint64(TIMESTAMP, LITTLE_ENDIAN),
-    seq,
-  };
-  const i32 = (off: number) => (DATA + off + 4 <= data.byteLength ? view.getInt32(DATA + off, LITTLE_ENDIAN) : 0);
-  const u32 = (off: number) => (DATA + off + 4 <= data.byteLength ? view.getUint32(DATA + off, LITTLE_ENDIAN) : 0);
+  return decodeProcEventAt(new DataView(data.buffer, data.byteOffset, data.byteLength), 0, data.byteLength, seq, ack);
+}
+
+// Reads past `end` (a short event from an old kernel) give 0, as the kernel zeroes unused bytes.
+function i32(view: DataView, at: number, end: number): number {
+  return at + 4 <= end ? view.getInt32(at, LITTLE_ENDIAN) : 0;
+}
+function u32(view: DataView, at: number, end: number): number {
+  return at + 4 <= end ? view.getUint32(at, LITTLE_ENDIAN) : 0;
+}
+
+const MIN_DATA: Record<number, [number, string]> = {
+  [PROC_EVENT_NONE]: [4, "an ack"],
+  [PROC_EVENT_FORK]: [16, "fork"],
+  [PROC_EVENT_EXEC]: [8, "exec"],
+  [PROC_EVENT_UID]: [16, "uid"],
+  [PROC_EVENT_GID]: [16, "gid"],
+  [PROC_EVENT_SID]: [8, "sid"],
+  [PROC_EVENT_PTRACE]: [16, "ptrace"],
+  [PROC_EVENT_COMM]: [9, "comm"],
+  [PROC_EVENT_COREDUMP]: [8, "coredump"],
+  [PROC_EVENT_EXIT]: [16, "exit"],
+};
+
+/**
+ * {@linkcode decodeProcEvent} over a DataView the caller keeps (no copy, no view per event): the
+ * receive loop's fast path. `length` bytes at `offset` are the cn_msg data.
+ */
+export function decodeProcEventAt(view: DataView, offset: number, length: number, seq: number, ack = 0): ProcEvent {
+  if (length < DATA) throw new DecodeError("proc_event", 0, `the header needs ${DATA} bytes, got ${length}`);
+  const what = view.getUint32(offset + WHAT, LITTLE_ENDIAN);
+  const min = MIN_DATA[what];
+  if (min && length < DATA + min[0]) {
+    throw new DecodeError("proc_event", 0, `${min[1]} needs ${DATA + min[0]} bytes, got ${length}`);
+  }
+  const cpu = view.getUint32(offset + CPU, LITTLE_ENDIAN);
+  const timestampNs = view.getBigUint64(offset + TIMESTAMP, LITTLE_ENDIAN);
+  const d = offset + DATA;
+  const end = offset + length;
   switch (what) {
     case PROC_EVENT_NONE:
-      need(4, "an ack");
-      return { type: "ack", ...base, ack, err: u32(0) };
+      return { type: "ack", cpu, timestampNs, seq, ack, err: u32(view, d, end) };
     case PROC_EVENT_FORK:
-      need(16, "fork");
-      return { type: "fork", ...base, parentPid: i32(0), parentTgid: i32(4), childPid: i32(8), childTgid: i32(12) };
+      return {
+        type: "fork",
+        cpu,
+        timestampNs,
+        seq,
+        parentPid: i32(view, d, end),
+        parentTgid: i32(view, d + 4, end),
+        childPid: i32(view, d + 8, end),
+        childTgid: i32(view, d + 12, end),
+      };
     case PROC_EVENT_EXEC:
-      need(8, "exec");
-      return { type: "exec", ...base, pid: i32(0), tgid: i32(4) };
+      return { type: "exec", cpu, timestampNs, seq, pid: i32(view, d, end), tgid: i32(view, d + 4, end) };
     case PROC_EVENT_UID:
-      need(16, "uid");
-      return { type: "uid", ...base, pid: i32(0), tgid: i32(4), ruid: u32(8), euid: u32(12) };
+      return {
+        type: "uid",
+        cpu,
+        timestampNs,
+        seq,
+        pid: i32(view, d, end),
+        tgid: i32(view, d + 4, end),
+        ruid: u32(view, d + 8, end),
+        euid: u32(view, d + 12, end),
+      };
     case PROC_EVENT_GID:
-      need(16, "gid");
-      return { type: "gid", ...base, pid: i32(0), tgid: i32(4), rgid: u32(8), egid: u32(12) };
+      return {
+        type: "gid",
+        cpu,
+        timestampNs,
+        seq,
+        pid: i32(view, d, end),
+        tgid: i32(view, d + 4, end),
+        rgid: u32(view, d + 8, end),
+        egid: u32(view, d + 12, end),
+      };
     case PROC_EVENT_SID:
-      need(8, "sid");
-      return { type: "sid", ...base, pid: i32(0), tgid: i32(4) };
+      return { type: "sid", cpu, timestampNs, seq, pid: i32(view, d, end), tgid: i32(view, d + 4, end) };
     case PROC_EVENT_PTRACE:
-      need(16, "ptrace");
-      return { type: "ptrace", ...base, pid: i32(0), tgid: i32(4), tracerPid: i32(8), tracerTgid: i32(12) };
+      return {
+        type: "ptrace",
+        cpu,
+        timestampNs,
+        seq,
+        pid: i32(view, d, end),
+        tgid: i32(view, d + 4, end),
+        tracerPid: i32(view, d + 8, end),
+        tracerTgid: i32(view, d + 12, end),
+      };
     case PROC_EVENT_COMM: {
-      need(9, "comm");
-      const raw = data.subarray(DATA + 8, Math.min(DATA + 24, data.byteLength));
-      const end = raw.indexOf(0);
+      const raw = new Uint8Array(view.buffer, view.byteOffset + d + 8, Math.min(16, end - d - 8));
+      const nul = raw.indexOf(0);
       return {
         type: "comm",
-        ...base,
-        pid: i32(0),
-        tgid: i32(4),
-        comm: commDecoder.decode(end < 0 ? raw : raw.subarray(0, end)),
+        cpu,
+        timestampNs,
+        seq,
+        pid: i32(view, d, end),
+        tgid: i32(view, d + 4, end),
+        comm: commDecoder.decode(nul < 0 ? raw : raw.subarray(0, nul)),
       };
     }
     case PROC_EVENT_COREDUMP:
-      need(8, "coredump");
-      return { type: "coredump", ...base, pid: i32(0), tgid: i32(4), parentPid: i32(8), parentTgid: i32(12) };
+      return {
+        type: "coredump",
+        cpu,
+        timestampNs,
+        seq,
+        pid: i32(view, d, end),
+        tgid: i32(view, d + 4, end),
+        parentPid: i32(view, d + 8, end),
+        parentTgid: i32(view, d + 12, end),
+      };
     case PROC_EVENT_EXIT:
-      need(16, "exit");
       return {
         type: "exit",
-        ...base,
-        pid: i32(0),
-        tgid: i32(4),
-        exitCode: u32(8),
-        exitSignal: i32(12),
-        parentPid: i32(16),
-        parentTgid: i32(20),
+        cpu,
+        timestampNs,
+        seq,
+        pid: i32(view, d, end),
+        tgid: i32(view, d + 4, end),
+        exitCode: u32(view, d + 8, end),
+        exitSignal: i32(view, d + 12, end),
+        parentPid: i32(view, d + 16, end),
+        parentTgid: i32(view, d + 20, end),
       };
     default:
-      return { type: "unknown", ...base, what, raw: data.slice() };
+      return {
+        type: "unknown",
+        cpu,
+        timestampNs,
+        seq,
+        what,
+        raw: new Uint8Array(view.buffer, view.byteOffset + offset, length).slice(),
+      };
   }
 }
 

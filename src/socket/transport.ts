@@ -7,12 +7,21 @@
 import type { NetlinkAddress } from "../codec/netlink.ts";
 import { Errno, NetlinkError } from "../errors.ts";
 
-/** One received datagram. `data` may be a view of a reused buffer: valid until the next receive. */
+/**
+ * One received datagram. It may live in a reused buffer, and the object itself may be reused:
+ * everything in it is valid until the next receive.
+ */
 export interface ReceivedDatagram {
-  /** The bytes received (the first `buffer size` bytes when truncated). */
-  data: Uint8Array;
+  /** The bytes received (the first `buffer size` bytes when truncated): `buffer[offset, offset + size)`. */
+  readonly data: Uint8Array;
+  /** The buffer the datagram sits in (for readers that want no view per datagram). */
+  readonly buffer: Uint8Array;
+  /** Where in `buffer` it starts. */
+  readonly offset: number;
+  /** How many of its bytes are in `buffer`. */
+  readonly size: number;
   /** Who sent it: port 0 is the kernel; `groups` is set for multicast. */
-  source: NetlinkAddress;
+  readonly source: NetlinkAddress;
   /** The datagram was longer than the receive buffer; the rest was lost. */
   truncated: boolean;
   /** The datagram's real length. */
@@ -40,6 +49,8 @@ export interface Transport {
   wait(): Promise<boolean>;
   /** Sets the receive buffer size; returns the size the kernel reports. */
   setReceiveBuffer(bytes: number): number;
+  /** The receive buffer size the kernel reports (bytes of skb truesize it will queue). */
+  readonly rcvbuf: number;
   /** Releases everything; idempotent. */
   close(): Promise<void>;
 }

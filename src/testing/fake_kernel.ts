@@ -109,7 +109,8 @@ class FakeSocket implements Transport {
     const next = this.queue.shift();
     if (!next) return "again";
     this.queuedBytes -= next.data.byteLength + OVERHEAD;
-    return { data: next.data, source: next.source, truncated: false, length: next.data.byteLength };
+    const size = next.data.byteLength;
+    return { data: next.data, buffer: next.data, offset: 0, size, source: next.source, truncated: false, length: size };
   }
 
   wait(): Promise<boolean> {
