@@ -28,12 +28,12 @@ describe("examples", () => {
       });
       assert.deepEqual([...reply.data], [3, 2, 1]);
       assert.equal(reply.source.port, port);
-      const exited = once(child, "exit");
+      const exited = once(child, "close");
       child.kill("SIGTERM");
       await exited;
       // Deno's node:child_process reports a child that handled the signal as killed by it, so the
       // clean shutdown is checked by what the agent printed after close().
-      assert.match(out, /stopped\n$/, "the agent closes its connector and exits by itself");
+      assert.match(out, /stopped\n$/, `the agent closes its connector and exits by itself; it printed: ${out}`);
     } finally {
       if (child.exitCode === null) child.kill("SIGKILL");
     }

@@ -205,7 +205,14 @@ class BunWaiter implements Waiter {
     Atomics.notify(this.#state, 0);
     this.signal(new BigUint64Array([1n]));
     if (this.#worker) {
-      await this.#exited;
+      // Keep the process alive until the worker is out of poll(): Bun may otherwise exit in the
+      // middle of close() (seen with the worker ref'd again, so a timer holds the loop instead).
+      const keepAlive = setInterval(() => {}, 60_000);
+      try {
+        await this.#exited;
+      } finally {
+        clearInterval(keepAlive);
+      }
       this.#worker.terminate();
     }
     this.closeEventfd();
