@@ -5,8 +5,9 @@
  * the storm's process tree. It speaks the same line protocol on stdin/stdout as bench/listener.ts:
  *   -> {"ready":true}   <- "track PID"   -> {"tracking":PID}   ... storm ...   -> {result}
  *   <- "idle SEC"  -> {"idleCpuPct":..}   <- "close"  -> {"closeMs":..}
- * With -c it coalesces wake-ups like cnlink's receive loop: after a drain of 8+ datagrams it sleeps
- * 1 ms and drains again instead of going back to poll().
+ * With -c it runs cnlink's receive loop (src/socket/pump.ts) in C: after a drain of 8+ datagrams it
+ * sleeps and drains again instead of going back to poll(); the sleep doubles from 1 ms up to 16 ms
+ * while bursts go on, bounded by the time the observed rate needs to fill half the receive buffer.
  */
 #define _GNU_SOURCE
 #include <linux/cn_proc.h>
@@ -121,15 +122,27 @@ int main(int argc, char **argv) {
         long long t = now_ns();
         sleep(atoi(line + 5));
         printf("{\"idleCpuPct\":%.4f}\n", (cpu_us() - c) / 1e4 / ((now_ns() - t) / 1e9) * 1.0);
+      } else if (!strncmp(line, "quiet ", 6)) {
+        int q = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+        struct sockaddr_nl qa = {.nl_family = AF_NETLINK, .nl_groups = 1u << 22};
+        bind(q, (struct sockaddr *)&qa, sizeof qa);
+        struct pollfd qp = {.fd = q, .events = POLLIN};
+        long c = cpu_us();
+        long long t = now_ns();
+        poll(&qp, 1, atoi(line + 6) * 1000);
+        printf("{\"quietCpuPct\":%.4f}\n", (cpu_us() - c) / 1e4 / ((now_ns() - t) / 1e9));
+        close(q);
+        return 0;
       } else if (!strncmp(line, "close", 5)) {
         long long t = now_ns();
         send_op(PROC_CN_MCAST_IGNORE);
         close(fd);
         printf("{\"closeMs\":%.3f}\n", (now_ns() - t) / 1e6);
-        return 0;
       }
     }
     if (!(pfd[0].revents)) continue;
+    long long cycle = now_ns();
+    int sleep_ms = 1;
     for (int drained = 0;;) {
       for (int i = 0; i < VLEN; i++) {
         iov[i] = (struct iovec){bufs[i], BUF};
@@ -137,8 +150,19 @@ int main(int argc, char **argv) {
       }
       int n = recvmmsg(fd, msgs, VLEN, MSG_DONTWAIT, NULL);
       if (n < 0) {
-        if (errno == ENOBUFS) { overruns++; continue; }
-        if (coalesce && drained >= 8) { drained = 0; usleep(1000); continue; }
+        if (errno == ENOBUFS) { overruns++; sleep_ms = 1; continue; }
+        if (coalesce && drained >= 8) {
+          long long t = now_ns();
+          double rate = drained / ((t - cycle) / 1e6 + 1e-3); /* datagrams per ms */
+          double safe_ms = (2.0 * rcvbuf) / 768 / 2 / rate;  /* the kernel reports twice what was set */
+          cycle = t;
+          if (safe_ms >= 1) {
+            usleep((useconds_t)((sleep_ms < safe_ms ? sleep_ms : safe_ms) * 1000));
+            sleep_ms = sleep_ms * 2 > 16 ? 16 : sleep_ms * 2;
+            drained = 0;
+            continue;
+          }
+        }
         break;
       }
       drained += n;
@@ -165,6 +189,9 @@ int main(int argc, char **argv) {
         case PROC_EVENT_EXIT:
           mine = ev->event_data.exit.process_tgid < MAX_PID && tracked[ev->event_data.exit.process_tgid];
           if (mine && ev->event_data.exit.process_tgid == root) { root_exited = 1; quiet_since = t; }
+          /* The pid will be reused: stop tracking it once the process is gone. */
+          if (mine && ev->event_data.exit.process_pid == ev->event_data.exit.process_tgid && ev->event_data.exit.process_tgid != root)
+            tracked[ev->event_data.exit.process_tgid] = 0;
           break;
         default: break;
         }

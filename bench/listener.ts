@@ -7,6 +7,7 @@
 import process from "node:process";
 import { createInterface } from "node:readline";
 import { monotonicClock, ProcMonitor } from "../proc.ts";
+import { Connector } from "../mod.ts";
 
 const MAX_PID = 1 << 22;
 const tracked = new Uint8Array(MAX_PID);
@@ -69,6 +70,17 @@ commands.on("line", async (line) => {
     const t = performance.now();
     await monitor.close();
     say({ closeMs: performance.now() - t });
+  } else if (cmd === "quiet") {
+    // A connector waiting on a group nobody sends to: what an idle cnlink socket costs.
+    const conn = await Connector.open({ groups: [23] });
+    const pending = conn.messages().next();
+    await new Promise((r) => setTimeout(r, 1000)); // the first wait starts the waiter (Bun: a worker); measure after
+    const c = process.cpuUsage();
+    const t = performance.now();
+    await new Promise((r) => setTimeout(r, Number(arg) * 1000));
+    say({ quietCpuPct: cpuSinceUs(c) / 1e4 / ((performance.now() - t) / 1000) });
+    await conn.close();
+    await pending;
     commands.close();
   }
 });
@@ -86,6 +98,8 @@ for await (const e of monitor) {
   else if (e.type === "exit") {
     mine = tracked[e.tgid] === 1;
     if (mine && e.tgid === root) rootExited = true;
+    // The pid will be reused: stop tracking it once the process is gone.
+    else if (mine && e.pid === e.tgid) tracked[e.tgid] = 0;
   }
   if (!mine) continue;
   delivered++;

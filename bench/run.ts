@@ -118,6 +118,8 @@ async function measure(listener: Listener) {
   const idle = await listener.next();
   listener.send("close");
   const closed = await listener.next();
+  listener.send(`quiet ${idleSeconds}`);
+  const quiet = await listener.next();
   const r = main.result;
   return {
     generated: main.generated,
@@ -130,6 +132,7 @@ async function measure(listener: Listener) {
     latencyP50Us: pace.result.latencyP50Us,
     latencyP99Us: pace.result.latencyP99Us,
     idleCpuPct: idle.idleCpuPct,
+    quietCpuPct: quiet.quietCpuPct,
     closeMs: closed.closeMs,
   };
 }
@@ -141,7 +144,7 @@ if (process.getuid?.() !== 0) {
 compile();
 const listeners: [string, string, string[]][] = [
   ["C, recvmmsg", join(here, "out", "c_listener"), []],
-  ["C, recvmmsg + coalescing", join(here, "out", "c_listener"), ["-c"]],
+  ["C, recvmmsg, cnlink's loop", join(here, "out", "c_listener"), ["-c"]],
   ["cnlink on Deno", bin("deno"), ["run", "-A", join(here, "listener.ts")]],
   ["cnlink on Bun", bin("bun"), [join(here, "listener.ts")]],
 ];
@@ -157,8 +160,9 @@ const baseline = {
   deno: bareIdle("deno", idleSeconds),
   bun: bareIdle("bun", idleSeconds),
 };
-// The floor: C doing what cnlink's loop does (coalescing wake-ups under load), or plain C if that did not run.
-const c = rows.find((r) => r.listener === "C, recvmmsg + coalescing") ?? rows.find((r) => r.listener === "C, recvmmsg");
+// The floor: C running the same loop as cnlink (coalescing wake-ups under load), or plain C if that did not run.
+const c = rows.find((r) => r.listener === "C, recvmmsg, cnlink's loop") ??
+  rows.find((r) => r.listener === "C, recvmmsg");
 for (const row of rows) {
   row.cpuRatioToC = c ? (row.cpuUsPerEvent as number) / (c.cpuUsPerEvent as number) : null;
   row.latencyRatioToC = c ? (row.latencyP50Us as number) / (c.latencyP50Us as number) : null;
@@ -174,7 +178,7 @@ const header = [
   "CPU µs/event",
   "× C",
   "wake p50/p99 µs",
-  "idle CPU %",
+  "idle CPU % subscribed/quiet",
   "close ms",
   "RSS 10k→end MB",
 ];
@@ -189,7 +193,7 @@ const table = [
       fmt(r.cpuUsPerEvent),
       fmt(r.cpuRatioToC),
       `${fmt(r.latencyP50Us, 0)}/${fmt(r.latencyP99Us, 0)}`,
-      fmt(r.idleCpuPct, 3),
+      `${fmt(r.idleCpuPct, 3)}/${fmt(r.quietCpuPct, 3)}`,
       fmt(r.closeMs),
       `${fmt((r.rss10kKb as number) / 1024, 1)}→${fmt((r.rssEndKb as number) / 1024, 1)}`,
     ].map(String)

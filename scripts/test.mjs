@@ -3,7 +3,7 @@
 // then prints one closing line totalling both: "N passed, N failed, N skipped".
 // Leaf tests are counted from each runner's JUnit report (a describe block is not a test).
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -48,6 +48,10 @@ function count(xml) {
   };
 }
 
+// Figures the hardening tests record (tests/_figures.ts), per runtime.
+const figuresFile = (runtime) => join(tmpdir(), `cnlink-figures-${runtime}.json`);
+for (const run of runs) rmSync(figuresFile(run.runtime), { force: true });
+
 const total = { passed: 0, failed: 0, skipped: 0 };
 let broken = false;
 for (const run of runs) {
@@ -71,6 +75,10 @@ for (const run of runs) {
   total.passed += c.passed;
   total.failed += c.failed.length;
   total.skipped += c.skipped.length;
+}
+for (const run of runs) {
+  if (!existsSync(figuresFile(run.runtime))) continue;
+  console.log(`\nfigures (${run.runtime}): ${readFileSync(figuresFile(run.runtime), "utf8")}`);
 }
 console.log(`\n${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped`);
 process.exit(total.failed > 0 || broken ? 1 : 0);

@@ -1,0 +1,284 @@
+/**
+ * Hardening against the real kernel: an adversarial peer, forged process events, overflow, open/close
+ * cycles and missing privileges or foreign namespaces. Each test records its figures for
+ * docs/RELIABILITY.md (tests/_figures.ts).
+ */
+import { describe } from "node:test";
+import assert from "node:assert/strict";
+import process from "node:process";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { chmodSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  Connector,
+  type ConnectorMessage,
+  encodeMessage,
+  encodeNetlinkHeader,
+  NLMSG_DONE,
+  NLMSG_ERROR,
+  type ReceiveIssue,
+} from "../mod.ts";
+import { encodeProcEvent, ProcMonitor, type ProcMonitorItem } from "../proc.ts";
+import { loadLibc } from "../src/ffi/load.ts";
+import { NetlinkSocket } from "../src/socket/netlink_socket.ts";
+import { kernelTest, sleep } from "./_kernel.ts";
+import { scriptCommand } from "./_runtime.ts";
+import { recordFigure } from "./_figures.ts";
+
+const ID = { idx: 20, val: 0xbad };
+
+/** Runs `cmd args` to its end (or kills it after `ms`) and returns its exit code and output. */
+async function runChild(cmd: string, args: string[], ms: number, env?: Record<string, string>) {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
+  child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+  const timer = setTimeout(() => child.kill("SIGKILL"), ms);
+  const [code, signal] = await once(child, "close");
+  clearTimeout(timer);
+  return { code, signal, stdout, stderr, timedOut: signal === "SIGKILL" };
+}
+
+describe("hardening", () => {
+  kernelTest("an adversarial peer: every bad datagram is reported, every valid one delivered in order", async () => {
+    const issues: ReceiveIssue[] = [];
+    await using rx = await Connector.open({ onError: (_e, info) => issues.push(info.kind) });
+    const peer = NetlinkSocket.open(await loadLibc());
+    try {
+      const to = { port: rx.port, groups: 0 };
+      const valid = (seq: number) => encodeMessage({ id: ID, seq, data: new Uint8Array([seq & 0xff]) });
+      const junk = new Uint8Array(65536).map((_, i) => (i * 7919) & 0xff);
+      const lying = valid(0);
+      new DataView(lying.buffer).setUint32(0, 200, true);
+      const lyingCn = valid(0);
+      new DataView(lyingCn.buffer).setUint16(32, 999, true);
+      const error = new Uint8Array(36);
+      encodeNetlinkHeader(error, { length: 36, type: NLMSG_ERROR, flags: 0, seq: 0, pid: 1 });
+      const whole = valid(0);
+      const bad: [string, Uint8Array, ReceiveIssue][] = [
+        ["truncated header", valid(0).subarray(0, 10), "malformed"],
+        ["lying nlmsg_len", lying, "malformed"],
+        ["lying cn_msg len", lyingCn, "malformed"],
+        ["64 KiB of junk", junk, "malformed"],
+        ["100 KB datagram", new Uint8Array(100_000), "truncated"],
+        ["first half of a message", whole.subarray(0, 20), "malformed"],
+        ["second half of a message", whole.subarray(20), "malformed"],
+        ["NLMSG_ERROR", error, "control"],
+      ];
+      // Valid shapes besides single messages: two netlink messages in one datagram, and three cn_msgs
+      // bundled in one netlink message.
+      const pair = (a: number, b: number) => {
+        const x = valid(a);
+        const y = valid(b);
+        const out = new Uint8Array(40 + y.byteLength);
+        out.set(x);
+        out.set(y, 40);
+        return out;
+      };
+      const bundle = (a: number) => {
+        const body = [a, a + 1, a + 2].map((s) => valid(s).subarray(16));
+        const out = new Uint8Array(16 + 21 * 3);
+        encodeNetlinkHeader(out, { length: out.byteLength, type: NLMSG_DONE, flags: 0, seq: 0, pid: 0 });
+        body.forEach((b, i) => out.set(b, 16 + 21 * i));
+        return out;
+      };
+      const rounds = 50;
+      const expected: number[] = [];
+      const got: number[] = [];
+      const it = rx.messages();
+      let seq = 1;
+      let badSent = 0;
+      for (let r = 0; r < rounds; r++) {
+        for (const [, bytes] of bad) {
+          peer.send(valid(seq), to);
+          expected.push(seq++);
+          peer.send(bytes, to);
+          badSent++;
+        }
+        peer.send(pair(seq, seq + 1), to);
+        expected.push(seq, seq + 1);
+        seq += 2;
+        peer.send(bundle(seq), to);
+        expected.push(seq, seq + 1, seq + 2);
+        seq += 3;
+        // Let the receiver keep up: this test is about bad input, not overflow.
+        while (got.length < expected.length) got.push(((await it.next()).value as ConnectorMessage).seq);
+      }
+      assert.deepEqual(got, expected, "every valid message, in order");
+      assert.equal(issues.length, badSent, "every bad datagram reported once");
+      assert.deepEqual(issues.slice(0, bad.length), bad.map(([, , kind]) => kind));
+      assert.equal(rx.stats.overruns, 0);
+      recordFigure("adversarial.badSent", badSent);
+      recordFigure("adversarial.badReported", issues.length);
+      recordFigure("adversarial.validSent", expected.length);
+      recordFigure("adversarial.validDelivered", got.length);
+    } finally {
+      await peer.close();
+    }
+  }, 60_000);
+
+  kernelTest(
+    "forged process events multicast to group 1 by another root socket: 0 delivered, all counted",
+    async () => {
+      await using forger = await Connector.open();
+      const monitor = await ProcMonitor.open();
+      const forged = 1000;
+      const items: ProcMonitorItem[] = [];
+      const reader = (async () => {
+        for await (const e of monitor) items.push(e);
+      })();
+      for (let i = 0; i < forged; i++) {
+        const exec = { type: "exec", cpu: 0, timestampNs: 1n, seq: 0, pid: 900000 + i, tgid: 900000 + i } as const;
+        forger.send({ id: { idx: 1, val: 1 }, data: encodeProcEvent(exec) }, { group: 1 });
+        if (i % 100 === 99) await sleep(1);
+      }
+      const deadline = Date.now() + 5000;
+      while (monitor.stats.forged < forged && Date.now() < deadline) await sleep(20);
+      await monitor.close();
+      await reader;
+      const delivered = items.filter((e) => e.type === "exec" && e.pid >= 900000 && e.pid < 900000 + forged).length;
+      assert.equal(delivered, 0);
+      assert.equal(monitor.stats.forged, forged);
+      recordFigure("forged.sent", forged);
+      recordFigure("forged.rejected", monitor.stats.forged);
+      recordFigure("forged.delivered", delivered);
+      },
+    30_000,
+  );
+
+  kernelTest(
+    "overflow: a 4 KiB buffer loses events under a fork storm and says how many; the default loses none",
+    async () => {
+      const storm = async () => {
+        const child = spawn("sh", ["-c", "for i in $(seq 1000); do /bin/true & done; wait"], { stdio: "ignore" });
+        await once(child, "exit");
+      };
+      async function measure(options: { rcvbuf?: number; maxRcvbuf?: number }) {
+        const monitor = await ProcMonitor.open(options);
+        const items: ProcMonitorItem[] = [];
+        const reader = (async () => {
+          for await (const e of monitor) items.push(e);
+        })();
+        await storm();
+        await sleep(300);
+        const marker = spawn("sh", ["-c", "exit 9"], { stdio: "ignore" });
+        await once(marker, "exit");
+        const deadline = Date.now() + 5000;
+        const seen = () => items.some((e) => e.type === "exit" && e.pid === marker.pid);
+        while (!seen() && Date.now() < deadline) await sleep(20);
+        await monitor.close();
+        await reader;
+        const lost = items.filter((e) => e.type === "lost");
+        return {
+          items,
+          afterStorm: seen(),
+          overrunItems: lost.filter((e) => e.type === "lost" && e.reason === "overrun").length,
+          seqLost: lost.reduce((n, e) => n + (e.type === "lost" ? e.count ?? 0 : 0), 0),
+          stats: monitor.stats,
+        };
+      }
+      const tiny = await measure({ rcvbuf: 4096, maxRcvbuf: 0 });
+      assert.ok(tiny.overrunItems > 0, "the overrun is in the stream");
+      assert.ok(tiny.seqLost > 0, "per-CPU sequence gaps count what was lost");
+      assert.equal(tiny.seqLost, tiny.stats.seqLost);
+      assert.ok(tiny.afterStorm, "events after the storm still arrive");
+      const normal = await measure({});
+      assert.equal(normal.overrunItems + normal.seqLost, 0);
+      assert.ok(normal.afterStorm);
+      recordFigure("overflow.tiny.events", tiny.stats.events);
+      recordFigure("overflow.tiny.overrunsReported", tiny.overrunItems);
+      recordFigure("overflow.tiny.lostCounted", tiny.seqLost);
+      recordFigure("overflow.default.events", normal.stats.events);
+      recordFigure("overflow.default.lost", normal.overrunItems + normal.seqLost);
+    },
+    60_000,
+  );
+
+  kernelTest("10 000 open/close cycles leak no fd and no thread, and the process exits by itself", async () => {
+    const cycles = Number(process.env.CNLINK_LIFECYCLE_CYCLES ?? 10_000);
+    const [cmd, args] = scriptCommand("tests/fixtures/lifecycle.ts", String(cycles));
+    const r = await runChild(cmd, args, 240_000);
+    assert.equal(r.timedOut, false, "the process ended by itself");
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+    assert.equal(report.cycles, cycles);
+    assert.equal(report.after.netlink, report.before.netlink, "netlink sockets leaked");
+    assert.ok(report.after.eventfds <= report.before.eventfds, "eventfds leaked");
+    assert.ok(report.after.fds <= report.before.fds, `fds ${report.before.fds} -> ${report.after.fds}`);
+    assert.ok(report.after.threads <= report.before.threads, "threads leaked");
+    assert.equal(report.unhandled, 0);
+    recordFigure("lifecycle.cycles", cycles);
+    recordFigure("lifecycle.seconds", Math.round(report.seconds * 10) / 10);
+    recordFigure("lifecycle.netlinkSocketsLeaked", report.after.netlink - report.before.netlink);
+    recordFigure("lifecycle.eventfdsLeaked", Math.max(0, report.after.eventfds - report.before.eventfds));
+    recordFigure("lifecycle.fds", `${report.before.fds} -> ${report.after.fds}`);
+    recordFigure("lifecycle.threads", `${report.before.threads} -> ${report.after.threads}`);
+    recordFigure("lifecycle.unhandledRejections", report.unhandled);
+  }, 300_000);
+
+  describe("without privilege and in other namespaces", () => {
+    /** Runs tests/fixtures/privilege_probe.ts `action` under `wrapper`; returns its JSON answer. */
+    async function probe(wrapper: string[], action: string) {
+      const [cmd, args] = scriptCommand("tests/fixtures/privilege_probe.ts", action);
+      const home = mkdtempSync(join(tmpdir(), "cnlink-home-"));
+      chmodSync(home, 0o777);
+      const r = await runChild(wrapper[0], [...wrapper.slice(1), cmd, ...args], 30_000, {
+        HOME: home,
+        DENO_DIR: join(home, "deno"),
+        BUN_RUNTIME_TRANSPILER_CACHE_PATH: "0",
+      });
+      assert.equal(r.timedOut, false, `${action} hung`);
+      const line = r.stdout.trim().split("\n").at(-1) ?? "";
+      assert.ok(line.startsWith("{"), `no answer from ${action}: ${r.stderr}`);
+      return JSON.parse(line);
+    }
+    const nobody = [
+      "setpriv",
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      "--inh-caps=-all",
+      "--bounding-set=-all",
+    ];
+
+    kernelTest("as uid 65534 with no capabilities, an even group gives EPERM saying what to do", async () => {
+      const r = await probe(nobody, "bind-even");
+      assert.equal(r.ok, false);
+      assert.equal(r.code, "EPERM");
+      assert.match(r.message, /bind.*CAP_NET_ADMIN.*odd groups/);
+      recordFigure("privilege.bindEven", r.code);
+    });
+
+    kernelTest("as uid 65534, sending to a port gives EPERM saying what to do", async () => {
+      const r = await probe(nobody, "send-port");
+      assert.equal(r.code, "EPERM");
+      assert.match(r.message, /send.*CAP_NET_ADMIN/);
+      recordFigure("privilege.sendPort", r.code);
+    });
+
+    kernelTest("as uid 65534 on Linux >= 6.6, group 1 and a process-event subscription work", async () => {
+      assert.deepEqual(await probe(nobody, "join-odd"), { ok: true, action: "join-odd" });
+      assert.deepEqual(await probe(nobody, "subscribe"), { ok: true, action: "subscribe" });
+      recordFigure("privilege.subscribeUnprivileged", "ok");
+    });
+
+    kernelTest("in a new network namespace the first send gives ECONNREFUSED naming the namespace", async () => {
+      const r = await probe(["unshare", "-n"], "send-kernel");
+      assert.equal(r.code, "ECONNREFUSED");
+      assert.match(r.message, /initial network namespace/);
+      const s = await probe(["unshare", "-n"], "subscribe");
+      assert.equal(s.code, "ECONNREFUSED");
+      recordFigure("namespace.netns", r.code);
+    });
+
+    kernelTest("in a new user namespace the kernel ignores LISTEN and the ack timeout says so", async () => {
+      const r = await probe(["unshare", "-U", "-r"], "subscribe");
+      assert.equal(r.code, "ETIMEDOUT");
+      assert.match(r.message, /did not ack LISTEN within 500 ms.*initial user and pid namespaces/);
+      recordFigure("namespace.userns", r.code);
+    });
+  });
+});
