@@ -145,7 +145,7 @@ describe("hardening", () => {
       recordFigure("forged.sent", forged);
       recordFigure("forged.rejected", monitor.stats.forged);
       recordFigure("forged.delivered", delivered);
-      },
+    },
     30_000,
   );
 
