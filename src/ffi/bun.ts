@@ -117,10 +117,13 @@ export function loadBun(path: string): Libc {
 const ARMED = 0;
 const READABLE = 1;
 const CLOSED = 2;
+const EXITED = 3;
 
 // The worker opens libc itself (FFI handles do not cross threads). It polls while ARMED, flips
 // ARMED -> READABLE when the socket is readable, and parks in Atomics.wait until the JS thread
-// re-arms or closes. compareExchange makes sure a CLOSED is never overwritten.
+// re-arms or closes. compareExchange makes sure a CLOSED is never overwritten. Once out of poll()
+// for good it stores EXITED: from then on it touches no fd, and the JS thread may close them (an
+// Atomics hand-off measured faster than waiting for a postMessage).
 const WORKER_SOURCE = `
 const { dlopen } = require("bun:ffi");
 self.onmessage = (event) => {
@@ -141,8 +144,9 @@ self.onmessage = (event) => {
       Atomics.notify(state, 0);
     }
   }
+  Atomics.store(state, 0, ${EXITED});
+  Atomics.notify(state, 0);
   lib.close();
-  postMessage("exited");
 };
 `;
 
@@ -154,7 +158,7 @@ type BunWorker = Worker & { ref(): void; unref(): void };
 class BunWaiter implements Waiter {
   readonly #state = new Int32Array(new SharedArrayBuffer(4));
   #worker: BunWorker | null = null;
-  #exited: Promise<void> | null = null;
+  #gone: Promise<void> | null = null;
   #closing: Promise<void> | null = null;
 
   constructor(
@@ -168,8 +172,9 @@ class BunWaiter implements Waiter {
   #start(): BunWorker {
     workerUrl ??= URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "application/javascript" }));
     const worker = new Worker(workerUrl) as BunWorker;
-    this.#exited = new Promise((resolve) => {
-      worker.addEventListener("message", () => resolve());
+    // If the worker fails to start or dies, close() must not wait for an EXITED that never comes.
+    this.#gone = new Promise((resolve) => {
+      worker.addEventListener("error", () => resolve());
       worker.addEventListener("close", () => resolve());
     });
     worker.postMessage({ path: this.path, fd: this.fd, efd: this.efd, shared: this.#state.buffer });
@@ -186,7 +191,7 @@ class BunWaiter implements Waiter {
       for (;;) {
         const s = Atomics.load(this.#state, 0);
         if (s === READABLE) return true;
-        if (s === CLOSED) return false;
+        if (s === CLOSED || s === EXITED) return false;
         const result = Atomics.waitAsync(this.#state, 0, s);
         if (result.async) await result.value;
       }
@@ -200,6 +205,16 @@ class BunWaiter implements Waiter {
     return this.#closing;
   }
 
+  /** Resolves once the worker stored EXITED. */
+  async #workerDone(): Promise<void> {
+    for (;;) {
+      const s = Atomics.load(this.#state, 0);
+      if (s === EXITED) return;
+      const result = Atomics.waitAsync(this.#state, 0, s);
+      if (result.async) await result.value;
+    }
+  }
+
   async #close(): Promise<void> {
     Atomics.store(this.#state, 0, CLOSED);
     Atomics.notify(this.#state, 0);
@@ -209,7 +224,7 @@ class BunWaiter implements Waiter {
       // middle of close() (seen with the worker ref'd again, so a timer holds the loop instead).
       const keepAlive = setInterval(() => {}, 60_000);
       try {
-        await this.#exited;
+        await Promise.race([this.#workerDone(), this.#gone]);
       } finally {
         clearInterval(keepAlive);
       }

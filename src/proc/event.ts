@@ -198,6 +198,20 @@ export type ProcEvent =
 /** The event type names, in kernel bit order. */
 export type ProcEventType = Exclude<ProcEvent["type"], "ack" | "unknown">;
 
+/** `what` of each known type (the ack is PROC_EVENT_NONE). Internal: filter.ts builds masks from it. */
+export const WHAT_OF: Readonly<Record<ProcEventType | "ack", number>> = {
+  ack: PROC_EVENT_NONE,
+  fork: PROC_EVENT_FORK,
+  exec: PROC_EVENT_EXEC,
+  uid: PROC_EVENT_UID,
+  gid: PROC_EVENT_GID,
+  sid: PROC_EVENT_SID,
+  ptrace: PROC_EVENT_PTRACE,
+  comm: PROC_EVENT_COMM,
+  coredump: PROC_EVENT_COREDUMP,
+  exit: PROC_EVENT_EXIT,
+};
+
 const commDecoder = new TextDecoder();
 
 /**
@@ -438,24 +452,11 @@ export function encodeProcEvent(event: ProcEvent): Uint8Array {
   const view = new DataView(bytes.buffer);
   const i32 = (off: number, v: number) => view.setInt32(DATA + off, v, LITTLE_ENDIAN);
   const u32 = (off: number, v: number) => view.setUint32(DATA + off, v >>> 0, LITTLE_ENDIAN);
-  const whatOf: Record<ProcEvent["type"], number> = {
-    ack: PROC_EVENT_NONE,
-    fork: PROC_EVENT_FORK,
-    exec: PROC_EVENT_EXEC,
-    uid: PROC_EVENT_UID,
-    gid: PROC_EVENT_GID,
-    sid: PROC_EVENT_SID,
-    ptrace: PROC_EVENT_PTRACE,
-    comm: PROC_EVENT_COMM,
-    coredump: PROC_EVENT_COREDUMP,
-    exit: PROC_EVENT_EXIT,
-    unknown: 0,
-  };
   if (event.type === "unknown") {
     bytes.set(event.raw.subarray(0, 40));
     return bytes;
   }
-  view.setUint32(WHAT, whatOf[event.type], LITTLE_ENDIAN);
+  view.setUint32(WHAT, WHAT_OF[event.type], LITTLE_ENDIAN);
   view.setUint32(CPU, event.cpu, LITTLE_ENDIAN);
   view.setBigUint64(TIMESTAMP, event.timestampNs, LITTLE_ENDIAN);
   switch (event.type) {

@@ -4,20 +4,8 @@
  *
  * @module
  */
-import {
-  PROC_EVENT_ALL,
-  PROC_EVENT_COMM,
-  PROC_EVENT_COREDUMP,
-  PROC_EVENT_EXEC,
-  PROC_EVENT_EXIT,
-  PROC_EVENT_FORK,
-  PROC_EVENT_GID,
-  PROC_EVENT_NONZERO_EXIT,
-  PROC_EVENT_PTRACE,
-  PROC_EVENT_SID,
-  PROC_EVENT_UID,
-} from "./constants.ts";
-import type { ProcEvent } from "./event.ts";
+import { PROC_EVENT_ALL, PROC_EVENT_NONZERO_EXIT } from "./constants.ts";
+import { type ProcEvent, WHAT_OF } from "./event.ts";
 
 /** A name for `events`: an event type, or `"nonzero-exit"` (only exits with a non-zero wait status). */
 export type ProcEventName =
@@ -32,18 +20,8 @@ export type ProcEventName =
   | "exit"
   | "nonzero-exit";
 
-const BITS: Record<ProcEventName, number> = {
-  fork: PROC_EVENT_FORK,
-  exec: PROC_EVENT_EXEC,
-  uid: PROC_EVENT_UID,
-  gid: PROC_EVENT_GID,
-  sid: PROC_EVENT_SID,
-  ptrace: PROC_EVENT_PTRACE,
-  comm: PROC_EVENT_COMM,
-  coredump: PROC_EVENT_COREDUMP,
-  exit: PROC_EVENT_EXIT,
-  "nonzero-exit": PROC_EVENT_NONZERO_EXIT,
-};
+const { ack: _ack, ...TYPE_BITS } = WHAT_OF;
+const BITS: Record<ProcEventName, number> = { ...TYPE_BITS, "nonzero-exit": PROC_EVENT_NONZERO_EXIT };
 
 /** Every accepted event name. */
 export const PROC_EVENT_NAMES: readonly ProcEventName[] = Object.keys(BITS) as ProcEventName[];
@@ -74,18 +52,6 @@ export function eventMask(names?: readonly string[]): number {
   return mask;
 }
 
-const WHAT: Record<string, number> = {
-  fork: PROC_EVENT_FORK,
-  exec: PROC_EVENT_EXEC,
-  uid: PROC_EVENT_UID,
-  gid: PROC_EVENT_GID,
-  sid: PROC_EVENT_SID,
-  ptrace: PROC_EVENT_PTRACE,
-  comm: PROC_EVENT_COMM,
-  coredump: PROC_EVENT_COREDUMP,
-  exit: PROC_EVENT_EXIT,
-};
-
 /**
  * Whether `event` passes `mask`, by the kernel's `cn_filter` rules. Acks and unknown types always pass.
  *
@@ -105,5 +71,5 @@ export function passes(event: ProcEvent, mask: number): boolean {
   if (mask === PROC_EVENT_ALL) return true;
   if (event.type === "ack" || event.type === "unknown") return true;
   if (event.type === "exit" && (mask & PROC_EVENT_NONZERO_EXIT) !== 0 && event.exitCode !== 0) return true;
-  return ((mask & WHAT[event.type]) >>> 0) !== 0;
+  return ((mask & WHAT_OF[event.type]) >>> 0) !== 0;
 }
