@@ -159,6 +159,7 @@ class BunWaiter implements Waiter {
   readonly #state = new Int32Array(new SharedArrayBuffer(4));
   #worker: BunWorker | null = null;
   #gone: Promise<void> | null = null;
+  readonly #closed = Promise.withResolvers<void>();
   #closing: Promise<void> | null = null;
 
   constructor(
@@ -193,7 +194,8 @@ class BunWaiter implements Waiter {
         if (s === READABLE) return true;
         if (s === CLOSED || s === EXITED) return false;
         const result = Atomics.waitAsync(this.#state, 0, s);
-        if (result.async) await result.value;
+        // close() also resolves #closed directly: Bun delivers a waitAsync wake-up ~2 ms later.
+        if (result.async) await Promise.race([result.value, this.#closed.promise]);
       }
     } finally {
       worker.unref();
@@ -218,6 +220,7 @@ class BunWaiter implements Waiter {
   async #close(): Promise<void> {
     Atomics.store(this.#state, 0, CLOSED);
     Atomics.notify(this.#state, 0);
+    this.#closed.resolve();
     this.signal(new BigUint64Array([1n]));
     if (this.#worker) {
       // Keep the process alive until the worker is out of poll(): Bun may otherwise exit in the
