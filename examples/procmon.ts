@@ -1,7 +1,7 @@
 /**
  * procmon: a live process monitor on the kernel's process-events connector, as a CLI.
  *
- *   sudo deno run --allow-ffi --allow-read examples/procmon.ts [-e exec,exit] [-D 10] [-S] [--json] [--tree]
+ *   sudo deno run -A examples/procmon.ts [-e exec,exit] [-D 10] [-S] [--json] [--tree]
  *   sudo bun examples/procmon.ts --help
  *   sudo deno run -A jsr:@cnlink/connector/procmon
  *

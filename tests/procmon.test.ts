@@ -2,6 +2,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { join } from "node:path";
 import { parseOptions } from "../src/procmon/cli.ts";
 import { toJson } from "../src/procmon/format.ts";
 import { kernelTest, sleep } from "./_kernel.ts";
@@ -75,6 +76,20 @@ describe("procmon options", () => {
     const bad = await runProcmon(["-e", "nope"]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /Unknown process event "nope"/);
+  });
+});
+
+describe("procmon permissions", () => {
+  test("on Deno without --allow-all, enrichment fails with a clear error instead of empty columns", async () => {
+    const deno = join(import.meta.dirname!, "..", "node_modules", ".bin", "deno");
+    const child = spawn(deno, ["run", "--allow-ffi", "--allow-read", "examples/procmon.ts", "-D", "1"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+    const [code] = await once(child, "close");
+    assert.equal(code, 1);
+    assert.match(stderr, /needs Deno's --allow-all \(-A\)/);
   });
 });
 

@@ -25,6 +25,24 @@ export interface ProcessInfo {
 let passwd: Map<number, string> | null = null;
 
 /**
+ * Throws a clear error when the runtime forbids reading `/proc/PID` (Deno allows it only with
+ * `--allow-all`, whatever `--allow-read` says), instead of enrichment silently finding nothing.
+ */
+export function checkProcAccess(): void {
+  try {
+    readFileSync("/proc/1/comm", "utf8");
+  } catch (err) {
+    if ((err as Error).name === "NotCapable") {
+      throw new Error(
+        "Reading process details from /proc/PID needs Deno's --allow-all (-A): Deno guards /proc/PID " +
+          "behind it whatever --allow-read says. Run with -A, or turn enrichment off.",
+        { cause: err },
+      );
+    }
+  }
+}
+
+/**
  * User name for `uid` from /etc/passwd (read once), or undefined.
  *
  * @example

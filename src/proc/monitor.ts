@@ -22,7 +22,7 @@ import { NetlinkSocket } from "../socket/netlink_socket.ts";
 import { pump } from "../socket/pump.ts";
 import type { ReceivedDatagram, Transport } from "../socket/transport.ts";
 import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, PROC_EVENT_SIZE } from "./constants.ts";
-import { type ProcessInfo, readProcessInfo } from "./enrich.ts";
+import { checkProcAccess, type ProcessInfo, readProcessInfo } from "./enrich.ts";
 import { type AckEvent, decodeProcEvent, decodeProcEventAt, type ProcEvent } from "./event.ts";
 import { eventMask, passes, type ProcEventName } from "./filter.ts";
 
@@ -59,7 +59,10 @@ export interface ProcMonitorOptions {
   ackTimeoutMs?: number;
   /** Closes the monitor when aborted (the iteration ends with the signal's reason). */
   signal?: AbortSignal;
-  /** Read comm/cmdline/exe/user from /proc at fork and exec (best-effort; exits reuse what was read). */
+  /**
+   * Read comm/cmdline/exe/user from /proc at fork and exec (best-effort; exits reuse what was read).
+   * On Deno this needs `--allow-all`: Deno guards /proc/PID behind it, and `open()` says so.
+   */
   enrich?: boolean;
   /** Most events queued before the receive loop pauses (the kernel then buffers, then overruns). Default 65536. */
   maxQueued?: number;
@@ -182,6 +185,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
    */
   static async open(options: ProcMonitorOptions = {}): Promise<ProcMonitor> {
     eventMask(options.events);
+    if (options.enrich) checkProcAccess();
     const libc = await loadLibc(options.libcPath);
     // Events are 76-byte datagrams: batch them, 64 per system call. A larger datagram cannot be a
     // process event; it arrives truncated and is counted as malformed.

@@ -27,7 +27,8 @@ Usage: procmon [options]
       --no-enrich      do not read comm/cmdline/user from /proc
   -h, --help           this text
 
-Needs root (or Linux >= 6.6 for an unprivileged subscription) and, on Deno, --allow-ffi --allow-read.
+Needs root (or Linux >= 6.6 for an unprivileged subscription) and, on Deno, -A (Deno guards /proc/PID,
+read for the comm/cmdline/user columns, behind --allow-all; with --no-enrich, --allow-ffi is enough).
 Lost events are always shown ("lost" rows), never dropped silently. Exit status: 0, 1 on error.`;
 
 interface Options {
