@@ -44,6 +44,7 @@ const HINTS: Record<string, string> = {
   ENOBUFS: "the socket's receive buffer overflowed and messages were lost; raise rcvbuf",
   EADDRINUSE: "another netlink socket already holds that port id",
   EMSGSIZE: "the message is larger than the socket's send buffer allows",
+  EAGAIN: "the receiving socket's buffer is full; nothing was sent, try again later",
 };
 
 /**
