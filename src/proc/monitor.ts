@@ -100,12 +100,13 @@ const PROC_ID = { idx: CN_IDX_PROC, val: CN_VAL_PROC };
 const EVENT_DATAGRAM = NLMSG_HDRLEN + CN_MSG_HDRLEN + PROC_EVENT_SIZE;
 
 let construct: (transport: Transport, options: ProcMonitorOptions) => ProcMonitor;
+let subscribe: (monitor: ProcMonitor) => Promise<void>;
 
 /** Opens a monitor over any transport (the fake kernel uses it); internal, not exported from proc.ts. */
 export async function procMonitorOver(transport: Transport, options: ProcMonitorOptions = {}): Promise<ProcMonitor> {
   const monitor = construct(transport, options);
   try {
-    await monitor.subscribe();
+    await subscribe(monitor);
   } catch (err) {
     await monitor.close(false);
     throw err;
@@ -160,6 +161,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
 
   static {
     construct = (transport, options) => new ProcMonitor(transport, options);
+    subscribe = (monitor) => monitor.#subscribe();
   }
 
   private constructor(transport: Transport, options: ProcMonitorOptions) {
@@ -208,8 +210,8 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     return { ...this.#stats };
   }
 
-  /** @internal The LISTEN handshake; `open()` calls it. */
-  async subscribe(): Promise<void> {
+  /** The LISTEN handshake; `open()` runs it. */
+  async #subscribe(): Promise<void> {
     const timeoutMs = this.#options.ackTimeoutMs ?? 1000;
     // {LISTEN, ALL} first: acked on every kernel >= 6.6 (a narrower mask would filter our own ack away).
     let ack = await this.#listen(8, PROC_EVENT_ALL, timeoutMs);

@@ -52,6 +52,13 @@ export interface KernelCallbackContext {
 
 const OVERHEAD = 256;
 
+/** What a fake socket asks of its kernel (kept off FakeKernel's public surface). */
+interface SocketHost {
+  checkGroup(group: number, op: string): void;
+  route(from: FakeSocket, datagram: Uint8Array, to: NetlinkAddress): void;
+  release(socket: FakeSocket): void;
+}
+
 class FakeSocket implements Transport {
   readonly queue: { data: Uint8Array; source: NetlinkAddress }[] = [];
   queuedBytes = 0;
@@ -60,7 +67,7 @@ class FakeSocket implements Transport {
   closed = false;
   #wake: ((ok: boolean) => void) | null = null;
 
-  constructor(readonly kernel: FakeKernel, readonly port: number, public rcvbuf: number) {}
+  constructor(readonly host: SocketHost, readonly port: number, public rcvbuf: number) {}
 
   enqueue(data: Uint8Array, source: NetlinkAddress): boolean {
     if (this.closed) return false;
@@ -83,7 +90,7 @@ class FakeSocket implements Transport {
 
   join(group: number): void {
     const bit = groupBit(group, "join group on");
-    this.kernel.checkGroup(group, "join group on");
+    this.host.checkGroup(group, "join group on");
     this.mask = (this.mask | bit) >>> 0;
   }
 
@@ -98,7 +105,7 @@ class FakeSocket implements Transport {
 
   send(datagram: Uint8Array, to: NetlinkAddress): void {
     if (this.closed) throw new NetlinkError("send on", Errno.EBADF, "(the socket is closed)");
-    this.kernel.route(this, datagram, to);
+    this.host.route(this, datagram, to);
   }
 
   receive(): ReceiveResult {
@@ -128,7 +135,7 @@ class FakeSocket implements Transport {
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
-      this.kernel.release(this);
+      this.host.release(this);
       const wake = this.#wake;
       this.#wake = null;
       wake?.(false);
@@ -218,13 +225,13 @@ export class FakeKernel {
     if (port !== 0 && this.#sockets.has(port)) throw new NetlinkError("bind", Errno.EADDRINUSE, `(at port ${port})`);
     for (const g of options.groups ?? []) {
       groupBit(g, "bind");
-      this.checkGroup(g, "bind");
+      this.#checkGroup(g, "bind");
     }
     if (port === 0) {
       while (this.#sockets.has(this.#nextPort)) this.#nextPort++;
       port = this.#nextPort++;
     }
-    const socket = new FakeSocket(this, port, this.#options.rcvbuf);
+    const socket = new FakeSocket(this.#host, port, this.#options.rcvbuf);
     for (const g of options.groups ?? []) socket.mask = (socket.mask | groupBit(g, "bind")) >>> 0;
     if (options.rcvbuf !== undefined) socket.setReceiveBuffer(options.rcvbuf);
     this.#sockets.set(port, socket);
@@ -290,18 +297,17 @@ export class FakeKernel {
     return [...this.#sockets.keys()];
   }
 
-  /** @internal Permission check for joining `group`. */
-  checkGroup(group: number, op: string): void {
+  readonly #host: SocketHost = {
+    checkGroup: (group, op) => this.#checkGroup(group, op),
+    route: (from, datagram, to) => this.#route(from, datagram, to),
+    release: (socket) => void this.#sockets.delete(socket.port),
+  };
+
+  #checkGroup(group: number, op: string): void {
     if (!this.#options.privileged && group % 2 === 0) throw new NetlinkError(op, Errno.EPERM, `(group ${group})`);
   }
 
-  /** @internal A socket closed. */
-  release(socket: FakeSocket): void {
-    this.#sockets.delete(socket.port);
-  }
-
-  /** @internal Routes a datagram a socket sent. */
-  route(from: FakeSocket, datagram: Uint8Array, to: NetlinkAddress): void {
+  #route(from: FakeSocket, datagram: Uint8Array, to: NetlinkAddress): void {
     const source = { port: from.port, groups: to.groups };
     if (to.port !== 0 || to.groups !== 0) {
       if (!this.#options.privileged) throw new NetlinkError("send on", Errno.EPERM);
