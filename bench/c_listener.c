@@ -185,7 +185,11 @@ int main(int argc, char **argv) {
             mine = 1;
           }
           break;
-        case PROC_EVENT_EXEC: mine = ev->event_data.exec.process_tgid < MAX_PID && tracked[ev->event_data.exec.process_tgid]; break;
+        case PROC_EVENT_EXEC:
+          /* The storm root's own exec happened before tracking began, but may be read after it. */
+          mine = ev->event_data.exec.process_tgid < MAX_PID && tracked[ev->event_data.exec.process_tgid] &&
+                 ev->event_data.exec.process_tgid != root;
+          break;
         case PROC_EVENT_EXIT:
           mine = ev->event_data.exit.process_tgid < MAX_PID && tracked[ev->event_data.exit.process_tgid];
           if (mine && ev->event_data.exit.process_tgid == root) { root_exited = 1; quiet_since = t; }

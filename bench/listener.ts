@@ -94,8 +94,10 @@ for await (const e of monitor) {
       tracked[e.childTgid] = 1;
       mine = true;
     }
-  } else if (e.type === "exec") mine = tracked[e.tgid] === 1;
-  else if (e.type === "exit") {
+  } else if (e.type === "exec") {
+    // The storm root's own exec happened before tracking began, but may be read after it.
+    mine = tracked[e.tgid] === 1 && e.tgid !== root;
+  } else if (e.type === "exit") {
     mine = tracked[e.tgid] === 1;
     if (mine && e.tgid === root) rootExited = true;
     // The pid will be reused: stop tracking it once the process is gone.
