@@ -5,8 +5,8 @@
  *   deno run -A bench/run.ts [--children N] [--exec] [--idle SEC] [--paced N] [--quick] [--check] [--out FILE]
  *
  * Prints a table and writes JSON (default bench/out/results.json). `--quick` is the smoke run CI does
- * (a few thousand events, 1 s idle); `--check` exits 1 when a listener lost or missed events (no timing
- * is ever asserted: the machines are noisy).
+ * (a few thousand events, 1 s idle); `--check` exits 1 when a listener lost events or its count of the
+ * storm is off by more than pid reuse explains (no timing is ever asserted: the machines are noisy).
  *
  * @module
  */
