@@ -156,3 +156,33 @@ describe("real kernel", () => {
     assert.deepEqual(connectorSocketInodes(), before);
   });
 });
+
+describe("many waiting sockets", () => {
+  kernelTest("past Deno's blocking-pool limit a socket fails with a clear error instead of stalling", async () => {
+    const isDeno = typeof (globalThis as { Bun?: unknown }).Bun === "undefined";
+    const count = 32;
+    const conns = await Promise.all(Array.from({ length: count }, () => Connector.open()));
+    await using tx = await Connector.open();
+    try {
+      const results = conns.map((c) =>
+        c.messages().next().then(
+          (r) => (r.done ? "ended" : "delivered"),
+          (e: Error) => e.message,
+        )
+      );
+      await sleep(100);
+      for (const c of conns) if (!c.closed) tx.send({ id: AGENT }, { port: c.port });
+      const outcome = await Promise.all(results);
+      const delivered = outcome.filter((o) => o === "delivered").length;
+      const refused = outcome.filter((o) => /already waiting.*Deno runs at most 32/.test(o));
+      if (isDeno) {
+        assert.equal(delivered, 30, "the first 30 wait and receive");
+        assert.equal(refused.length, count - 30, "the others fail saying why");
+      } else {
+        assert.equal(delivered, count, "Bun waits in a worker per socket: no such limit");
+      }
+    } finally {
+      for (const c of conns) await c.close();
+    }
+  });
+});

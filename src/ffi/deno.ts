@@ -119,6 +119,15 @@ export function loadDeno(path: string): Libc {
 
 type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
+/**
+ * Deno runs `nonblocking` calls on a pool of at most 32 threads, shared with its own blocking work;
+ * a 33rd poll would wait for a free thread, which for sockets that stay quiet means forever. So the
+ * number of polls in flight is capped below that, and a wait past the cap fails with an error that
+ * says why instead of stalling (measured: with 34 waiting sockets the last never saw its message).
+ */
+export const MAX_WAITING = 30;
+let waiting = 0;
+
 class DenoWaiter implements Waiter {
   // struct pollfd { int fd; short events; short revents; } x 2, in native order. Kept on the
   // instance: the pool thread reads it while a poll is in flight.
@@ -138,10 +147,17 @@ class DenoWaiter implements Waiter {
 
   async wait(): Promise<boolean> {
     while (!this.#closed) {
+      if (waiting >= MAX_WAITING) {
+        throw new Error(
+          `cnlink: ${MAX_WAITING} sockets are already waiting, and Deno runs at most 32 blocking FFI calls at ` +
+            "once; another would never wake. Share a socket (one Connector can join many groups) or close some.",
+        );
+      }
       this.#shorts[3] = 0;
       this.#shorts[7] = 0;
+      waiting++;
       this.#inFlight = this.s.poll(this.#fds, 2n, -1);
-      const r = await this.#inFlight;
+      const r = await this.#inFlight.finally(() => waiting--);
       this.#inFlight = null;
       // errno of a nonblocking call is set on the pool thread and unreadable here: a -1 is
       // treated as EINTR and the poll retried.
