@@ -11,8 +11,9 @@ import {
   type ProcMonitorItem,
   type ProcMonitorOptions,
   waitStatus,
+  watchProcesses,
 } from "../proc.ts";
-import { kernelTest, sleep } from "./_kernel.ts";
+import { connectorSocketInodes, kernelTest, sleep } from "./_kernel.ts";
 
 const show = (x: unknown) => JSON.stringify(x, (_k, v) => (typeof v === "bigint" ? `${v}n` : v));
 
@@ -234,4 +235,27 @@ describe("process events from the real kernel", () => {
     assert.equal(monitor.stats.overruns + monitor.stats.seqLost, 0);
     assert.ok(items.filter((e) => e.type === "exec").length >= 400);
   }, 30_000);
+});
+
+describe("watchProcesses", () => {
+  kernelTest("subscribes when iteration starts and unsubscribes and closes the socket on break", async () => {
+    const before = connectorSocketInodes();
+    let pid = 0;
+    const started = (async () => {
+      await sleep(200);
+      const child = spawn("sh", ["-c", "exit 4"], { stdio: "ignore" });
+      pid = child.pid!;
+      await once(child, "exit");
+    })();
+    let seen: ProcMonitorItem | undefined;
+    for await (const e of watchProcesses({ events: ["exit"] })) {
+      if (e.type === "exit" && e.pid === pid) {
+        seen = e;
+        break;
+      }
+    }
+    await started;
+    assert.ok(seen?.type === "exit" && seen.exitCode === 4 << 8);
+    assert.deepEqual(connectorSocketInodes(), before, "the socket is closed after break");
+  });
 });
