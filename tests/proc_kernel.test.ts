@@ -259,3 +259,25 @@ describe("watchProcesses", () => {
     assert.deepEqual(connectorSocketInodes(), before, "the socket is closed after break");
   });
 });
+
+describe("documented traps", () => {
+  kernelTest("exec from a non-leader thread: FORK(thread), EXIT(leader), EXEC(pid = tgid), EXIT again", async () => {
+    const script = [
+      "import os, threading, time",
+      "threading.Thread(target=lambda: os.execv('/bin/sleep', ['sleep', '0.1'])).start()",
+      "time.sleep(5)",
+    ].join("\n");
+    const { items, pids: [pid] } = await observe(
+      {},
+      async () => [await run("python3", ["-c", script])],
+      (i, p) => i.filter((e) => e.type === "exit" && e.pid === p[0]).length >= 2,
+    );
+    const mine = byTime(items.filter(about(pid)));
+    const threadFork = mine.findIndex((e) => e.type === "fork" && e.childPid !== pid);
+    assert.ok(threadFork >= 0, "the thread's fork");
+    const after = mine.slice(threadFork + 1).map((e) =>
+      e.type === "exit" || e.type === "exec" ? `${e.type} ${e.pid === e.tgid ? "pid=tgid" : "thread"}` : e.type
+    );
+    assert.deepEqual(after, ["exit pid=tgid", "exec pid=tgid", "exit pid=tgid"]);
+  });
+});
