@@ -1,6 +1,6 @@
 /**
  * The cnlink benchmark: the same fork storm against a C reference listener, cnlink on Deno and cnlink
- * on Bun (and forkstat when installed), one after another in one invocation. Needs root and `cc`.
+ * on Bun, and forkstat when installed, one after another in one invocation. Needs root and `cc`.
  *
  *   deno run -A bench/run.ts [--children N] [--exec] [--idle SEC] [--paced N] [--quick] [--check] [--out FILE]
  *
@@ -13,7 +13,7 @@
 import process from "node:process";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createInterface } from "node:readline";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { cpus, release } from "node:os";
@@ -90,6 +90,60 @@ async function storm(
   return { generated, result };
 }
 
+/**
+ * forkstat (Debian's `forkstat`), when installed: started for a fixed duration around the same storm.
+ * It reports no per-storm counts, so "delivered" is the fork/exec/exit total of its end-of-run summary
+ * (host-wide; the storm dominates) and its CPU is read from /proc/PID/stat while it runs.
+ */
+async function forkstat(): Promise<Record<string, unknown> | null> {
+  if (spawnSync("sh", ["-c", "command -v forkstat"]).status !== 0) return null;
+  const seconds = Math.ceil(children / 10_000) + 5;
+  const log = join(here, "out", "forkstat.log");
+  const out = openSync(log, "w");
+  const fs = spawn("forkstat", ["-S", "-e", "fork,exec,exit", "-D", String(seconds)], { stdio: ["ignore", out, out] });
+  const ticks = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim()) || 100;
+  let cpuTicks = 0;
+  const sampler = setInterval(() => {
+    try {
+      const fields = readFileSync(`/proc/${fs.pid}/stat`, "utf8").split(") ")[1].split(" ");
+      cpuTicks = Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // exited
+    }
+  }, 50);
+  await new Promise((r) => setTimeout(r, 500));
+  const s = spawn(join(here, "out", "storm"), [String(children), ...(values.exec ? ["-x"] : [])], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  const lines = createInterface({ input: s.stdout! })[Symbol.asyncIterator]();
+  await lines.next();
+  s.stdin!.write("go\n");
+  const generated = Number((await lines.next()).value);
+  await new Promise((r) => fs.once("exit", r));
+  clearInterval(sampler);
+  closeSync(out);
+  const text = readFileSync(log, "utf8");
+  const nobufs = text.split("\n").filter((l) => l.includes("nobufs")).length;
+  let delivered = 0;
+  let inSummary = false;
+  for (const line of text.split("\n")) {
+    if (/^\s+Fork\s+Exec\s+Exit/.test(line)) inSummary = true;
+    else if (inSummary && /^\s+\d/.test(line)) {
+      const [fork, exec, exit] = line.trim().split(/\s+/).map(Number);
+      delivered += fork + exec + exit;
+    }
+  }
+  return {
+    listener: "forkstat " +
+      (spawnSync("forkstat", ["-h"], { encoding: "utf8" }).stdout.match(/version (\S+)/)?.[1] ?? ""),
+    generated,
+    delivered,
+    lostOverruns: nobufs,
+    lostSeq: "?",
+    cpuUsPerEvent: (cpuTicks / ticks) * 1e6 / Math.max(1, delivered),
+  };
+}
+
 function compile(): void {
   mkdirSync(join(here, "out"), { recursive: true });
   for (const name of ["storm", "c_listener"]) {
@@ -159,6 +213,11 @@ for (const [name, cmd, args] of listeners) {
   rows.push({ listener: name, ...await measure(listener) });
   await new Promise((r) => listener.child.once("exit", r));
 }
+if (!values.only || "forkstat".includes(values.only.toLowerCase())) {
+  console.error("bench: forkstat (if installed) ...");
+  const row = await forkstat();
+  if (row) rows.push(row);
+}
 const baseline = {
   deno: bareIdle("deno", idleSeconds),
   bun: bareIdle("bun", idleSeconds),
@@ -169,7 +228,7 @@ const c = rows.find((r) => r.listener === "C, recvmmsg, cnlink's loop") ??
 for (const row of rows) {
   row.cpuRatioToC = c ? (row.cpuUsPerEvent as number) / (c.cpuUsPerEvent as number) : null;
   row.latencyRatioToC = c ? (row.latencyP50Us as number) / (c.latencyP50Us as number) : null;
-  row.rssGrowthKb = row.rss10kKb ? (row.rssEndKb as number) - (row.rss10kKb as number) : null;
+  row.rssGrowthKb = row.rss10kKb && row.rssEndKb ? (row.rssEndKb as number) - (row.rss10kKb as number) : null;
 }
 
 const fmt = (v: unknown, digits = 2) => typeof v === "number" ? v.toFixed(digits) : String(v ?? "-");
@@ -198,7 +257,9 @@ const table = [
       `${fmt(r.latencyP50Us, 0)}/${fmt(r.latencyP99Us, 0)}`,
       `${fmt(r.idleCpuPct, 3)}/${fmt(r.quietCpuPct, 3)}`,
       fmt(r.closeMs),
-      `${r.rss10kKb ? fmt((r.rss10kKb as number) / 1024, 1) : "-"}→${fmt((r.rssEndKb as number) / 1024, 1)}`,
+      r.rssEndKb === undefined
+        ? "-"
+        : `${r.rss10kKb ? fmt((r.rss10kKb as number) / 1024, 1) : "-"}→${fmt((r.rssEndKb as number) / 1024, 1)}`,
     ].map(String)
   ),
 ];
@@ -215,7 +276,7 @@ if (values.check) {
   // process's exit and the new one's fork are read in the opposite order (different CPUs).
   const slack = (r: Record<string, unknown>) => Math.max(2, (r.generated as number) / 1000);
   const bad = rows.filter((r) =>
-    r.lostOverruns !== 0 || r.lostSeq !== 0 ||
+    !String(r.listener).startsWith("forkstat") && (r.lostOverruns !== 0 || r.lostSeq !== 0) ||
     Math.abs((r.delivered as number) - (r.generated as number)) > slack(r)
   );
   for (const r of bad) console.error(`bench: ${r.listener} delivered ${r.delivered} of ${r.generated}`);
