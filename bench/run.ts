@@ -275,9 +275,10 @@ if (values.check) {
   // Loss must be nil. The tree accounting may be off by one or two when a pid is reused while the old
   // process's exit and the new one's fork are read in the opposite order (different CPUs).
   const slack = (r: Record<string, unknown>) => Math.max(2, (r.generated as number) / 1000);
-  const bad = rows.filter((r) =>
-    !String(r.listener).startsWith("forkstat") && (r.lostOverruns !== 0 || r.lostSeq !== 0) ||
-    Math.abs((r.delivered as number) - (r.generated as number)) > slack(r)
+  // forkstat is measured, not checked: losing events is what it does under a storm.
+  const ours = rows.filter((r) => !String(r.listener).startsWith("forkstat"));
+  const bad = ours.filter((r) =>
+    r.lostOverruns !== 0 || r.lostSeq !== 0 || Math.abs((r.delivered as number) - (r.generated as number)) > slack(r)
   );
   for (const r of bad) console.error(`bench: ${r.listener} delivered ${r.delivered} of ${r.generated}`);
   if (bad.length) process.exit(1);
