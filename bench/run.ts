@@ -39,6 +39,7 @@ const quick = values.quick!;
 const children = Number(values.children ?? (quick ? 2000 : 500_000));
 const idleSeconds = Number(values.idle ?? (quick ? 1 : 20));
 const paced = Number(values.paced ?? (quick ? 5 : 50));
+const stormArgs = [String(children), ...(values.exec ? ["-x"] : [])];
 
 /** A listener process speaking the line protocol of bench/listener.ts and bench/c_listener.c. */
 class Listener {
@@ -79,15 +80,24 @@ async function storm(
   listener: Listener,
   args: string[],
 ): Promise<{ generated: number; result: Record<string, number> }> {
+  const { pid, go } = await startStorm(args);
+  listener.send(`track ${pid}`);
+  await listener.next();
+  const generated = await go();
+  const result = await listener.next();
+  return { generated, result };
+}
+
+/** Starts bench/storm.c, which prints its pid and waits; `go()` runs it and resolves with the events it made. */
+async function startStorm(args: string[]): Promise<{ pid: number; go: () => Promise<number> }> {
   const s = spawn(join(here, "out", "storm"), args, { stdio: ["pipe", "pipe", "inherit"] });
   const lines = createInterface({ input: s.stdout! })[Symbol.asyncIterator]();
   const pid = Number((await lines.next()).value);
-  listener.send(`track ${pid}`);
-  await listener.next();
-  s.stdin!.write("go\n");
-  const generated = Number((await lines.next()).value);
-  const result = await listener.next();
-  return { generated, result };
+  const go = async () => {
+    s.stdin!.write("go\n");
+    return Number((await lines.next()).value);
+  };
+  return { pid, go };
 }
 
 /**
@@ -112,13 +122,7 @@ async function forkstat(): Promise<Record<string, unknown> | null> {
     }
   }, 50);
   await new Promise((r) => setTimeout(r, 500));
-  const s = spawn(join(here, "out", "storm"), [String(children), ...(values.exec ? ["-x"] : [])], {
-    stdio: ["pipe", "pipe", "inherit"],
-  });
-  const lines = createInterface({ input: s.stdout! })[Symbol.asyncIterator]();
-  await lines.next();
-  s.stdin!.write("go\n");
-  const generated = Number((await lines.next()).value);
+  const generated = await (await startStorm(stormArgs)).go();
   await new Promise((r) => fs.once("exit", r));
   clearInterval(sampler);
   closeSync(out);
@@ -167,7 +171,6 @@ function bareIdle(runtime: string, seconds: number): number {
 
 async function measure(listener: Listener) {
   await listener.next(); // ready
-  const stormArgs = [String(children), ...(values.exec ? ["-x"] : [])];
   await storm(listener, [String(Math.min(children, 2000))]); // warm-up, not reported
   const main = await storm(listener, stormArgs);
   const pace = await storm(listener, [String(paced), "-p", "100000"]);

@@ -11,11 +11,10 @@
  *
  * @module
  */
-import { decodeDatagram } from "../codec/cn_msg.ts";
+import { decodeDatagram, encodeMessage } from "../codec/cn_msg.ts";
 import { CN_IDX_PROC, CN_MSG_HDRLEN, CN_VAL_PROC, NLMSG_DONE, NLMSG_HDRLEN } from "../codec/constants.ts";
 import { LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { MessageStream, type StreamOwner } from "../connector/message_stream.ts";
-import { encodeMessage } from "../codec/cn_msg.ts";
 import { Errno, NetlinkError } from "../errors.ts";
 import { loadLibc } from "../ffi/load.ts";
 import { NetlinkSocket } from "../socket/netlink_socket.ts";
@@ -142,7 +141,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   readonly #lastSeq: number[] = [];
   #view: DataView | null = null;
   readonly #known = new Map<number, ProcessInfo>();
-  readonly #stats: ProcMonitorStats = {
+  readonly #stats: Omit<ProcMonitorStats, "rcvbuf"> = {
     events: 0,
     forged: 0,
     overruns: 0,
@@ -150,7 +149,6 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     malformed: 0,
     acks: 0,
     filtered: 0,
-    rcvbuf: 0,
   };
   #mode: FilterMode = "none";
   #listenFormat: 4 | 8 = 8;
@@ -170,7 +168,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     this.#mask = eventMask(options.events);
     const owner: StreamOwner<ProcMonitorItem> = { detach: () => void this.close() };
     this.#stream = new MessageStream(owner, options.signal);
-    this.#stats.rcvbuf = transport.setReceiveBuffer(options.rcvbuf ?? DEFAULT_RCVBUF);
+    transport.setReceiveBuffer(options.rcvbuf ?? DEFAULT_RCVBUF);
     this.#loop = this.#run().catch((err) => {
       this.#stream.end(err);
       void this.close(false);
@@ -207,7 +205,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
 
   /** A snapshot of the counters. */
   get stats(): Readonly<ProcMonitorStats> {
-    return { ...this.#stats };
+    return { ...this.#stats, rcvbuf: this.#transport.rcvbuf };
   }
 
   /** The LISTEN handshake; `open()` runs it. */
@@ -289,9 +287,10 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     this.#stream.push({ type: "lost", reason: "overrun" });
     const max = this.#options.maxRcvbuf ?? DEFAULT_MAX_RCVBUF;
     // keepalived's remedy: a bigger buffer for the next burst. The kernel reports twice what was set.
-    if (max > 0 && this.#stats.rcvbuf < max) {
+    const rcvbuf = this.#transport.rcvbuf;
+    if (max > 0 && rcvbuf < max) {
       try {
-        this.#stats.rcvbuf = this.#transport.setReceiveBuffer(Math.min(this.#stats.rcvbuf, max));
+        this.#transport.setReceiveBuffer(Math.min(rcvbuf, max));
       } catch {
         // Keep the current size; the loss was reported already.
       }

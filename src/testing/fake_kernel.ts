@@ -223,8 +223,9 @@ export class FakeKernel {
   #open(options: { groups?: readonly number[]; port?: number; rcvbuf?: number }): FakeSocket {
     let port = options.port ?? 0;
     if (port !== 0 && this.#sockets.has(port)) throw new NetlinkError("bind", Errno.EADDRINUSE, `(at port ${port})`);
+    let mask = 0;
     for (const g of options.groups ?? []) {
-      groupBit(g, "bind");
+      mask = (mask | groupBit(g, "bind")) >>> 0;
       this.#checkGroup(g, "bind");
     }
     if (port === 0) {
@@ -232,7 +233,7 @@ export class FakeKernel {
       port = this.#nextPort++;
     }
     const socket = new FakeSocket(this.#host, port, this.#options.rcvbuf);
-    for (const g of options.groups ?? []) socket.mask = (socket.mask | groupBit(g, "bind")) >>> 0;
+    socket.mask = mask;
     if (options.rcvbuf !== undefined) socket.setReceiveBuffer(options.rcvbuf);
     this.#sockets.set(port, socket);
     return socket;
