@@ -1,5 +1,7 @@
-/** How to run a script file with the runtime that runs the tests. */
+/** How to run a script file with the runtime that runs the tests, and child processes in general. */
 import process from "node:process";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
 
@@ -10,3 +12,29 @@ export function scriptCommand(script: string, ...args: string[]): [string, strin
 
 /** "deno" or "bun". */
 export const runtimeName: string = isBun ? "bun" : "deno";
+
+/** What {@linkcode runChild} returns. */
+export interface ChildResult {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+/** Runs `cmd args` to its end (killing it after `timeoutMs`) and returns its exit and output. */
+export async function runChild(
+  cmd: string,
+  args: string[],
+  options: { timeoutMs?: number; env?: Record<string, string> } = {},
+): Promise<ChildResult> {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
+  child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+  const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 60_000);
+  const [code, signal] = await once(child, "close");
+  clearTimeout(timer);
+  return { code, signal, stdout, stderr, timedOut: signal === "SIGKILL" };
+}

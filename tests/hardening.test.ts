@@ -24,23 +24,10 @@ import { encodeProcEvent, ProcMonitor, type ProcMonitorItem } from "../proc.ts";
 import { loadLibc } from "../src/ffi/load.ts";
 import { NetlinkSocket } from "../src/socket/netlink_socket.ts";
 import { kernelTest, sleep } from "./_kernel.ts";
-import { scriptCommand } from "./_runtime.ts";
+import { runChild, scriptCommand } from "./_runtime.ts";
 import { recordFigure } from "./_figures.ts";
 
 const ID = { idx: 20, val: 0xbad };
-
-/** Runs `cmd args` to its end (or kills it after `ms`) and returns its exit code and output. */
-async function runChild(cmd: string, args: string[], ms: number, env?: Record<string, string>) {
-  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
-  child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-  const timer = setTimeout(() => child.kill("SIGKILL"), ms);
-  const [code, signal] = await once(child, "close");
-  clearTimeout(timer);
-  return { code, signal, stdout, stderr, timedOut: signal === "SIGKILL" };
-}
 
 describe("hardening", () => {
   kernelTest("an adversarial peer: every bad datagram is reported, every valid one delivered in order", async () => {
@@ -201,7 +188,7 @@ describe("hardening", () => {
   kernelTest("10 000 open/close cycles leak no fd and no thread, and the process exits by itself", async () => {
     const cycles = Number(process.env.CNLINK_LIFECYCLE_CYCLES ?? 10_000);
     const [cmd, args] = scriptCommand("tests/fixtures/lifecycle.ts", String(cycles));
-    const r = await runChild(cmd, args, 240_000);
+    const r = await runChild(cmd, args, { timeoutMs: 240_000 });
     assert.equal(r.timedOut, false, "the process ended by itself");
     assert.equal(r.code, 0, r.stderr);
     const report = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
@@ -226,10 +213,9 @@ describe("hardening", () => {
       const [cmd, args] = scriptCommand("tests/fixtures/privilege_probe.ts", action);
       const home = mkdtempSync(join(tmpdir(), "cnlink-home-"));
       chmodSync(home, 0o777);
-      const r = await runChild(wrapper[0], [...wrapper.slice(1), cmd, ...args], 30_000, {
-        HOME: home,
-        DENO_DIR: join(home, "deno"),
-        BUN_RUNTIME_TRANSPILER_CACHE_PATH: "0",
+      const r = await runChild(wrapper[0], [...wrapper.slice(1), cmd, ...args], {
+        timeoutMs: 30_000,
+        env: { HOME: home, DENO_DIR: join(home, "deno"), BUN_RUNTIME_TRANSPILER_CACHE_PATH: "0" },
       });
       assert.equal(r.timedOut, false, `${action} hung`);
       const line = r.stdout.trim().split("\n").at(-1) ?? "";

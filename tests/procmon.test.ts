@@ -6,19 +6,14 @@ import { join } from "node:path";
 import { parseOptions } from "../src/procmon/cli.ts";
 import { toJson } from "../src/procmon/format.ts";
 import { kernelTest, sleep } from "./_kernel.ts";
-import { scriptCommand } from "./_runtime.ts";
+import { runChild, scriptCommand } from "./_runtime.ts";
 
+/** Runs procmon to its end; `during` runs meanwhile and returns a pid of interest. */
 async function runProcmon(args: string[], during?: () => Promise<number>) {
   const [cmd, argv] = scriptCommand("examples/procmon.ts", ...args);
-  const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
-  child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-  const exited = once(child, "exit");
+  const result = runChild(cmd, argv);
   const pid = during ? await during() : 0;
-  const [code] = await exited;
-  return { code, stdout, stderr, pid };
+  return { ...await result, pid };
 }
 
 describe("procmon options", () => {
@@ -82,12 +77,14 @@ describe("procmon options", () => {
 describe("procmon permissions", () => {
   test("on Deno without --allow-all, enrichment fails with a clear error instead of empty columns", async () => {
     const deno = join(import.meta.dirname!, "..", "node_modules", ".bin", "deno");
-    const child = spawn(deno, ["run", "--allow-ffi", "--allow-read", "examples/procmon.ts", "-D", "1"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stderr = "";
-    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-    const [code] = await once(child, "close");
+    const { code, stderr } = await runChild(deno, [
+      "run",
+      "--allow-ffi",
+      "--allow-read",
+      "examples/procmon.ts",
+      "-D",
+      "1",
+    ]);
     assert.equal(code, 1);
     assert.match(stderr, /needs Deno's --allow-all \(-A\)/);
   });
