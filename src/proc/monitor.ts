@@ -153,7 +153,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   #mode: FilterMode = "none";
   #listenFormat: 4 | 8 = 8;
   #subscribed = false;
-  #awaiting: { ack: number; resolve: (ack: AckEvent) => void } | null = null;
+  #onAck: ((ack: AckEvent) => void) | null = null;
   #loop: Promise<void>;
   #closing: Promise<void> | null = null;
 
@@ -208,32 +208,56 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     return { ...this.#stats, rcvbuf: this.#transport.rcvbuf };
   }
 
-  /** The LISTEN handshake; `open()` runs it. */
+  /**
+   * The LISTEN handshake; `open()` runs it. Two LISTENs go out back to back: the 8-byte
+   * `{LISTEN, ALL}` that Linux >= 6.6 acks (older kernels drop it without a word) and the 4-byte one
+   * every kernel acks. The kernel handles them in order, so by the time the second ack arrives the
+   * first one has too, if the kernel understood it: no timeout is needed to tell the kernels apart
+   * (waiting for the 8-byte ack alone cost a full ack timeout on 6.1, found in the kernel lab).
+   * On >= 6.6 the second LISTEN does not count the socket twice (its previous op was LISTEN).
+   */
   async #subscribe(): Promise<void> {
     const timeoutMs = this.#options.ackTimeoutMs ?? 1000;
-    // {LISTEN, ALL} first: acked on every kernel >= 6.6 (a narrower mask would filter our own ack away).
-    let ack = await this.#listen(8, PROC_EVENT_ALL, timeoutMs);
-    if (ack) {
-      this.#mode = this.#mask === PROC_EVENT_ALL ? "none" : "kernel";
-      if (this.#mode === "kernel") this.#sendOp(PROC_CN_MCAST_LISTEN, this.#mask);
-    } else {
-      // Before 6.6 only the 4-byte op is understood.
-      ack = await this.#listen(4, PROC_EVENT_ALL, timeoutMs);
-      if (!ack) {
-        throw new NetlinkError(
-          "subscribe to process events on",
-          Errno.ETIMEDOUT,
-          `(the kernel did not ack LISTEN within ${timeoutMs} ms: it ignores requests from outside the initial ` +
-            `user and pid namespaces, e.g. in a container or under unshare -U/-p; or it lacks CONFIG_PROC_EVENTS ` +
-            `(see /proc/net/connector for cn_proc))`,
-        );
-      }
-      this.#listenFormat = 4;
-      this.#mode = this.#mask === PROC_EVENT_ALL ? "none" : "userspace";
+    const wide = randomAck();
+    const classic = randomAck();
+    const seen = new Set<number>();
+    const confirmed = new Promise<AckEvent | null>((resolve) => {
+      const timer = setTimeout(() => resolve(null), timeoutMs);
+      this.#onAck = (event) => {
+        seen.add(event.ack);
+        if (event.ack !== ((classic + 1) >>> 0)) return;
+        clearTimeout(timer);
+        resolve(event);
+      };
+    });
+    let ack: AckEvent | null;
+    try {
+      this.#sendOp(PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, 8, wide);
+      this.#sendOp(PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, 4, classic);
+      ack = await confirmed;
+    } finally {
+      this.#onAck = null;
+    }
+    if (!ack) {
+      throw new NetlinkError(
+        "subscribe to process events on",
+        Errno.ETIMEDOUT,
+        `(the kernel did not ack LISTEN within ${timeoutMs} ms: it ignores requests from outside the initial ` +
+          `user and pid namespaces, e.g. in a container or under unshare -U/-p; or it lacks CONFIG_PROC_EVENTS ` +
+          `(see /proc/net/connector for cn_proc))`,
+      );
     }
     if (ack.err !== 0) {
       throw new NetlinkError("subscribe to process events on", ack.err, "(the kernel refused LISTEN)");
     }
+    // A {LISTEN, mask} narrows the kernel's filter; it is not acked to us (our own filter drops acks).
+    const inputFilter = seen.has((wide + 1) >>> 0);
+    this.#listenFormat = inputFilter ? 8 : 4;
+    if (this.#mask === PROC_EVENT_ALL) this.#mode = "none";
+    else if (inputFilter) {
+      this.#mode = "kernel";
+      this.#sendOp(PROC_CN_MCAST_LISTEN, this.#mask);
+    } else this.#mode = "userspace";
     this.#subscribed = true;
   }
 
@@ -243,31 +267,6 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     view.setUint32(0, op, LITTLE_ENDIAN);
     if (format === 8) view.setUint32(4, mask, LITTLE_ENDIAN);
     this.#transport.send(encodeMessage({ id: PROC_ID, ack, data }), { port: 0, groups: 0 });
-  }
-
-  #listen(format: 4 | 8, mask: number, timeoutMs: number): Promise<AckEvent | null> {
-    const ack = randomAck();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#awaiting = null;
-        resolve(null);
-      }, timeoutMs);
-      this.#awaiting = {
-        ack: ack + 1,
-        resolve: (event) => {
-          clearTimeout(timer);
-          this.#awaiting = null;
-          resolve(event);
-        },
-      };
-      try {
-        this.#sendOp(PROC_CN_MCAST_LISTEN, mask, format, ack);
-      } catch (err) {
-        clearTimeout(timer);
-        this.#awaiting = null;
-        reject(err);
-      }
-    });
   }
 
   #run(): Promise<void> {
@@ -355,7 +354,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     if (this.#mode !== "kernel") this.#checkSequence(event);
     if (event.type === "ack") {
       this.#stats.acks++;
-      if (this.#awaiting && event.ack === this.#awaiting.ack) this.#awaiting.resolve(event);
+      this.#onAck?.(event);
       return;
     }
     // Also under a kernel filter: events queued before the filter was set still pass through here.
