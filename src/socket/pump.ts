@@ -9,7 +9,11 @@
  *   A timer tick costs CPU too (Deno 44 us, Bun 14 us), so while bursts go on the sleep doubles,
  *   up to 16 ms, but never longer than it takes the observed rate to fill half the receive buffer
  *   (a small buffer, e.g. an unprivileged one capped at rmem_max, must not overflow while we sleep);
- * - a socket that never runs dry must not starve timers and I/O, so a long drain yields now and then.
+ * - a socket that never runs dry must not starve timers and I/O, so a long drain yields now and then;
+ * - nor may a loop of requests to a kernel agent: the agent's reply is queued inside our sendto(), so
+ *   each request's receive loop finds it at once and the whole exchange runs on microtasks. Timers
+ *   never fired during such a loop (found in the kernel lab). So every loop, however short, gives
+ *   the event loop a turn once the JS thread has gone YIELD_MS without one.
  *
  * @module
  */
@@ -38,13 +42,34 @@ const DATAGRAM_TRUESIZE = 768;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/**
+ * When the event loop last had a turn (an awaited wait or timer), and when any loop last handled a
+ * datagram: one pair for the thread, however many sockets it serves. A gap between datagrams
+ * longer than `YIELD_MS` counts as a turn, so the first datagram after quiet never waits for one.
+ */
+let lastTurn = 0;
+let lastActive = 0;
+
+/** A timer to await (a real turn of the event loop) when the thread has run `YIELD_MS` without one. */
+function turnDue(): Promise<void> | undefined {
+  const now = performance.now();
+  if (now - lastActive > YIELD_MS) lastTurn = now;
+  lastActive = now;
+  if (now - lastTurn < YIELD_MS) return undefined;
+  return sleep(0).then(() => void (lastTurn = lastActive = performance.now()));
+}
+
 /** Runs the loop until `running()` is false or the transport closes. */
 export async function pump(transport: Transport, on: PumpHandlers): Promise<void> {
   let drained = 0;
   let sleepMs = 1;
-  let since = performance.now();
-  let cycle = since;
+  let cycle = performance.now();
   while (on.running()) {
+    const turn = turnDue();
+    if (turn) {
+      await turn;
+      if (!on.running()) return;
+    }
     const got = transport.receive();
     if (got === "again") {
       const now = performance.now();
@@ -60,18 +85,15 @@ export async function pump(transport: Transport, on: PumpHandlers): Promise<void
         sleepMs = 1;
         if (!await transport.wait()) return;
       }
+      lastTurn = lastActive = performance.now();
       drained = 0;
-      since = performance.now();
       continue;
     }
     if (got === "overrun") {
       sleepMs = 1;
       on.overrun();
     } else on.datagram(got);
-    if (++drained % 64 === 0 && performance.now() - since > YIELD_MS) {
-      await sleep(1);
-      since = performance.now();
-    }
+    drained++;
     const paused = on.backpressure?.();
     if (paused) await paused;
   }
