@@ -4,7 +4,12 @@
  */
 import { test } from "node:test";
 import process from "node:process";
-import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
+import { existsSync, readdirSync, readFileSync, readlinkSync, renameSync, statSync } from "node:fs";
+import { release, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 function missing(): string | null {
   if (process.platform !== "linux") return "needs Linux";
@@ -51,3 +56,53 @@ export function connectorSocketInodes(): string[] {
 
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * The path of tests/fixtures/tasks (threads, ptrace, exec from a thread): `CNLINK_TASKS_BIN` when set
+ * (the kernel lab's guest has it prebuilt), else built once with `cc -static` into the temp folder.
+ */
+export function tasksBinary(): string {
+  const given = process.env.CNLINK_TASKS_BIN;
+  if (given) return given;
+  const source = fileURLToPath(new URL("./fixtures/tasks.c", import.meta.url));
+  const out = join(tmpdir(), `cnlink-tasks-${statSync(source).mtimeMs.toString(36)}`);
+  if (!existsSync(out)) {
+    const cc = spawnSync("cc", ["-static", "-O2", "-pthread", "-o", `${out}.tmp`, source], { encoding: "utf8" });
+    if (cc.status !== 0) throw new Error(`cannot build ${source} (needs cc and libc6-dev): ${cc.stderr}`);
+    renameSync(`${out}.tmp`, out);
+  }
+  return out;
+}
+
+/** The running kernel's version as [major, minor] (from os.release(), e.g. "6.1.0-56-amd64" gives [6, 1]). */
+export function kernelVersion(): [number, number] {
+  const m = /^(\d+)\.(\d+)/.exec(release());
+  return m ? [Number(m[1]), Number(m[2])] : [0, 0];
+}
+
+/** Whether the running kernel is at least `major.minor`. */
+export function kernelAtLeast(major: number, minor: number): boolean {
+  const [a, b] = kernelVersion();
+  return a > major || (a === major && b >= minor);
+}
+
+/**
+ * Runs `count` short-lived processes at once, all on CPU 0 (so that the events kept before an
+ * overflow and those after it share one per-CPU sequence, which makes the loss visible as a gap),
+ * and resolves when they all ended. `CNLINK_STORM` overrides `count` (the kernel lab uses fewer).
+ */
+export async function forkStorm(count: number): Promise<void> {
+  const n = Number(process.env.CNLINK_STORM ?? count);
+  const child = spawn("taskset", ["-c", "0", "sh", "-c", `for i in $(seq ${n}); do /bin/true & done; wait`], {
+    stdio: "ignore",
+  });
+  const [code] = await once(child, "exit");
+  if (code !== 0) throw new Error(`the fork storm exited ${code}`);
+}
+
+/** Runs `sh -c "exit CODE"` on CPU 0 and resolves with its pid once it ended. */
+export async function markerProcess(code: number): Promise<number> {
+  const child = spawn("taskset", ["-c", "0", "sh", "-c", `exit ${code}`], { stdio: "ignore" });
+  await once(child, "exit");
+  return child.pid!;
+}

@@ -1,7 +1,7 @@
 import { describe } from "node:test";
 import assert from "node:assert/strict";
 import { Connector, type ConnectorMessage, type NetlinkError } from "../mod.ts";
-import { connectorSocketInodes, kernelTest, sleep } from "./_kernel.ts";
+import { connectorSocketInodes, kernelAtLeast, kernelTest, sleep } from "./_kernel.ts";
 
 // Our own agent address and groups: nothing in the kernel uses idx 20..22 or groups 20/22.
 const AGENT = { idx: 20, val: 0xc0ffee };
@@ -103,20 +103,34 @@ describe("real kernel", () => {
     assert.throws(() => a.join(33), (e: NetlinkError) => e.code === "EINVAL");
   });
 
-  kernelTest("the process-events connector acks a LISTEN sent with request()", async () => {
+  // Verified on 6.1 (8-byte form dropped), 6.12 and 6.18 (both acked) in the kernel lab and on the host.
+  kernelTest("the process-events connector acks LISTEN: the 4-byte form always, the 8-byte form from 6.6", async () => {
     await using conn = await Connector.open({ groups: [1] });
-    const ack = 0x5eed0000 + Math.floor(Math.random() * 0xffff);
-    const listen = new Uint8Array(8);
-    new DataView(listen.buffer).setUint32(0, 1, true);
-    new DataView(listen.buffer).setUint32(4, 0xe00003c7, true);
-    const reply = await conn.request({ id: { idx: 1, val: 1 }, ack, data: listen }, {
-      match: (m) => m.ack === ack + 1 && new DataView(m.data.buffer).getUint32(0, true) === 0,
-      timeoutMs: 2000,
-    });
-    assert.deepEqual(reply.source, { port: 0, groups: 1 });
-    const ignore = new Uint8Array(8);
-    new DataView(ignore.buffer).setUint32(0, 2, true);
-    conn.send({ id: { idx: 1, val: 1 }, data: ignore });
+    const op = (code: number, bytes: 4 | 8) => {
+      const data = new Uint8Array(bytes);
+      new DataView(data.buffer).setUint32(0, code, true);
+      if (bytes === 8) new DataView(data.buffer).setUint32(4, 0xe00003c7, true); // PROC_EVENT_ALL
+      return data;
+    };
+    const listen = (bytes: 4 | 8, timeoutMs: number) => {
+      const ack = 0x5eed0000 + Math.floor(Math.random() * 0xffff);
+      return conn.request({ id: { idx: 1, val: 1 }, ack, data: op(1, bytes) }, {
+        match: (m) => m.ack === ack + 1 && new DataView(m.data.buffer, m.data.byteOffset).getUint32(0, true) === 0,
+        timeoutMs,
+      });
+    };
+    try {
+      const classic = await listen(4, 2000);
+      assert.deepEqual(classic.source, { port: 0, groups: 1 });
+      if (kernelAtLeast(6, 6)) {
+        assert.deepEqual((await listen(8, 2000)).source, { port: 0, groups: 1 });
+      } else {
+        // Before 6.6 cn_proc only understands len == 4 and drops anything else without a word.
+        await assert.rejects(listen(8, 500), (e: Error) => e.name === "TimeoutError");
+      }
+    } finally {
+      conn.send({ id: { idx: 1, val: 1 }, data: op(2, 4) }); // IGNORE, in the form every kernel knows
+    }
   });
 
   kernelTest("rcvbuf is applied (SO_RCVBUFFORCE as root, beyond rmem_max)", async () => {

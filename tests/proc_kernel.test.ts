@@ -13,7 +13,15 @@ import {
   waitStatus,
   watchProcesses,
 } from "../proc.ts";
-import { connectorSocketInodes, kernelTest, sleep } from "./_kernel.ts";
+import {
+  connectorSocketInodes,
+  forkStorm,
+  kernelAtLeast,
+  kernelTest,
+  markerProcess,
+  sleep,
+  tasksBinary,
+} from "./_kernel.ts";
 
 const show = (x: unknown) => JSON.stringify(x, (_k, v) => (typeof v === "bigint" ? `${v}n` : v));
 
@@ -122,13 +130,18 @@ describe("process events from the real kernel", () => {
   });
 
   kernelTest("a thread's fork has pid != tgid and its exit has exit_signal -1", async () => {
-    const script = "import threading; t = threading.Thread(target=lambda: None); t.start(); t.join()";
+    // A thread's EXIT may arrive after its process's (another CPU): wait for the thread's own.
+    const threadOf = (items: ProcMonitorItem[], pid: number) =>
+      items.find((e) => e.type === "fork" && e.childTgid === pid && e.childPid !== pid);
     const { items, pids: [pid] } = await observe(
       {},
-      async () => [await run("python3", ["-c", script])],
-      (i, p) => exited(p[0])(i),
+      async () => [await run(tasksBinary(), ["thread"])],
+      (i, p) => {
+        const fork = threadOf(i, p[0]);
+        return fork?.type === "fork" && i.some((e) => e.type === "exit" && e.pid === fork.childPid);
+      },
     );
-    const threadFork = items.find((e) => e.type === "fork" && e.childTgid === pid && e.childPid !== pid);
+    const threadFork = threadOf(items, pid);
     assert.ok(threadFork?.type === "fork" && isThread(threadFork));
     assert.equal(threadFork.parentTgid, process.pid, "a thread's parent is the process's real parent");
     const threadExit = items.find((e) => e.type === "exit" && e.pid === threadFork.childPid);
@@ -138,17 +151,10 @@ describe("process events from the real kernel", () => {
   });
 
   kernelTest("ptrace attach names the tracer, detach reports 0/0", async () => {
-    const script = [
-      "import ctypes, os, subprocess, time",
-      "libc = ctypes.CDLL(None)",
-      "c = subprocess.Popen(['sleep', '0.3']); time.sleep(0.05)",
-      "libc.ptrace(16, c.pid, None, None); os.waitpid(c.pid, 0)",
-      "libc.ptrace(17, c.pid, None, 0); c.wait(); print(c.pid)",
-    ].join("\n");
     let tracer = 0;
     let tracee = 0;
     const { items } = await observe({ events: ["ptrace", "exit"] }, async () => {
-      const child = spawn("python3", ["-c", script], { stdio: ["ignore", "pipe", "inherit"] });
+      const child = spawn(tasksBinary(), ["ptrace"], { stdio: ["ignore", "pipe", "inherit"] });
       let out = "";
       child.stdout.on("data", (c) => (out += c));
       await once(child, "exit");
@@ -163,7 +169,8 @@ describe("process events from the real kernel", () => {
     );
   });
 
-  kernelTest("events: ['exit'] is filtered in the kernel: no fork or exec of our child arrives", async () => {
+  // Verified on 6.1 (userspace), 6.12 and 6.18 (kernel) in the kernel lab and on the host.
+  kernelTest("events: ['exit'] is filtered in the kernel (>= 6.6) or here (older): only the exit arrives", async () => {
     let filteredBefore = -1;
     let probe: ProcMonitor | null = null;
     const { items, pids: [pid], monitor } = await observe(
@@ -176,10 +183,16 @@ describe("process events from the real kernel", () => {
       (i, p) => exited(p[0])(i),
       (m) => (probe = m),
     );
-    assert.equal(monitor.filterMode, "kernel");
     assert.deepEqual(items.filter(about(pid)).map((e) => e.type), ["exit"]);
     assert.ok(items.every((e) => e.type === "exit" || e.type === "lost"));
-    assert.equal(monitor.stats.filtered, filteredBefore, "the child's fork and exec never reached userspace");
+    if (kernelAtLeast(6, 6)) {
+      assert.equal(monitor.filterMode, "kernel");
+      assert.equal(monitor.stats.filtered, filteredBefore, "the child's fork and exec never reached userspace");
+    } else {
+      // Before 6.6 the kernel sends everything; the same rules drop the fork and exec here.
+      assert.equal(monitor.filterMode, "userspace");
+      assert.ok(monitor.stats.filtered >= filteredBefore + 2, "the child's fork and exec were filtered here");
+    }
   });
 
   kernelTest("nonzero-exit delivers `false` and not `true`", async () => {
@@ -205,56 +218,82 @@ describe("process events from the real kernel", () => {
   });
 
   kernelTest("a tiny buffer and a fork storm give a lost item, and the stream goes on", async () => {
-    const storm = "for i in $(seq 400); do /bin/true & done; wait";
-    const { items, pids: [, marker], monitor } = await observe(
-      { rcvbuf: 4096, maxRcvbuf: 0, events: ["exec", "exit"] },
-      async () => {
-        const stormer = await run("sh", ["-c", storm]);
-        // Events sent while the socket is still congested are dropped: let the backlog drain first.
-        await sleep(300);
-        return [stormer, await run("sh", ["-c", "exit 7"])];
-      },
-      (i, p) => exited(p[1])(i),
-    );
-    const lost = items.filter((e) => e.type === "lost");
-    assert.ok(lost.length > 0, `no loss reported (${items.length} items)`);
-    assert.ok(monitor.stats.overruns > 0);
-    const last = items.findLast((e) => e.type === "exit" && e.pid === marker);
-    assert.ok(last?.type === "exit" && last.exitCode === 7 << 8, "an event after the storm still arrived");
-  }, 30_000);
+    // Nobody reads during the storm and one queued event pauses the receive loop, so the 4 KiB
+    // socket buffer overflows however fast the machine is (under emulation a storm can be slower
+    // than a reader that keeps up).
+    const monitor = await ProcMonitor.open({ rcvbuf: 4096, maxRcvbuf: 0, maxQueued: 1, events: ["exec", "exit"] });
+    const items: ProcMonitorItem[] = [];
+    try {
+      await forkStorm(400);
+      const iterator = monitor[Symbol.asyncIterator]();
+      let pending: Promise<IteratorResult<ProcMonitorItem>> | null = null;
+      // Reads until `until` holds or `quietMs` pass without an item.
+      const take = async (until: (items: ProcMonitorItem[]) => boolean, quietMs: number) => {
+        while (!until(items)) {
+          pending ??= iterator.next();
+          const r = await Promise.race([pending, sleep(quietMs).then(() => null)]);
+          if (!r) return;
+          pending = null;
+          if (!r.done) items.push(r.value);
+        }
+      };
+      // Events sent while the socket is still congested are dropped: drain the backlog first.
+      await take(() => false, 300);
+      const marker = await markerProcess(7);
+      await take(exited(marker), 5000);
+      const lost = items.filter((e) => e.type === "lost");
+      assert.ok(lost.length > 0, `no loss reported (${items.length} items)`);
+      assert.ok(monitor.stats.overruns > 0);
+      const last = items.findLast((e) => e.type === "exit" && e.pid === marker);
+      assert.ok(last?.type === "exit" && last.exitCode === 7 << 8, "an event after the storm still arrived");
+    } finally {
+      await monitor.close();
+    }
+  }, 60_000);
 
   kernelTest("with the default buffer the same storm loses nothing", async () => {
-    const storm = "for i in $(seq 400); do /bin/true & done; wait";
-    const { items, pids: [, marker], monitor } = await observe(
+    const { items, pids: [marker], monitor } = await observe(
       {},
-      async () => [await run("sh", ["-c", storm]), await run("sh", ["-c", "exit 7"])],
-      (i, p) => exited(p[1])(i),
+      async () => {
+        await forkStorm(400);
+        return [await markerProcess(7)];
+      },
+      (i, p) => exited(p[0])(i),
     );
     assert.ok(exited(marker)(items));
     assert.deepEqual(items.filter((e) => e.type === "lost"), []);
     assert.equal(monitor.stats.overruns + monitor.stats.seqLost, 0);
-    assert.ok(items.filter((e) => e.type === "exec").length >= 400);
+    assert.ok(items.filter((e) => e.type === "exec").length >= Number(process.env.CNLINK_STORM ?? 400));
   }, 30_000);
 });
 
 describe("watchProcesses", () => {
   kernelTest("subscribes when iteration starts and unsubscribes and closes the socket on break", async () => {
     const before = connectorSocketInodes();
-    let pid = 0;
-    const started = (async () => {
-      await sleep(200);
-      const child = spawn("sh", ["-c", "exit 4"], { stdio: "ignore" });
-      pid = child.pid!;
-      await once(child, "exit");
+    // The subscription starts inside the generator, at a moment the test cannot see: start a child
+    // every 100 ms until one of them is seen.
+    const pids = new Set<number>();
+    let stop = false;
+    const starter = (async () => {
+      while (!stop) {
+        const child = spawn("sh", ["-c", "exit 4"], { stdio: "ignore" });
+        pids.add(child.pid!);
+        await once(child, "exit");
+        await sleep(100);
+      }
     })();
     let seen: ProcMonitorItem | undefined;
-    for await (const e of watchProcesses({ events: ["exit"] })) {
-      if (e.type === "exit" && e.pid === pid) {
-        seen = e;
-        break;
+    try {
+      for await (const e of watchProcesses({ events: ["exit"] })) {
+        if (e.type === "exit" && pids.has(e.pid)) {
+          seen = e;
+          break;
+        }
       }
+    } finally {
+      stop = true;
+      await starter;
     }
-    await started;
     assert.ok(seen?.type === "exit" && seen.exitCode === 4 << 8);
     assert.deepEqual(connectorSocketInodes(), before, "the socket is closed after break");
   });
@@ -262,14 +301,9 @@ describe("watchProcesses", () => {
 
 describe("documented traps", () => {
   kernelTest("exec from a non-leader thread: FORK(thread), EXIT(leader), EXEC(pid = tgid), EXIT again", async () => {
-    const script = [
-      "import os, threading, time",
-      "threading.Thread(target=lambda: os.execv('/bin/sleep', ['sleep', '0.1'])).start()",
-      "time.sleep(5)",
-    ].join("\n");
     const { items, pids: [pid] } = await observe(
       {},
-      async () => [await run("python3", ["-c", script])],
+      async () => [await run(tasksBinary(), ["exec-from-thread"])],
       (i, p) => i.filter((e) => e.type === "exit" && e.pid === p[0]).length >= 2,
     );
     const mine = byTime(items.filter(about(pid)));
