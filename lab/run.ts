@@ -67,7 +67,8 @@ const kernels: KernelSpec[] = (values.kernel ?? fromEnv)?.map(specOf) ?? [...DEF
 const runtimes = values.runtime ?? ["deno", "bun"];
 const files = values.file ?? DEFAULT_FILES;
 const started = performance.now();
-const log = (line: string) => console.log(`[lab ${((performance.now() - started) / 1000).toFixed(1).padStart(5)}s] ${line}`);
+const log = (line: string) =>
+  console.log(`[lab ${((performance.now() - started) / 1000).toFixed(1).padStart(5)}s] ${line}`);
 
 function planFor(kernel: KernelSpec): string {
   const env = { ...GUEST_ENV, CNLINK_LAB_MODULES: `/lib/modules/${kernel.release}` };
@@ -122,7 +123,9 @@ async function runKernel(spec: KernelSpec, base: string, tasks: string): Promise
     else if (exit !== "0" && failed.length === 0) failed.push(`<${runtime} exited ${exit} with no failed test>`);
     return { runtime, passed: counts.passed, failed, skipped: counts.skipped.map((s) => s.name), seconds: t1 - t0 };
   });
-  const kernelLog = parts.get("dmesg")?.body.split("\n").filter((l) => /BUG|Oops|WARNING|Call Trace|protection/.test(l));
+  const kernelLog = parts.get("dmesg")?.body.split("\n").filter((l) =>
+    /BUG|Oops|WARNING|Call Trace|protection/.test(l)
+  );
   return { ...spec, runs, kernelProblems: kernelLog ?? [], bootSeconds: result.seconds };
 }
 
@@ -149,7 +152,9 @@ try {
     }
   };
   await Promise.all(Array.from({ length: jobs }, worker));
-  results.sort((a, b) => kernels.findIndex((k) => k.release === a.release) - kernels.findIndex((k) => k.release === b.release));
+  results.sort((a, b) =>
+    kernels.findIndex((k) => k.release === a.release) - kernels.findIndex((k) => k.release === b.release)
+  );
 } catch (err) {
   if (!(err instanceof LabError)) throw err;
   log(err.message);

@@ -28,7 +28,9 @@ export async function buildModules(kernel: PreparedKernel, log: (line: string) =
   const dir = join(cacheDir(), "build", kernel.release, key);
   const modules = () =>
     new Map(
-      [...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".ko")).map((e) => [e.name.slice(0, -3), join(dir, e.name)]),
+      [...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".ko")).map((
+        e,
+      ) => [e.name.slice(0, -3), join(dir, e.name)]),
     );
   try {
     Deno.statSync(join(dir, ".complete"));

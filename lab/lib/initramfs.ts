@@ -74,7 +74,11 @@ export async function baseArchive(runtimes: readonly string[], log: (line: strin
   for (const [name, p] of binaries) entries.push({ kind: "file", path: `usr/bin/${name}`, source: p, mode: 0o755 });
   entries.push(
     { kind: "file", path: "etc/ld.so.cache", source: "/etc/ld.so.cache" },
-    { kind: "data", path: "etc/passwd", data: "root:x:0:0:root:/tmp/home:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n" },
+    {
+      kind: "data",
+      path: "etc/passwd",
+      data: "root:x:0:0:root:/tmp/home:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+    },
     { kind: "data", path: "etc/group", data: "root:x:0:\nnogroup:x:65534:\n" },
     { kind: "dir", path: "proc" },
     { kind: "dir", path: "sys" },

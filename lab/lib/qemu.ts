@@ -97,7 +97,9 @@ export async function boot(o: BootOptions): Promise<BootResult> {
   if (timedOut) {
     throw new LabError(`the guest did not finish within ${o.timeoutSeconds} s (console: ${o.consoleFile}):\n${tail()}`);
   }
-  if (/Kernel panic/.test(console)) throw new LabError(`the guest kernel panicked (console: ${o.consoleFile}):\n${tail()}`);
+  if (/Kernel panic/.test(console)) {
+    throw new LabError(`the guest kernel panicked (console: ${o.consoleFile}):\n${tail()}`);
+  }
   if (status.code !== 0) {
     throw new LabError(`qemu exited ${status.code}: ${(await stderr).trim()}\n${tail()}`);
   }

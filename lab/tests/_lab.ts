@@ -85,7 +85,9 @@ export async function withModule<T>(
 
 /** The connector's registered callbacks as /proc/net/connector lists them ("name idx:val"). */
 export function connectorCallbacks(): string[] {
-  return readFileSync("/proc/net/connector", "utf8").trim().split("\n").slice(1).map((l) => l.trim().replace(/\s+/g, " "));
+  return readFileSync("/proc/net/connector", "utf8").trim().split("\n").slice(1).map((l) =>
+    l.trim().replace(/\s+/g, " ")
+  );
 }
 
 /** Resolves after `ms` milliseconds. */
