@@ -15,7 +15,7 @@
  * await using listener = await Connector.open({ groups: [14] });
  * await using sender = await Connector.open();
  * const next = listener.messages().next();
- * sender.send({ id: { idx: 14, val: 0x456 }, data: new TextEncoder().encode("hi") }, { group: 14 });
+ * sender.send({ id: { idx: 14, val: 0x456 }, data: new TextEncoder().encode("hi") }, { to: { group: 14 } });
  * console.log((await next).value);
  * ```
  *
@@ -29,11 +29,17 @@ export type {
   ConnectorStats,
   Destination,
   MessagesOptions,
+  RequestOptions,
+  SendOptions,
+} from "./src/connector/types.ts";
+export type {
+  MessageSource,
+  ReceiveBufferSize,
   ReceiveIssue,
   ReceiveIssueInfo,
-  RequestOptions,
-} from "./src/connector/types.ts";
-export { Errno, errnoName, NetlinkError } from "./src/errors.ts";
+  ReceiveStats,
+} from "./src/core/types.ts";
+export { ClosedError, errnoName, NetlinkError, TimeoutError } from "./src/errors.ts";
 export { DecodeError } from "./src/codec/decode_error.ts";
 export {
   type CallbackId,
@@ -50,9 +56,9 @@ export {
   decodeSockaddrNl,
   encodeNetlinkHeader,
   encodeSockaddrNl,
-  LITTLE_ENDIAN,
   type NetlinkAddress,
   type NetlinkHeader,
   nlmsgAlign,
 } from "./src/codec/netlink.ts";
-export * from "./src/codec/constants.ts";
+/** Kernel constants under their kernel names: `constants.CN_IDX_PROC`, `constants.NLMSG_DONE`, ... */
+export * as constants from "./src/codec/constants.ts";

@@ -51,3 +51,4 @@ export {
   watchProcesses,
 } from "./src/proc/monitor.ts";
 export { monotonicClock, wallClock } from "./src/proc/clock.ts";
+export { decodeProcInput, encodeProcInput, type ProcInput } from "./src/codec/proc.ts";

@@ -11,7 +11,7 @@
  * await using conn = kernel.connect({ groups: [14] });
  * kernel.send({ id: { idx: 14, val: 0x456 }, seq: 1, data: new TextEncoder().encode("counter = 1") });
  * const { value } = await conn.messages().next();
- * assert.equal(value?.source.groups, 1 << 13);
+ * assert.equal(value?.source.group, 14);
  * ```
  *
  * @module
@@ -20,6 +20,7 @@ export {
   FakeKernel,
   type FakeKernelOptions,
   type KernelCallbackContext,
+  type KernelDestination,
   type KernelMessage,
 } from "./src/testing/fake_kernel.ts";
 export { FakeProcEvents, type FakeProcOptions, type ProcOp } from "./src/testing/fake_proc.ts";

@@ -23,7 +23,7 @@ const id = { idx: option("idx", 20), val: option("val", 0x456) };
 const conn = await Connector.open();
 conn.addCallback(id, "echo", (msg) => {
   const reply = msg.data.slice().reverse();
-  conn.send({ id, seq: msg.seq, ack: (msg.seq + 1) >>> 0, data: reply }, { port: msg.source.port });
+  conn.send({ id, seq: msg.seq, ack: (msg.seq + 1) >>> 0, data: reply }, { to: { port: msg.source.port } });
   console.log(`seq ${msg.seq} from port ${msg.source.port}: ${msg.data.byteLength} bytes echoed`);
 });
 const stop = async () => {

@@ -19,15 +19,15 @@ console.log(`server port ${server.port} in groups ${server.groups.join(", ")}; c
 // The server answers requests (and prints everything else it receives).
 server.addCallback(id, "server", (msg) => {
   const body = new TextDecoder().decode(msg.data);
-  const how = msg.source.groups ? `multicast (groups mask ${msg.source.groups})` : "unicast";
+  const how = msg.source.group ? `multicast to group ${msg.source.group}` : "unicast";
   console.log(`server got seq ${msg.seq} by ${how} from port ${msg.source.port}: ${JSON.stringify(body)}`);
   if (body.startsWith("ping")) {
-    server.send({ id, seq: msg.seq, ack: msg.seq + 1, data: text("pong") }, { port: msg.source.port });
+    server.send({ id, seq: msg.seq, ack: msg.seq + 1, data: text("pong") }, { to: { port: msg.source.port } });
   }
 });
 
-client.send({ id, seq: 1, data: text("to group 20") }, { group: 20 });
-client.send({ id, seq: 2, data: text("to group 22") }, { group: 22 });
-client.send({ id, seq: 3, data: text("to the port") }, { port: server.port });
+client.send({ id, seq: 1, data: text("to group 20") }, { to: { group: 20 } });
+client.send({ id, seq: 2, data: text("to group 22") }, { to: { group: 22 } });
+client.send({ id, seq: 3, data: text("to the port") }, { to: { port: server.port } });
 const reply = await client.request({ id, data: text("ping") }, { to: { port: server.port }, timeoutMs: 1000 });
 console.log(`client got ${JSON.stringify(new TextDecoder().decode(reply.data))} with ack ${reply.ack}`);

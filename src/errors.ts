@@ -1,5 +1,11 @@
 /**
- * `NetlinkError`: the one error type for failed system calls.
+ * The library's errors. There are three, besides `TypeError`/`RangeError` for bad arguments (thrown
+ * before any system call) and `DecodeError` for bytes that do not decode:
+ *
+ * - {@linkcode NetlinkError}: a system call failed, or the kernel answered a request with an errno;
+ * - {@linkcode TimeoutError}: no answer in time (a request, the process-events subscription);
+ * - {@linkcode ClosedError}: the socket was closed (by `close()` or by an error) before or while a
+ *   call needed it.
  *
  * @module
  */
@@ -17,11 +23,14 @@ const ERRNO_NAMES: Record<number, [string, string]> = {
   13: ["EACCES", "permission denied"],
   14: ["EFAULT", "bad address"],
   16: ["EBUSY", "device or resource busy"],
+  17: ["EEXIST", "file exists"],
   19: ["ENODEV", "no such device"],
   22: ["EINVAL", "invalid argument"],
   23: ["ENFILE", "too many open files in system"],
   24: ["EMFILE", "too many open files"],
+  28: ["ENOSPC", "no space left on device"],
   61: ["ENODATA", "no data available"],
+  71: ["EPROTO", "protocol error"],
   88: ["ENOTSOCK", "socket operation on non-socket"],
   90: ["EMSGSIZE", "message too long"],
   92: ["ENOPROTOOPT", "protocol not available"],
@@ -35,16 +44,19 @@ const ERRNO_NAMES: Record<number, [string, string]> = {
   111: ["ECONNREFUSED", "connection refused"],
 };
 
+/** What to do about the failures users hit, by errno name (call sites may give a better one). */
 const HINTS: Record<string, string> = {
-  EPERM: "needs CAP_NET_ADMIN (run as root); on Linux >= 6.6 only odd groups may be joined without it, " +
-    "and sending to a port or a group always needs it",
+  EPERM: "needs CAP_NET_ADMIN (run as root); Linux >= 6.6 lets any user join odd groups (1, 3, 5, ...) but " +
+    "never even ones, and before 6.6 every group needs it",
   EPROTONOSUPPORT: "the kernel was built without CONFIG_CONNECTOR (or the cn module cannot be loaded)",
-  ECONNREFUSED: "nobody listens at that port; when sending to the kernel this means the connector only exists " +
-    "in the initial network namespace and this process is in another one",
+  ECONNREFUSED: "nobody listens at that port",
   ENOBUFS: "the socket's receive buffer overflowed and messages were lost; raise rcvbuf",
   EADDRINUSE: "another netlink socket already holds that port id",
   EMSGSIZE: "the message is larger than the socket's send buffer allows",
-  EAGAIN: "the receiving socket's buffer is full; nothing was sent, try again later",
+  EAGAIN: "the receiving socket's buffer is full: nothing was sent; retry later, or bound the requests in flight " +
+    "(the Connector option maxInFlight)",
+  ENOSPC: "the per-user limit of epoll watches (/proc/sys/fs/epoll/max_user_watches) is reached",
+  EMFILE: "the process has too many files open (ulimit -n)",
 };
 
 /**
@@ -63,23 +75,27 @@ export function errnoName(errno: number): string {
 }
 
 /**
- * A failed system call on a netlink socket.
+ * A system call on a netlink socket failed, or the kernel answered a request with an errno.
  *
- * `code` is the errno name, `errno` the number, `op` the call (`"bind"`, `"sendto"`, ...). The message
- * carries a hint for the failures users hit: missing privileges, no connector, wrong namespace, overruns.
+ * `op` is the call, a stable name to compare against: `socket`, `bind`, `getsockname`, `setsockopt`,
+ * `getsockopt`, `sendto`, `recvfrom`, `recvmmsg`, `epoll_create1`, `epoll_ctl`, `eventfd`, or for an
+ * errno the kernel sent back in a reply, the request (`PROC_CN_MCAST_LISTEN`). `code` is the errno
+ * name, `errno` the number. The message says what was being done and, for the failures users hit
+ * (missing privileges, no connector, wrong namespace, overruns), what to do.
  *
  * @example Telling a permission problem apart
  * ```ts
  * import { NetlinkError } from "@cnlink/connector";
  * import assert from "node:assert/strict";
  *
- * const err = new NetlinkError("bind", 1);
+ * const err = new NetlinkError("setsockopt", 1, "join group 2");
  * assert.equal(err.code, "EPERM");
- * assert.match(err.message, /CAP_NET_ADMIN/);
+ * assert.equal(err.op, "setsockopt");
+ * assert.match(err.message, /^Cannot join group 2: setsockopt failed with EPERM .*CAP_NET_ADMIN/);
  * ```
  */
 export class NetlinkError extends Error {
-  /** The operation that failed, e.g. `"bind"`. */
+  /** The system call (or kernel request) that failed, e.g. `"sendto"`. */
   readonly op: string;
   /** The errno value. */
   readonly errno: number;
@@ -89,18 +105,16 @@ export class NetlinkError extends Error {
   /**
    * Builds the error with its message and hint.
    *
-   * @param op the operation that failed
+   * @param op the system call (or kernel request) that failed
    * @param errno the errno value (positive)
-   * @param detail extra context appended to the message
+   * @param what what was being done, as a phrase: `"join group 4"`, `"send to port 1234"`
+   * @param hint what to do about it; default: the usual advice for this errno, if any
    */
-  constructor(op: string, errno: number, detail?: string) {
+  constructor(op: string, errno: number, what: string, hint?: string) {
     const code = errnoName(errno);
     const text = ERRNO_NAMES[errno]?.[1] ?? "unknown error";
-    const hint = HINTS[code];
-    super(
-      `Cannot ${op} netlink socket: ${code} (${text})` + (detail ? ` ${detail}` : "") +
-        (hint ? `; ${hint}` : ""),
-    );
+    const advice = hint ?? HINTS[code];
+    super(`Cannot ${what}: ${op} failed with ${code} (${text})` + (advice ? `; ${advice}` : ""));
     this.name = "NetlinkError";
     this.op = op;
     this.errno = errno;
@@ -108,7 +122,71 @@ export class NetlinkError extends Error {
   }
 }
 
-/** Numeric errno constants used by the library. */
+/**
+ * Nothing answered in time: a request's reply, or the kernel's ack of a process-events subscription.
+ * `name` is `"TimeoutError"` (as for `AbortSignal.timeout()`) and `code` is `"ETIMEDOUT"`.
+ *
+ * @example
+ * ```ts
+ * import { TimeoutError } from "@cnlink/connector";
+ * import assert from "node:assert/strict";
+ *
+ * const err = new TimeoutError("No reply to cn_msg 14:1 seq 3", 500);
+ * assert.equal(err.code, "ETIMEDOUT");
+ * assert.match(err.message, /within 500 ms/);
+ * ```
+ */
+export class TimeoutError extends Error {
+  /** Always `"ETIMEDOUT"`. */
+  readonly code = "ETIMEDOUT";
+  /** How long was waited, in milliseconds. */
+  readonly timeoutMs: number;
+
+  /**
+   * Builds the error: "`what` within `timeoutMs` ms: `why`".
+   *
+   * @param what what did not happen, as a sentence start: `"No reply to cn_msg 14:1 seq 3"`
+   * @param timeoutMs how long was waited
+   * @param why an explanation appended after the wait
+   */
+  constructor(what: string, timeoutMs: number, why?: string) {
+    super(`${what} within ${timeoutMs} ms` + (why ? `: ${why}` : ""));
+    this.name = "TimeoutError";
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * The connector or monitor was closed, by `close()` or because an error closed it (then `cause`
+ * holds that error), before or while a call needed it.
+ *
+ * @example
+ * ```ts
+ * import { ClosedError } from "@cnlink/connector";
+ * import assert from "node:assert/strict";
+ *
+ * const err = new ClosedError("send");
+ * assert.equal(err.code, "ERR_CLOSED");
+ * assert.equal(err.message, "Cannot send: the socket is closed");
+ * ```
+ */
+export class ClosedError extends Error {
+  /** Always `"ERR_CLOSED"`. */
+  readonly code = "ERR_CLOSED";
+
+  /**
+   * Builds the error: "Cannot `what`: the socket is closed".
+   *
+   * @param what what could not be done, as a phrase: `"send"`, `"wait for a reply"`
+   * @param cause the error that closed the socket, when one did
+   */
+  constructor(what: string, cause?: unknown) {
+    super(`Cannot ${what}: the socket is closed` + (cause instanceof Error ? ` (${cause.message})` : ""), { cause });
+    this.name = "ClosedError";
+  }
+}
+
+/** Numeric errno constants the library compares against (internal). */
 export const Errno = {
   EPERM: 1,
   ESRCH: 3,

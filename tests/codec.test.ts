@@ -1,8 +1,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  CN_IDX_PROC,
-  CN_VAL_PROC,
+  constants,
   decodeCnMsg,
   decodeDatagram,
   DecodeError,
@@ -11,10 +10,9 @@ import {
   encodeMessage,
   encodeNetlinkHeader,
   encodeSockaddrNl,
-  NLMSG_DONE,
-  NLMSG_ERROR,
   nlmsgAlign,
 } from "../mod.ts";
+const { CN_IDX_PROC, CN_VAL_PROC, NLMSG_DONE, NLMSG_ERROR } = constants;
 import { PROC_ACK, PROC_EXIT, PROC_FORK, USER_MULTICAST, USER_UNICAST } from "./fixtures/golden.ts";
 
 const u32 = (bytes: Uint8Array, at: number) => new DataView(bytes.buffer, bytes.byteOffset).getUint32(at, true);

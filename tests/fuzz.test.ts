@@ -9,6 +9,7 @@ import process from "node:process";
 import fc from "fast-check";
 import {
   type CnMessage,
+  constants,
   decodeCnMsg,
   decodeDatagram,
   DecodeError,
@@ -17,9 +18,9 @@ import {
   encodeMessage,
   encodeNetlinkHeader,
   encodeSockaddrNl,
-  NLMSG_DONE,
   nlmsgAlign,
 } from "../mod.ts";
+const { NLMSG_DONE } = constants;
 import { decodeProcEvent, encodeProcEvent, type ProcEvent } from "../proc.ts";
 import { PROC_ACK, PROC_EXIT, PROC_FORK, USER_MULTICAST, USER_UNICAST } from "./fixtures/golden.ts";
 import { recordFigure } from "./_figures.ts";

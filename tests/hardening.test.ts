@@ -12,12 +12,12 @@ import { join } from "node:path";
 import {
   Connector,
   type ConnectorMessage,
+  constants,
   encodeMessage,
   encodeNetlinkHeader,
-  NLMSG_DONE,
-  NLMSG_ERROR,
   type ReceiveIssue,
 } from "../mod.ts";
+const { NLMSG_DONE, NLMSG_ERROR } = constants;
 import { encodeProcEvent, ProcMonitor, type ProcMonitorItem } from "../proc.ts";
 import { loadLibc } from "../src/ffi/load.ts";
 import { NetlinkSocket } from "../src/socket/netlink_socket.ts";
@@ -118,18 +118,18 @@ describe("hardening", () => {
       })();
       for (let i = 0; i < forged; i++) {
         const exec = { type: "exec", cpu: 0, timestampNs: 1n, seq: 0, pid: 900000 + i, tgid: 900000 + i } as const;
-        forger.send({ id: { idx: 1, val: 1 }, data: encodeProcEvent(exec) }, { group: 1 });
+        forger.send({ id: { idx: 1, val: 1 }, data: encodeProcEvent(exec) }, { to: { group: 1 } });
         if (i % 100 === 99) await sleep(1);
       }
       const deadline = Date.now() + 5000;
-      while (monitor.stats.forged < forged && Date.now() < deadline) await sleep(20);
+      while (monitor.stats.foreign < forged && Date.now() < deadline) await sleep(20);
       await monitor.close();
       await reader;
       const delivered = items.filter((e) => e.type === "exec" && e.pid >= 900000 && e.pid < 900000 + forged).length;
       assert.equal(delivered, 0);
-      assert.equal(monitor.stats.forged, forged);
+      assert.equal(monitor.stats.foreign, forged);
       recordFigure("forged.sent", forged);
-      recordFigure("forged.rejected", monitor.stats.forged);
+      recordFigure("forged.rejected", monitor.stats.foreign);
       recordFigure("forged.delivered", delivered);
     },
     30_000,
@@ -294,18 +294,21 @@ describe("hardening", () => {
     });
 
     // Verified on 6.1 (EPERM), 6.12 and 6.18 (ETIMEDOUT) in the kernel lab and on the host.
-    kernelTest("in a new user namespace LISTEN is ignored (>= 6.6: ack timeout) or group 1 refused (older)", async () => {
-      const r = await inUserns("subscribe");
-      if (kernelAtLeast(6, 6)) {
-        assert.equal(r.code, "ETIMEDOUT");
-        assert.match(r.message!, /did not ack LISTEN within 500 ms.*initial user and pid namespaces/);
-      } else {
-        // Root of a new user namespace lacks CAP_NET_ADMIN over the initial network namespace,
-        // which every group needed before 6.6: the bind fails before any LISTEN.
-        assert.equal(r.code, "EPERM");
-        assert.match(r.message!, /CAP_NET_ADMIN/);
-      }
-      recordFigure("namespace.userns", r.code);
-    });
+    kernelTest(
+      "in a new user namespace LISTEN is ignored (>= 6.6: ack timeout) or group 1 refused (older)",
+      async () => {
+        const r = await inUserns("subscribe");
+        if (kernelAtLeast(6, 6)) {
+          assert.equal(r.code, "ETIMEDOUT");
+          assert.match(r.message!, /did not ack LISTEN within 500 ms.*initial user and pid namespaces/);
+        } else {
+          // Root of a new user namespace lacks CAP_NET_ADMIN over the initial network namespace,
+          // which every group needed before 6.6: the bind fails before any LISTEN.
+          assert.equal(r.code, "EPERM");
+          assert.match(r.message!, /CAP_NET_ADMIN/);
+        }
+        recordFigure("namespace.userns", r.code);
+      },
+    );
   });
 });

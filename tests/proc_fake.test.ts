@@ -114,11 +114,11 @@ describe("trust and loss", () => {
     const proc = kernel.enableProcEvents();
     await using monitor = await kernel.openProcMonitor();
     const forged = encodeMessage({ id: { idx: 1, val: 1 }, data: encodeProcEvent(exec(666)) });
-    kernel.sendRaw(forged, { group: 1 }, { port: 31337, groups: 1 });
+    kernel.sendRaw(forged, { to: { group: 1 }, from: { port: 31337, groups: 1 } });
     proc.emit(exec(7));
     const [first] = await take(monitor[Symbol.asyncIterator](), 1);
     assert.deepEqual(first.type === "exec" && first.pid, 7);
-    assert.equal(monitor.stats.forged, 1);
+    assert.equal(monitor.stats.foreign, 1);
   });
 
   test("a per-CPU seq gap is delivered as a lost item with its count and cpu, and events go on", async () => {

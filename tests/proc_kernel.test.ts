@@ -210,11 +210,11 @@ describe("process events from the real kernel", () => {
     await using forger = await Connector.open();
     const fake = encodeProcEvent({ type: "exec", cpu: 0, timestampNs: 1n, seq: 0, pid: 424242, tgid: 424242 });
     const { items, monitor } = await observe({}, async () => {
-      for (let i = 0; i < 5; i++) forger.send({ id: { idx: 1, val: 1 }, data: fake }, { group: 1 });
+      for (let i = 0; i < 5; i++) forger.send({ id: { idx: 1, val: 1 }, data: fake }, { to: { group: 1 } });
       return [await run("true", [])];
     }, (i, p) => exited(p[0])(i));
     assert.equal(items.some((e) => e.type === "exec" && e.pid === 424242), false);
-    assert.equal(monitor.stats.forged, 5);
+    assert.equal(monitor.stats.foreign, 5);
   });
 
   kernelTest("a tiny buffer and a fork storm give a lost item, and the stream goes on", async () => {

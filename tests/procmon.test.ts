@@ -10,7 +10,7 @@ import { runChild, scriptCommand } from "./_runtime.ts";
 
 /** Runs procmon to its end; `during` runs meanwhile and returns a pid of interest. */
 async function runProcmon(args: string[], during?: () => Promise<number>) {
-  const [cmd, argv] = scriptCommand("examples/procmon.ts", ...args);
+  const [cmd, argv] = scriptCommand("cli/procmon.ts", ...args);
   const result = runChild(cmd, argv);
   const pid = during ? await during() : 0;
   return { ...await result, pid };
@@ -81,7 +81,7 @@ describe("procmon permissions", () => {
       "run",
       "--allow-ffi",
       "--allow-read",
-      "examples/procmon.ts",
+      "cli/procmon.ts",
       "-D",
       "1",
     ]);

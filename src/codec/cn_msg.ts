@@ -26,12 +26,14 @@ import {
  *   __u8  data[];      // 20..20+len
  * };
  */
-const CN_IDX = 0;
-const CN_VAL = 4;
-const CN_SEQ = 8;
-const CN_ACK = 12;
-const CN_LEN = 16;
-const CN_FLAGS = 18;
+/** Byte offsets of `struct cn_msg`'s fields, for readers that peek without decoding (internal). */
+export const CN_MSG = { idx: 0, val: 4, seq: 8, ack: 12, len: 16, flags: 18, data: 20 } as const;
+const CN_IDX = CN_MSG.idx;
+const CN_VAL = CN_MSG.val;
+const CN_SEQ = CN_MSG.seq;
+const CN_ACK = CN_MSG.ack;
+const CN_LEN = CN_MSG.len;
+const CN_FLAGS = CN_MSG.flags;
 
 /** The address of a connector agent (`struct cb_id`). For kernel agents `idx` is also the multicast group. */
 export interface CallbackId {
@@ -65,8 +67,47 @@ export interface MessageInit {
   ack?: number;
   /** `flags`, default 0. */
   flags?: number;
-  /** Payload, at most 65535 bytes; default empty. */
-  data?: Uint8Array;
+  /**
+   * Payload, at most 65535 bytes; default empty. A `Uint8Array`, or any other typed array, `DataView`
+   * or `ArrayBuffer`, taken as the bytes it covers (a `Uint16Array([0x0201])` is the bytes 1, 2 on a
+   * little-endian host).
+   */
+  data?: ArrayBufferView | ArrayBufferLike;
+}
+
+/**
+ * The bytes `value` covers: a Uint8Array as is, any other ArrayBufferView or an ArrayBuffer as a
+ * Uint8Array over the same memory (no copy).
+ *
+ * @throws {TypeError} anything else, naming `field`
+ */
+export function toBytes(value: unknown, field: string): Uint8Array {
+  if (value instanceof Uint8Array) return value;
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return new Uint8Array(value);
+  const what = value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+  throw new TypeError(`${field} must be a Uint8Array, another typed array, a DataView or an ArrayBuffer, got ${what}`);
+}
+
+/**
+ * Checks the shape of a message before anything is encoded or sent.
+ *
+ * @throws {TypeError} not an object, or no `id` with numeric `idx` and `val`, or `data` of another type
+ * @throws {RangeError} a number out of its field's range, or data over 65535 bytes
+ */
+function checkMessage(message: MessageInit): Uint8Array {
+  if (typeof message !== "object" || message === null) {
+    throw new TypeError(`a message must be an object like { id: { idx, val }, data }, got ${message}`);
+  }
+  const id = message.id;
+  if (typeof id !== "object" || id === null || typeof id.idx !== "number" || typeof id.val !== "number") {
+    throw new TypeError("message.id must be { idx: number, val: number } (the agent's cb_id)");
+  }
+  const data = message.data === undefined ? new Uint8Array(0) : toBytes(message.data, "message.data");
+  if (data.byteLength > 0xffff) {
+    throw new RangeError(`message.data is ${data.byteLength} bytes; a cn_msg carries at most 65535`);
+  }
+  return data;
 }
 
 /** Optional `nlmsghdr` fields for {@linkcode encodeMessage}; the connector ignores all of them. */
@@ -87,6 +128,7 @@ export interface EncodeOptions {
  * @param message the cn_msg to send
  * @param options nlmsghdr fields; the defaults are what the kernel and `ucon.c` use
  * @returns a new buffer of 36 + data length bytes
+ * @throws {TypeError} the message has no `{ idx, val }` id, or data that is not bytes
  * @throws {RangeError} a field is out of range or the data is longer than 65535 bytes
  *
  * @example A message for the echo agent
@@ -99,9 +141,8 @@ export interface EncodeOptions {
  * ```
  */
 export function encodeMessage(message: MessageInit, options: EncodeOptions = {}): Uint8Array {
-  const data = message.data ?? new Uint8Array(0);
-  if (data.byteLength > 0xffff) throw new RangeError(`cn_msg data is ${data.byteLength} bytes; at most 65535 fit`);
-  const seq = checkU32("seq", message.seq ?? 0);
+  const data = checkMessage(message);
+  const seq = checkU32("message.seq", message.seq ?? 0);
   const length = NLMSG_HDRLEN + CN_MSG_HDRLEN + data.byteLength;
   const bytes = new Uint8Array(length);
   encodeNetlinkHeader(bytes, {
@@ -113,12 +154,12 @@ export function encodeMessage(message: MessageInit, options: EncodeOptions = {})
   });
   const view = new DataView(bytes.buffer);
   const at = NLMSG_HDRLEN;
-  view.setUint32(at + CN_IDX, checkU32("id.idx", message.id.idx), LITTLE_ENDIAN);
-  view.setUint32(at + CN_VAL, checkU32("id.val", message.id.val), LITTLE_ENDIAN);
+  view.setUint32(at + CN_IDX, checkU32("message.id.idx", message.id.idx), LITTLE_ENDIAN);
+  view.setUint32(at + CN_VAL, checkU32("message.id.val", message.id.val), LITTLE_ENDIAN);
   view.setUint32(at + CN_SEQ, seq, LITTLE_ENDIAN);
-  view.setUint32(at + CN_ACK, checkU32("ack", message.ack ?? 0), LITTLE_ENDIAN);
+  view.setUint32(at + CN_ACK, checkU32("message.ack", message.ack ?? 0), LITTLE_ENDIAN);
   view.setUint16(at + CN_LEN, data.byteLength, LITTLE_ENDIAN);
-  view.setUint16(at + CN_FLAGS, checkU16("flags", message.flags ?? 0), LITTLE_ENDIAN);
+  view.setUint16(at + CN_FLAGS, checkU16("message.flags", message.flags ?? 0), LITTLE_ENDIAN);
   bytes.set(data, at + CN_MSG_HDRLEN);
   return bytes;
 }

@@ -1,44 +1,15 @@
 /**
- * Kernel constants, under their kernel names.
+ * The kernel constants users need, under their kernel names: agent ids (`CN_IDX_*`/`CN_VAL_*`),
+ * netlink message types and the connector's size limits. Exported from `mod.ts` as the `constants`
+ * namespace; socket-level constants (socket options, flags) stay internal (`src/socket/sys.ts`).
  *
- * Sources: `include/uapi/linux/netlink.h`, `include/uapi/linux/connector.h`,
- * `include/uapi/linux/socket.h` and `asm-generic/socket.h` (x86_64 and aarch64 share these values).
+ * Sources: `include/uapi/linux/netlink.h` and `include/uapi/linux/connector.h`.
  *
  * @module
  */
 
-/** `AF_NETLINK`: the netlink address family. */
-export const AF_NETLINK = 16;
 /** `NETLINK_CONNECTOR`: the connector's netlink protocol number. */
 export const NETLINK_CONNECTOR = 11;
-/** `SOCK_DGRAM`. */
-export const SOCK_DGRAM = 2;
-/** `SOCK_NONBLOCK` (= O_NONBLOCK). */
-export const SOCK_NONBLOCK = 0o4000;
-/** `SOCK_CLOEXEC` (= O_CLOEXEC). */
-export const SOCK_CLOEXEC = 0o2000000;
-
-/** `SOL_SOCKET`. */
-export const SOL_SOCKET = 1;
-/** `SO_RCVBUF`. */
-export const SO_RCVBUF = 8;
-/** `SO_RCVBUFFORCE`: like SO_RCVBUF but ignores `rmem_max`; needs CAP_NET_ADMIN. */
-export const SO_RCVBUFFORCE = 33;
-/** `SOL_NETLINK`. */
-export const SOL_NETLINK = 270;
-/** `NETLINK_ADD_MEMBERSHIP`. */
-export const NETLINK_ADD_MEMBERSHIP = 1;
-/** `NETLINK_DROP_MEMBERSHIP` (2, not 0 as the connector docs claim). */
-export const NETLINK_DROP_MEMBERSHIP = 2;
-/** `NETLINK_NO_ENOBUFS`. */
-export const NETLINK_NO_ENOBUFS = 5;
-/** `NETLINK_LIST_MEMBERSHIPS` (getsockopt only). */
-export const NETLINK_LIST_MEMBERSHIPS = 9;
-
-/** `MSG_DONTWAIT`. */
-export const MSG_DONTWAIT = 0x40;
-/** `MSG_TRUNC`: as a recv flag, return the real datagram length. */
-export const MSG_TRUNC = 0x20;
 
 /** `NLMSG_NOOP`. */
 export const NLMSG_NOOP = 1;
@@ -52,10 +23,16 @@ export const NLMSG_OVERRUN = 4;
 export const NLMSG_HDRLEN = 16;
 /** Size of `struct cn_msg` without its data. */
 export const CN_MSG_HDRLEN = 20;
-/** Size of `struct sockaddr_nl` (12 bytes, not 16). */
-export const SOCKADDR_NL_LEN = 12;
-/** `CONNECTOR_MAX_MSG_SIZE`: the kernel drops inbound payloads larger than this. */
+/** `CONNECTOR_MAX_MSG_SIZE`: the kernel drops inbound payloads (cn_msg header and data) larger than this. */
 export const CONNECTOR_MAX_MSG_SIZE = 16384;
+/**
+ * Most data bytes a message **to the kernel** may carry: CONNECTOR_MAX_MSG_SIZE minus the cn_msg
+ * header. The kernel drops anything larger without a word (verified on 6.1, 6.12 and 6.18).
+ * Messages to a userspace port or a group are limited only by `cn_msg.len` (65535).
+ */
+export const MAX_DATA_TO_KERNEL: number = CONNECTOR_MAX_MSG_SIZE - CN_MSG_HDRLEN;
+/** Most data bytes any cn_msg can carry (`cn_msg.len` is a u16). */
+export const MAX_DATA = 0xffff;
 /** Largest datagram the kernel can send on this protocol (cn_msg.len is a u16). */
 export const MAX_DATAGRAM: number = NLMSG_HDRLEN + CN_MSG_HDRLEN + 0xffff;
 

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { AF_NETLINK, NLMSG_HDRLEN, SOCKADDR_NL_LEN } from "./constants.ts";
+import { NLMSG_HDRLEN } from "./constants.ts";
 import { DecodeError } from "./decode_error.ts";
 
 /** True on little-endian hosts; every DataView access passes it. Detected once. */
@@ -33,11 +33,13 @@ export function nlmsgAlign(len: number): number {
  *   __u32 nlmsg_pid;    // 12..16 sender-written, not authenticated
  * };
  */
-const NLMSG_LEN = 0;
-const NLMSG_TYPE = 4;
-const NLMSG_FLAGS = 6;
-const NLMSG_SEQ = 8;
-const NLMSG_PID = 12;
+/** Byte offsets of `struct nlmsghdr`'s fields, for readers that peek without decoding (internal). */
+export const NLMSGHDR = { len: 0, type: 4, flags: 6, seq: 8, pid: 12 } as const;
+const NLMSG_LEN = NLMSGHDR.len;
+const NLMSG_TYPE = NLMSGHDR.type;
+const NLMSG_FLAGS = NLMSGHDR.flags;
+const NLMSG_SEQ = NLMSGHDR.seq;
+const NLMSG_PID = NLMSGHDR.pid;
 
 /** A decoded `struct nlmsghdr`. */
 export interface NetlinkHeader {
@@ -124,6 +126,11 @@ export function encodeNetlinkHeader(bytes: Uint8Array, header: NetlinkHeader, of
   view.setUint32(offset + NLMSG_SEQ, checkU32("nlmsg_seq", header.seq), LITTLE_ENDIAN);
   view.setUint32(offset + NLMSG_PID, checkU32("nlmsg_pid", header.pid), LITTLE_ENDIAN);
 }
+
+/** `AF_NETLINK`: the netlink address family. */
+export const AF_NETLINK = 16;
+/** Size of `struct sockaddr_nl` (12 bytes, not 16). */
+export const SOCKADDR_NL_LEN = 12;
 
 /*
  * struct sockaddr_nl {

@@ -1,18 +1,20 @@
 /**
- * `Connector`: the public client. One receive loop per socket feeds callbacks registered by
- * `{idx, val}`, async iterators and pending requests.
+ * `Connector`: the public client, on the receive core. It adds a registry of callbacks by
+ * `{idx, val}`, async iterators and request/reply by seq/ack.
  *
  * @module
  */
-import { CN_MSG_HDRLEN, CONNECTOR_MAX_MSG_SIZE } from "../codec/constants.ts";
-import type { CallbackId, MessageInit } from "../codec/cn_msg.ts";
-import { decodeDatagram, encodeMessage } from "../codec/cn_msg.ts";
+import type { CallbackId, CnMessage, MessageInit } from "../codec/cn_msg.ts";
+import { encodeMessage } from "../codec/cn_msg.ts";
+import { MAX_DATA_TO_KERNEL } from "../codec/constants.ts";
 import type { NetlinkAddress } from "../codec/netlink.ts";
+import type { MessageStream } from "../core/message_stream.ts";
+import { Receiver } from "../core/receiver.ts";
+import type { MessageSource, ReceiveBufferSize } from "../core/types.ts";
+import { ClosedError, Errno, NetlinkError, TimeoutError } from "../errors.ts";
 import { loadLibc } from "../ffi/load.ts";
-import { NetlinkSocket } from "../socket/netlink_socket.ts";
-import { pump } from "../socket/pump.ts";
-import { groupBit, type ReceivedDatagram, type Transport } from "../socket/transport.ts";
-import { MessageStream, type StreamOwner } from "./message_stream.ts";
+import { describeAddress, NetlinkSocket } from "../socket/netlink_socket.ts";
+import { groupBit, type Transport } from "../socket/transport.ts";
 import type {
   CallbackRegistration,
   ConnectorMessage,
@@ -20,8 +22,8 @@ import type {
   ConnectorStats,
   Destination,
   MessagesOptions,
-  ReceiveIssueInfo,
   RequestOptions,
+  SendOptions,
 } from "./types.ts";
 
 type Callback = (message: ConnectorMessage) => void;
@@ -41,26 +43,22 @@ interface Subscriber {
   readonly id?: CallbackId;
 }
 
-const DEFAULT_MAX_QUEUED = 65536;
-const MAX_KERNEL_DATA = CONNECTOR_MAX_MSG_SIZE - CN_MSG_HDRLEN;
-
-let construct: (transport: Transport, options: ConnectorOptions) => Connector;
-
-/** Builds a connector over any transport; internal (the fake kernel uses it), not exported from mod.ts. */
-export function connectorOver(transport: Transport, options: ConnectorOptions = {}): Connector {
-  return construct(transport, options);
-}
-
 const keyOf = (id: CallbackId): string => `${id.idx}:${id.val}`;
 
 /** Resolves `to` to a socket address; omitted means the kernel. */
-function addressOf(to?: Destination): NetlinkAddress {
-  if (!to) return { port: 0, groups: 0 };
-  if ("group" in to) return { port: 0, groups: groupBit(to.group, "send to group on") };
-  if (!Number.isInteger(to.port) || to.port < 0 || to.port > 0xffffffff) {
-    throw new RangeError(`port must be an integer in 0..4294967295, got ${to.port}`);
+function addressOf(to: Destination | undefined): NetlinkAddress {
+  if (to === undefined) return { port: 0, groups: 0 };
+  if (typeof to !== "object" || to === null) {
+    throw new TypeError(`to must be { port } or { group }; omit it to send to the kernel (got ${to})`);
   }
-  return { port: to.port, groups: 0 };
+  if ("group" in to) return { port: 0, groups: groupBit(to.group) };
+  if ("port" in to) {
+    if (!Number.isInteger(to.port) || to.port < 1 || to.port > 0xffffffff) {
+      throw new RangeError(`to.port must be a port id in 1..4294967295 (omit "to" for the kernel), got ${to.port}`);
+    }
+    return { port: to.port, groups: 0 };
+  }
+  throw new TypeError("to must be { port } or { group }; omit it to send to the kernel");
 }
 
 /**
@@ -68,169 +66,217 @@ function addressOf(to?: Destination): NetlinkAddress {
  *
  * @example Ask the process-events connector for an ack
  * ```ts ignore
- * import { Connector, CN_IDX_PROC, CN_VAL_PROC } from "@cnlink/connector";
+ * import { Connector, constants } from "@cnlink/connector";
  *
- * await using conn = await Connector.open({ groups: [CN_IDX_PROC] });
- * const listen = new Uint8Array(new Uint32Array([1]).buffer); // PROC_CN_MCAST_LISTEN
+ * await using conn = await Connector.open({ groups: [constants.CN_IDX_PROC] });
+ * const listen = new Uint32Array([1]); // PROC_CN_MCAST_LISTEN
  * const ack = await conn.request(
- *   { id: { idx: CN_IDX_PROC, val: CN_VAL_PROC }, ack: 42, data: listen },
+ *   { id: { idx: constants.CN_IDX_PROC, val: constants.CN_VAL_PROC }, ack: 42, data: listen },
  *   { match: (m, req) => m.ack === req.ack + 1 },
  * );
  * console.log("subscribed, ack", ack.ack);
  * ```
  */
 export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposable, Disposable {
-  readonly #transport: Transport;
+  readonly #receiver: Receiver;
   readonly #options: ConnectorOptions;
   readonly #callbacks = new Map<string, Registered[]>();
   readonly #handles = new Map<number, Registered>();
   readonly #pending = new Set<Pending>();
   readonly #subscribers = new Set<Subscriber>();
-  readonly #owner: StreamOwner<ConnectorMessage>;
-  readonly #stats: ConnectorStats = {
-    datagrams: 0,
-    messages: 0,
-    overruns: 0,
-    malformed: 0,
-    truncated: 0,
-    control: 0,
-    callbackErrors: 0,
-    unhandled: 0,
-  };
+  readonly #counts = { callbackErrors: 0, unhandled: 0 };
+  readonly #waitingForSlot: (() => void)[] = [];
+  #requested: number | undefined;
+  #inFlight = 0;
   #nextHandle = 1;
   #nextSeq = Math.floor(Math.random() * 0x7fffffff);
-  #loop: Promise<void> | null = null;
-  #closing: Promise<void> | null = null;
-  #closeReason: unknown = undefined;
 
   /** Use {@linkcode Connector.open}. */
   private constructor(transport: Transport, options: ConnectorOptions) {
-    this.#transport = transport;
+    if (options.maxInFlight !== undefined && !(Number.isInteger(options.maxInFlight) && options.maxInFlight > 0)) {
+      throw new RangeError(`maxInFlight must be a positive integer, got ${options.maxInFlight}`);
+    }
+    if (options.whenBusy !== undefined && options.whenBusy !== "queue" && options.whenBusy !== "fail") {
+      throw new TypeError(`whenBusy must be "queue" or "fail", got ${options.whenBusy}`);
+    }
     this.#options = options;
-    this.#owner = {
-      detach: (stream) => {
-        for (const s of this.#subscribers) if (s.stream === stream) this.#subscribers.delete(s);
+    this.#requested = options.rcvbuf;
+    this.#receiver = new Receiver(transport, {
+      wanted: () => this.#handles.size + this.#subscribers.size + this.#pending.size > 0,
+      message: (m, source) => this.#deliver(m, source),
+      overrun: () => {
+        const report = options.onOverrun ??
+          ((s) =>
+            console.warn(`cnlink: receive buffer overrun on port ${this.port}, messages lost (${s.overruns} so far)`));
+        report(this.stats);
       },
-    };
+      failed: (error) => this.#rejectPending(new ClosedError("wait for a reply", error)),
+    }, { maxQueued: options.maxQueued, maxQueuedBytes: options.maxQueuedBytes, onError: options.onError });
   }
 
   /**
    * Opens a connector socket, bound to `options.groups`.
    *
-   * @param options groups, port, receive buffer, error hooks
+   * @param options groups, port, receive buffer, limits, error hooks
    * @returns the open connector
+   * @throws {RangeError} a group outside 1..32, a bad port or rcvbuf (before any system call)
    * @throws {NetlinkError} the socket cannot be made or bound (no connector, no permission, port in use)
    *
    * @example Joining two groups
    * ```ts ignore
    * import { Connector } from "@cnlink/connector";
    *
-   * await using conn = await Connector.open({ groups: [14, 15], rcvbuf: 4 << 20 });
+   * await using conn = await Connector.open({ groups: [15, 17], rcvbuf: 4 << 20 });
    * console.log(conn.port, conn.groups);
    * ```
    */
-  static async open(options: ConnectorOptions = {}): Promise<Connector> {
-    const libc = await loadLibc(options.libcPath);
-    return new Connector(NetlinkSocket.open(libc, options), options);
-  }
-
-  static {
-    construct = (transport, options) => new Connector(transport, options);
+  static async open(options?: ConnectorOptions): Promise<Connector> {
+    const opts = options ?? {};
+    const libc = await loadLibc(opts.libcPath);
+    return new Connector(NetlinkSocket.open(libc, opts), opts);
   }
 
   /** Our netlink port id (`nl_pid`). */
   get port(): number {
-    return this.#transport.port;
+    return this.#receiver.transport.port;
   }
 
   /** The multicast groups this socket is in, ascending. */
   get groups(): number[] {
-    return this.#transport.memberships();
+    this.#checkOpen("list the groups");
+    return this.#receiver.transport.memberships();
   }
 
   /** A snapshot of the counters. */
   get stats(): Readonly<ConnectorStats> {
-    return { ...this.#stats };
+    return { ...this.#receiver.stats, ...this.#counts };
+  }
+
+  /** The receive buffer: what was asked for, and what the kernel reports (twice that, capped). */
+  get receiveBuffer(): ReceiveBufferSize {
+    return { requested: this.#requested, reported: this.#receiver.transport.rcvbuf };
   }
 
   /** Whether `close()` was called (or an error closed the connector). */
   get closed(): boolean {
-    return this.#closing !== null;
+    return this.#receiver.closed;
+  }
+
+  #checkOpen(what: string): void {
+    if (this.#receiver.closed) throw new ClosedError(what, this.#receiver.closeReason);
   }
 
   /**
    * Joins multicast group `group` (1..32).
    *
-   * @throws {NetlinkError} EPERM without CAP_NET_ADMIN (even groups, or any group before Linux 6.6); EINVAL outside 1..32
+   * @throws {RangeError} outside 1..32
+   * @throws {NetlinkError} EPERM without CAP_NET_ADMIN (even groups, or any group before Linux 6.6)
    */
   join(group: number): void {
-    this.#transport.join(group);
-  }
-
-  /** Leaves multicast group `group` (1..32). */
-  leave(group: number): void {
-    this.#transport.leave(group);
+    this.#checkOpen(`join group ${group}`);
+    this.#receiver.transport.join(group);
   }
 
   /**
-   * Sets the receive buffer size (SO_RCVBUFFORCE when permitted, else SO_RCVBUF).
+   * Leaves multicast group `group` (1..32).
    *
-   * @returns the size the kernel reports (it doubles the request for bookkeeping)
+   * @throws {RangeError} outside 1..32
    */
-  setReceiveBuffer(bytes: number): number {
-    return this.#transport.setReceiveBuffer(bytes);
+  leave(group: number): void {
+    this.#checkOpen(`leave group ${group}`);
+    this.#receiver.transport.leave(group);
+  }
+
+  /**
+   * Asks for a receive buffer of `bytes` (SO_RCVBUFFORCE when permitted, else SO_RCVBUF).
+   *
+   * @returns what was asked for and what the kernel reports (twice that, capped by rmem_max without CAP_NET_ADMIN)
+   */
+  setReceiveBuffer(bytes: number): ReceiveBufferSize {
+    this.#checkOpen("set the receive buffer");
+    this.#receiver.transport.setReceiveBuffer(bytes);
+    this.#requested = bytes;
+    return this.receiveBuffer;
   }
 
   /**
    * Sends one message to the kernel (default), a userspace port, or a multicast group.
    *
-   * @param message the cn_msg
-   * @param to `{ port }` or `{ group }`; omitted: the kernel
-   * @throws {RangeError} a field is out of range, or data over 16364 bytes to the kernel (it would drop it silently)
-   * @throws {NetlinkError} the kernel refused (EPERM for ports and groups without CAP_NET_ADMIN, ECONNREFUSED for a dead port)
+   * @param message the cn_msg; `data` may be any typed array, DataView or ArrayBuffer (taken as bytes)
+   * @param options `to: { port }` or `to: { group }`; omitted: the kernel
+   * @throws {TypeError} a message without `{ idx, val }` id, or data that is not bytes
+   * @throws {RangeError} a field out of range; data over 16364 bytes to the kernel (it drops those
+   *   without a word) or over 65535 to anyone
+   * @throws {ClosedError} the connector is closed
+   * @throws {NetlinkError} the kernel refused: EPERM for ports and groups without CAP_NET_ADMIN,
+   *   ECONNREFUSED for a port nobody holds, EAGAIN when the receiving port's buffer is full
    */
-  send(message: MessageInit, to?: Destination): void {
-    if (this.#closing) throw new Error("Cannot send: the connector is closed");
-    const address = addressOf(to);
-    const size = message.data?.byteLength ?? 0;
-    // cn_rx_skb drops a netlink payload (cn_msg header + data) over CONNECTOR_MAX_MSG_SIZE without a word.
-    if (address.port === 0 && size > MAX_KERNEL_DATA) {
+  send(message: MessageInit, options?: SendOptions): void {
+    const address = addressOf(options?.to);
+    const datagram = encodeMessage(message);
+    const size = datagram.byteLength - 36;
+    // cn_rx_skb drops a payload (cn_msg header and data) over CONNECTOR_MAX_MSG_SIZE without a word;
+    // ports and groups take all 65535 bytes a cn_msg can carry (checked on 6.1, 6.12 and 6.18).
+    if (address.port === 0 && address.groups === 0 && size > MAX_DATA_TO_KERNEL) {
       throw new RangeError(
-        `cn_msg data is ${size} bytes; the kernel silently drops data over ${MAX_KERNEL_DATA} bytes`,
+        `message.data is ${size} bytes; the kernel silently drops data over ${MAX_DATA_TO_KERNEL} bytes ` +
+          `(ports and groups take up to 65535)`,
       );
     }
-    this.#transport.send(encodeMessage(message), address);
+    this.#checkOpen("send");
+    this.#receiver.transport.send(datagram, address);
   }
 
   /**
    * Sends `message` and resolves with the first reply that matches.
    *
-   * `seq` defaults to a per-connector counter. The default match is the connector convention:
-   * same id and `ack === seq + 1`. A reply taken by a request is not passed to callbacks or iterators.
+   * `seq` defaults to a per-connector counter. The default match is the connector convention, from
+   * where the request went: same id, `ack === seq + 1`, and the sender is the kernel (port 0) for a
+   * request to the kernel, or the port it was sent to (a reply from anyone else is not taken: a root
+   * process could otherwise answer in the kernel's name). A reply taken by a request is not passed to
+   * callbacks or iterators.
    *
-   * @throws {DOMException} `TimeoutError` after `timeoutMs`, or the signal's reason when aborted
+   * @throws {TimeoutError} no reply within `timeoutMs` (default 5000)
+   * @throws {ClosedError} the connector closed before the reply came
+   * @throws {NetlinkError} the send failed (see `send`); EAGAIN also when `maxInFlight` requests are
+   *   waiting and `whenBusy` is `"fail"`
    */
-  request(message: MessageInit, options: RequestOptions = {}): Promise<ConnectorMessage> {
+  request(message: MessageInit, options?: RequestOptions): Promise<ConnectorMessage> {
+    const opts = options ?? {};
+    let address: NetlinkAddress;
+    try {
+      address = addressOf(opts.to);
+      encodeMessage(message);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const seq = message.seq ?? this.#takeSeq();
-    const request = { id: { ...message.id }, seq, ack: message.ack ?? 0 };
-    const match = options.match ??
+    const request = { id: { idx: message.id.idx, val: message.id.val }, seq, ack: message.ack ?? 0 };
+    const from = address.groups !== 0 ? undefined : address.port;
+    const match = opts.match ??
       ((m: ConnectorMessage) =>
-        m.id.idx === request.id.idx && m.id.val === request.id.val && m.ack === ((request.seq + 1) >>> 0));
-    const timeoutMs = options.timeoutMs ?? 5000;
-    const signal = options.signal;
+        m.id.idx === request.id.idx && m.id.val === request.id.val && m.ack === ((request.seq + 1) >>> 0) &&
+        (from === undefined || m.source.port === from));
+    const timeoutMs = opts.timeoutMs ?? 5000;
+    const signal = opts.signal;
     if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.#receiver.closed) return Promise.reject(new ClosedError("send a request", this.#receiver.closeReason));
+    const where = describeAddress(address);
     return new Promise<ConnectorMessage>((resolve, reject) => {
+      let slot = false;
+      let queued: (() => void) | null = null;
       const finish = () => {
         this.#pending.delete(pending);
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
+        const place = queued ? this.#waitingForSlot.indexOf(queued) : -1;
+        if (place >= 0) this.#waitingForSlot.splice(place, 1);
+        if (slot) this.#releaseSlot();
+        slot = false;
       };
-      const onAbort = () => {
-        finish();
-        reject(signal?.reason);
-      };
+      let sent = false;
       const pending: Pending = {
-        matches: (m) => match(m, request),
+        matches: (m) => sent && match(m, request),
         resolve: (m) => {
           finish();
           resolve(m);
@@ -240,24 +286,51 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
           reject(e);
         },
       };
-      this.#pending.add(pending);
+      const onAbort = () => pending.reject(signal?.reason);
       const timer = setTimeout(() => {
-        pending.reject(
-          new DOMException(
-            `No reply to cn_msg ${request.id.idx}:${request.id.val} seq ${seq} within ${timeoutMs} ms`,
-            "TimeoutError",
-          ),
-        );
+        const waited = queued ? ` (it was still waiting for one of ${this.#options.maxInFlight} request slots)` : "";
+        const what = `No reply to cn_msg ${request.id.idx}:${request.id.val} seq ${seq} from ${where}${waited}`;
+        pending.reject(new TimeoutError(what, timeoutMs));
       }, timeoutMs);
       signal?.addEventListener("abort", onAbort, { once: true });
-      try {
-        this.send({ ...message, seq }, options.to);
-      } catch (err) {
-        pending.reject(err);
-        return;
+      this.#pending.add(pending);
+      const go = () => {
+        queued = null;
+        slot = true;
+        sent = true;
+        this.#inFlight++;
+        try {
+          this.#receiver.transport.send(encodeMessage({ ...message, seq }), address);
+        } catch (err) {
+          pending.reject(err);
+          return;
+        }
+        this.#receiver.start();
+        // A kernel agent answers inside our sendto(): take the reply now, without a wake-up.
+        this.#receiver.drainNow();
+      };
+      const max = this.#options.maxInFlight;
+      if (max === undefined || this.#inFlight < max) go();
+      else if (this.#options.whenBusy === "fail") {
+        pending.reject(
+          new NetlinkError(
+            "sendto",
+            Errno.EAGAIN,
+            `send a request to ${where}`,
+            `${max} requests (maxInFlight) already wait for replies: nothing was sent`,
+          ),
+        );
+      } else {
+        queued = go;
+        this.#waitingForSlot.push(go);
       }
-      this.#startLoop();
     });
+  }
+
+  #releaseSlot(): void {
+    this.#inFlight--;
+    if (this.#receiver.closed) return;
+    this.#waitingForSlot.shift()?.();
   }
 
   #takeSeq(): number {
@@ -271,15 +344,20 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * Starts the receive loop. A callback that throws is reported through `onError`; the loop goes on.
    *
    * @returns a registration; dispose it (or call `removeCallback(reg.handle)`) to unregister
+   * @throws {TypeError} `fn` is not a function
+   * @throws {ClosedError} the connector is closed
    */
   addCallback(id: CallbackId, name: string, fn: (message: ConnectorMessage) => void): CallbackRegistration {
-    if (this.#closing) throw new Error("Cannot add a callback: the connector is closed");
     if (typeof fn !== "function") throw new TypeError("callback must be a function");
+    if (typeof id !== "object" || id === null || typeof id.idx !== "number" || typeof id.val !== "number") {
+      throw new TypeError("id must be { idx: number, val: number }");
+    }
+    this.#checkOpen("add a callback");
     const entry: Registered = { handle: this.#nextHandle++, name, id: { idx: id.idx, val: id.val }, fn };
     const key = keyOf(id);
     this.#callbacks.set(key, [...(this.#callbacks.get(key) ?? []), entry]);
     this.#handles.set(entry.handle, entry);
-    this.#startLoop();
+    this.#receiver.start();
     return {
       handle: entry.handle,
       name,
@@ -310,22 +388,17 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
   }
 
   /**
-   * An async iterator over received messages (optionally only those for one id).
-   * It ends quietly on `close()`, with the error when an error closed the connector, and with the
-   * signal's reason on abort.
+   * An async iterator over received messages (optionally only those for one id). It ends quietly on
+   * `close()`, with the error when an error closed the connector, and with the signal's reason on abort.
    */
-  messages(options: MessagesOptions = {}): AsyncIterableIterator<ConnectorMessage> {
-    const stream = new MessageStream<ConnectorMessage>(this.#owner, options.signal);
-    if (this.#closing) {
-      stream.end(this.#closeReason);
-      return stream;
+  messages(options?: MessagesOptions): AsyncIterableIterator<ConnectorMessage> {
+    const stream = this.#receiver.stream<ConnectorMessage>(options?.signal, (s) => {
+      for (const sub of this.#subscribers) if (sub.stream === s) this.#subscribers.delete(sub);
+    });
+    if (!stream.done) {
+      this.#subscribers.add({ stream, id: options?.id });
+      this.#receiver.start();
     }
-    if (options.signal?.aborted) {
-      stream.end(options.signal.reason);
-      return stream;
-    }
-    this.#subscribers.add({ stream, id: options.id });
-    this.#startLoop();
     return stream;
   }
 
@@ -334,96 +407,15 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
     return this.messages();
   }
 
-  #consumers(): number {
-    return this.#handles.size + this.#subscribers.size + this.#pending.size;
-  }
-
-  #startLoop(): void {
-    if (this.#loop || this.#closing) return;
-    this.#loop = this.#run().then(
-      () => {
-        this.#loop = null;
-        // A consumer may have arrived between the last check and the end of the loop.
-        if (this.#consumers() > 0) this.#startLoop();
-      },
-      (err) => {
-        this.#loop = null;
-        void this.#close(err);
-      },
-    );
-  }
-
-  #run(): Promise<void> {
-    return pump(this.#transport, {
-      running: () => !this.#closing && this.#consumers() > 0,
-      datagram: (got) => this.#dispatch(got),
-      overrun: () => {
-        this.#stats.overruns++;
-        const report = this.#options.onOverrun ??
-          ((s) =>
-            console.warn(`cnlink: receive buffer overrun on port ${this.port}, messages lost (${s.overruns} so far)`));
-        report(this.stats);
-      },
-      backpressure: () => this.#fullStream()?.drainedTo(this.#maxQueued() >> 1),
-    });
-  }
-
-  #maxQueued(): number {
-    return this.#options.maxQueued ?? DEFAULT_MAX_QUEUED;
-  }
-
-  #fullStream(): MessageStream<ConnectorMessage> | undefined {
-    const max = this.#maxQueued();
-    for (const s of this.#subscribers) if (s.stream.size >= max) return s.stream;
-    return undefined;
-  }
-
-  #report(error: unknown, info: ReceiveIssueInfo): void {
-    const report = this.#options.onError ?? ((e, i) => console.error(`cnlink: ${i.kind} on port ${this.port}:`, e));
-    try {
-      report(error, info);
-    } catch (err) {
-      console.error("cnlink: onError threw:", err);
-    }
-  }
-
-  #dispatch(got: ReceivedDatagram): void {
-    const stats = this.#stats;
-    stats.datagrams++;
-    const source = { port: got.source.port, groups: got.source.groups };
-    if (got.truncated) {
-      stats.truncated++;
-      this.#report(new RangeError(`datagram of ${got.length} bytes truncated to ${got.data.byteLength}`), {
-        kind: "truncated",
-        source,
-      });
-      return;
-    }
-    let parts;
-    try {
-      parts = decodeDatagram(got.data);
-    } catch (err) {
-      stats.malformed++;
-      this.#report(err, { kind: "malformed", source });
-      return;
-    }
-    for (const part of parts) {
-      if (part.kind === "control") {
-        stats.control++;
-        this.#report(new Error(`unexpected netlink control message type ${part.header.type}`), {
-          kind: "control",
-          source,
-        });
-        continue;
-      }
-      for (const m of part.messages) {
-        stats.messages++;
-        this.#deliver({ id: m.id, seq: m.seq, ack: m.ack, flags: m.flags, data: m.data.slice(), source });
-      }
-    }
-  }
-
-  #deliver(message: ConnectorMessage): void {
+  #deliver(m: CnMessage, source: MessageSource): void {
+    const message: ConnectorMessage = {
+      id: { idx: m.id.idx, val: m.id.val },
+      seq: m.seq,
+      ack: m.ack,
+      flags: m.flags,
+      data: m.data.slice(),
+      source,
+    };
     for (const pending of this.#pending) {
       if (pending.matches(message)) {
         pending.resolve(message);
@@ -438,41 +430,37 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
         try {
           entry.fn(message);
         } catch (err) {
-          this.#stats.callbackErrors++;
-          this.#report(err, { kind: "callback", source: message.source });
+          this.#counts.callbackErrors++;
+          this.#receiver.report("callback", err, source);
         }
+        // A callback that closed the connector stops this message too.
+        if (this.#receiver.closed) return;
       }
     }
     for (const s of this.#subscribers) {
       if (s.id && (s.id.idx !== message.id.idx || s.id.val !== message.id.val)) continue;
       taken = true;
-      s.stream.push(message);
+      s.stream.push(message, message.data.byteLength);
     }
-    if (!taken) this.#stats.unhandled++;
+    if (!taken) this.#counts.unhandled++;
+  }
+
+  #rejectPending(error: unknown): void {
+    for (const pending of [...this.#pending]) pending.reject(error);
   }
 
   /**
-   * Closes the socket: iterators end, pending requests reject, callbacks are dropped.
-   * Idempotent; resolves when the fd is closed and no thread waits on it.
+   * Closes the socket: iterators end, pending requests reject with a `ClosedError`, callbacks are
+   * dropped. Idempotent; resolves when the fd is closed and the receive loop has ended.
    */
   close(): Promise<void> {
-    return this.#close(undefined);
-  }
-
-  #close(reason: unknown): Promise<void> {
-    if (this.#closing) return this.#closing;
-    this.#closeReason = reason;
-    const closedError = reason ?? new Error("The connector was closed before a reply arrived");
-    for (const pending of [...this.#pending]) pending.reject(closedError);
-    for (const s of this.#subscribers) s.stream.end(reason);
-    this.#subscribers.clear();
-    this.#callbacks.clear();
-    this.#handles.clear();
-    this.#closing = (async () => {
-      await this.#transport.close();
-      if (this.#loop) await this.#loop;
-    })();
-    return this.#closing;
+    if (!this.#receiver.closed) {
+      this.#rejectPending(new ClosedError("wait for a reply"));
+      this.#subscribers.clear();
+      this.#callbacks.clear();
+      this.#handles.clear();
+    }
+    return this.#receiver.close();
   }
 
   /** Same as `close()`. */
@@ -484,4 +472,13 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
   [Symbol.dispose](): void {
     void this.close();
   }
+}
+
+/**
+ * Builds a connector over any transport: the internal factory the fake kernel uses (not exported
+ * from `mod.ts`). The constructor is private to the public API; this is its one other caller.
+ */
+export function connectorOver(transport: Transport, options: ConnectorOptions = {}): Connector {
+  const construct = Connector as unknown as new (t: Transport, o: ConnectorOptions) => Connector;
+  return new construct(transport, options);
 }

@@ -4,7 +4,7 @@
  * @module
  */
 import type { CallbackId } from "../codec/cn_msg.ts";
-import type { NetlinkAddress } from "../codec/netlink.ts";
+import type { MessageSource, ReceiveIssueInfo, ReceiveStats } from "../core/types.ts";
 
 /** A received connector message. `data` is the caller's own copy. */
 export interface ConnectorMessage {
@@ -18,45 +18,21 @@ export interface ConnectorMessage {
   flags: number;
   /** The payload (an owned copy). */
   data: Uint8Array;
-  /**
-   * Who sent it, from the socket layer (not from the message, which anyone can write):
-   * `port` 0 is the kernel; `groups` has bit `g - 1` set when it was multicast to group `g`, 0 for unicast.
-   */
-  source: NetlinkAddress;
+  /** Who sent it and how: `port` 0 is the kernel; `group` is the multicast group, 0 for unicast. */
+  source: MessageSource;
 }
 
-/** Where to send: a userspace port, or a multicast group. Omitted: the kernel. */
+/** Where a message goes: a userspace port, or a multicast group. Omitted: the kernel. */
 export type Destination = { port: number } | { group: number };
 
-/** Why the receive loop reports something through `onError`. */
-export type ReceiveIssue =
-  | "callback" // a registered callback threw
-  | "malformed" // a datagram that does not decode (DecodeError)
-  | "truncated" // a datagram larger than the receive buffer
-  | "control"; // an NLMSG_ERROR / NOOP / OVERRUN, which only a userspace peer sends here
-
-/** Context handed to `onError`. */
-export interface ReceiveIssueInfo {
-  /** What went wrong. */
-  kind: ReceiveIssue;
-  /** Sender of the datagram involved. */
-  source: NetlinkAddress;
+/** Options of `Connector.send`. */
+export interface SendOptions {
+  /** A port or a group; omitted: the kernel. */
+  to?: Destination;
 }
 
 /** Counters of one connector. Everything that was not delivered is counted here. */
-export interface ConnectorStats {
-  /** Datagrams received. */
-  datagrams: number;
-  /** cn_msgs decoded and dispatched. */
-  messages: number;
-  /** Times the kernel reported ENOBUFS: messages were lost. */
-  overruns: number;
-  /** Datagrams that did not decode. */
-  malformed: number;
-  /** Datagrams cut short by the receive buffer. */
-  truncated: number;
-  /** Netlink control messages received (from userspace peers). */
-  control: number;
+export interface ConnectorStats extends ReceiveStats {
   /** Callbacks that threw. */
   callbackErrors: number;
   /** Messages no callback, iterator or request wanted. */
@@ -69,11 +45,14 @@ export interface ConnectorOptions {
   groups?: readonly number[];
   /** Port id to bind (default: the kernel chooses). */
   port?: number;
-  /** Receive buffer in bytes. SO_RCVBUFFORCE is used when permitted, so root may exceed `rmem_max`. */
+  /** Receive buffer to ask for, in bytes. SO_RCVBUFFORCE is used when permitted, so root may exceed `rmem_max`. */
   rcvbuf?: number;
   /** libc to load; default `libc.so.6` (musl systems need e.g. `libc.musl-x86_64.so.1`). */
   libcPath?: string;
-  /** Called for callback exceptions and bad datagrams. Default: `console.error`. */
+  /**
+   * Called for everything received that is not delivered (callback exceptions, bad datagrams).
+   * Default: a warning for the first of each kind; all are counted in `stats`.
+   */
   onError?: (error: unknown, info: ReceiveIssueInfo) => void;
   /** Called when the kernel reports an overrun (messages lost). Default: `console.warn`. */
   onOverrun?: (stats: Readonly<ConnectorStats>) => void;
@@ -82,18 +61,31 @@ export interface ConnectorOptions {
    * buffer (and, when that is full, report an overrun). Default 65536.
    */
   maxQueued?: number;
+  /** Most bytes of message data queued for one iterator before the loop pauses. Default 64 MiB. */
+  maxQueuedBytes?: number;
+  /**
+   * Most requests waiting for their replies at once; default unbounded. A receiver whose buffer is
+   * full makes `sendto` fail with EAGAIN (nothing is sent), so a burst of requests to one userspace
+   * agent may fail in part; a bound keeps the burst within what the agent can queue.
+   */
+  maxInFlight?: number;
+  /** Past `maxInFlight`: wait for a slot (`"queue"`, the default) or reject at once with EAGAIN (`"fail"`). */
+  whenBusy?: "queue" | "fail";
 }
 
 /** Options of `Connector.request`. */
 export interface RequestOptions {
+  /** A port or a group; omitted: the kernel. */
+  to?: Destination;
   /** How long to wait for the reply; default 5000 ms. */
   timeoutMs?: number;
   /** Cancels the wait. */
   signal?: AbortSignal;
-  /** Which message is the reply. Default: same id and `ack === seq + 1`. */
+  /**
+   * Which message is the reply. Default: same id, `ack === seq + 1`, and from where the request went
+   * (port 0 for the kernel, the port for a port; any sender for a group).
+   */
   match?: (reply: ConnectorMessage, request: Required<Pick<ConnectorMessage, "id" | "seq" | "ack">>) => boolean;
-  /** Where to send the request; default the kernel. */
-  to?: Destination;
 }
 
 /** Options of `Connector.messages`. */

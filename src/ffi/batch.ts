@@ -12,8 +12,7 @@
  *
  * @module
  */
-import { SOCKADDR_NL_LEN } from "../codec/constants.ts";
-import { LITTLE_ENDIAN as LE } from "../codec/netlink.ts";
+import { LITTLE_ENDIAN as LE, SOCKADDR_NL_LEN } from "../codec/netlink.ts";
 
 const MMSGHDR = 64;
 const IOVEC = 16;

@@ -1,17 +1,21 @@
 /**
  * Bun backend: `bun:ffi` on libc.
  *
- * Bun has no nonblocking FFI calls, so waiting runs in a Worker that blocks in poll() over
- * [socket, eventfd] and hands readiness to the JS thread through a shared Int32 and
- * `Atomics.waitAsync`. close() writes the eventfd so the worker's poll returns, then waits for it
- * to exit before anyone closes the fds.
+ * Bun has no nonblocking FFI calls, so one Worker for the whole process blocks in epoll_wait() over
+ * every waiting socket (poller.ts, bun_poller_worker.ts) and hands the tokens that fired to the JS
+ * thread through a SharedArrayBuffer and `Atomics.waitAsync`. The worker is ref'd only while some
+ * socket waits, so an idle process exits as it would without it.
  *
  * @module
  */
 import { dlopen, ptr, toArrayBuffer } from "bun:ffi";
+import process from "node:process";
+import { LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { NetlinkError } from "../errors.ts";
 import { RecvBatch } from "./batch.ts";
-import { CLOCK_MONOTONIC, EFD_CLOEXEC, EFD_NONBLOCK, type Libc, POLLIN, type Waiter } from "./types.ts";
+import { pollerWorker, type PollerWorkerSetup, SLOT, STATE } from "./bun_poller_worker.ts";
+import { EPOLL_CLOEXEC, epollEventLayout, MAX_EVENTS, type PollBackend, PollSet } from "./poller.ts";
+import { CLOCK_MONOTONIC, type Libc, type Poller } from "./types.ts";
 
 const SYMBOLS = {
   // int socket(int domain, int type, int protocol)
@@ -33,10 +37,10 @@ const SYMBOLS = {
   recvmmsg: { args: ["i32", "ptr", "u32", "i32", "ptr"], returns: "i32" },
   // int close(int fd)
   close: { args: ["i32"], returns: "i32" },
-  // int eventfd(unsigned int initval, int flags)
-  eventfd: { args: ["u32", "i32"], returns: "i32" },
-  // ssize_t write(int fd, const void *buf, size_t count)
-  write: { args: ["i32", "ptr", "u64"], returns: "i32" },
+  // int epoll_create1(int flags)
+  epoll_create1: { args: ["i32"], returns: "i32" },
+  // int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
+  epoll_ctl: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" },
   // int clock_gettime(clockid_t clock, struct timespec *ts)
   clock_gettime: { args: ["i32", "ptr"], returns: "i32" },
   // int *__errno_location(void)
@@ -60,6 +64,7 @@ export function loadBun(path: string): Libc {
   if (!errnoPointer) throw new Error("cnlink: __errno_location() returned NULL");
   const errno = new Int32Array(toArrayBuffer(errnoPointer, 0, 4));
   const timespec = new BigInt64Array(2);
+  let poller: PollSet | undefined;
 
   return {
     socket(domain, type, protocol) {
@@ -105,134 +110,96 @@ export function loadBun(path: string): Libc {
       s.clock_gettime(CLOCK_MONOTONIC, timespec);
       return timespec[0] * 1_000_000_000n + timespec[1];
     },
-    createWaiter(fd) {
-      const efd = s.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-      if (efd < 0) throw new NetlinkError("create eventfd for", errno[0]);
-      return new BunWaiter(fd, efd, path, (buf) => s.write(efd, buf, 8n), () => s.close(efd));
+    get poller(): Poller {
+      return poller ??= createPoller(s, errno, path);
     },
   };
 }
 
-// Hand-off states in the shared Int32.
-const ARMED = 0;
-const READABLE = 1;
-const CLOSED = 2;
-const EXITED = 3;
+type Symbols = ReturnType<typeof dlopen<typeof SYMBOLS>>["symbols"];
 
-// The worker opens libc itself (FFI handles do not cross threads). It polls while ARMED, flips
-// ARMED -> READABLE when the socket is readable, and parks in Atomics.wait until the JS thread
-// re-arms or closes. compareExchange makes sure a CLOSED is never overwritten. Once out of poll()
-// for good it stores EXITED: from then on it touches no fd, and the JS thread may close them (an
-// Atomics hand-off measured faster than waiting for a postMessage).
-const WORKER_SOURCE = `
-const { dlopen } = require("bun:ffi");
-self.onmessage = (event) => {
-  const { path, fd, efd, shared } = event.data;
-  const state = new Int32Array(shared);
-  const lib = dlopen(path, { poll: { args: ["ptr", "u64", "i32"], returns: "i32" } });
-  const fds = new Int32Array(4);
-  const shorts = new Int16Array(fds.buffer);
-  fds[0] = fd; shorts[2] = ${POLLIN}; fds[2] = efd; shorts[6] = ${POLLIN};
-  for (;;) {
-    let s = Atomics.load(state, 0);
-    while (s === ${READABLE}) { Atomics.wait(state, 0, ${READABLE}); s = Atomics.load(state, 0); }
-    if (s === ${CLOSED}) break;
-    shorts[3] = 0; shorts[7] = 0;
-    if (lib.symbols.poll(fds, 2n, -1) < 0) continue;
-    if (shorts[7] !== 0) break;
-    if (shorts[3] !== 0 && Atomics.compareExchange(state, 0, ${ARMED}, ${READABLE}) === ${ARMED}) {
-      Atomics.notify(state, 0);
-    }
-  }
-  Atomics.store(state, 0, ${EXITED});
-  Atomics.notify(state, 0);
-  lib.close();
-};
-`;
+/** Bun's Worker can be unref'd so that an idle poll thread does not keep the process alive. */
+type BunWorker = Worker & { ref(): void; unref(): void };
 
 let workerUrl: string | undefined;
 
-/** Bun's Worker can be unref'd so that an idle waiter does not keep the process alive. */
-type BunWorker = Worker & { ref(): void; unref(): void };
+/** The process's poll set, the poll worker, and the JS side of their hand-off. */
+function createPoller(s: Symbols, errno: Int32Array, path: string): PollSet {
+  const epfd = s.epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0) throw new NetlinkError("epoll_create1", errno[0], "set up waiting for sockets");
+  const layout = epollEventLayout(process.arch === "x64");
+  const event = new Uint8Array(layout.size);
+  const eventView = new DataView(event.buffer);
+  const shared = new Int32Array(new SharedArrayBuffer(4 * (SLOT.TOKENS + MAX_EVENTS)));
+  let worker: BunWorker | null = null;
+  let listening = false;
+  let stopListening: (() => void) | null = null;
+  // At most one Atomics.waitAsync outstanding: one that an idle spell left pending is reused.
+  let outstanding: Promise<unknown> | null = null;
 
-class BunWaiter implements Waiter {
-  readonly #state = new Int32Array(new SharedArrayBuffer(4));
-  #worker: BunWorker | null = null;
-  #gone: Promise<void> | null = null;
-  readonly #closed = Promise.withResolvers<void>();
-  #closing: Promise<void> | null = null;
+  const start = (): BunWorker => {
+    const setup: PollerWorkerSetup = {
+      path,
+      epfd,
+      shared: shared.buffer as SharedArrayBuffer,
+      eventSize: layout.size,
+      dataOffset: layout.data,
+      maxEvents: MAX_EVENTS,
+      littleEndian: LITTLE_ENDIAN,
+      slot: SLOT,
+      state: STATE,
+    };
+    const source = `self.onmessage = (e) => (${String(pollerWorker)})(e.data, require("bun:ffi").dlopen);`;
+    workerUrl ??= URL.createObjectURL(new Blob([source], { type: "application/javascript" }));
+    const w = new Worker(workerUrl) as BunWorker;
+    w.postMessage(setup);
+    return w;
+  };
 
-  constructor(
-    readonly fd: number,
-    readonly efd: number,
-    readonly path: string,
-    readonly signal: (one: BigUint64Array) => number,
-    readonly closeEventfd: () => number,
-  ) {}
-
-  #start(): BunWorker {
-    workerUrl ??= URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "application/javascript" }));
-    const worker = new Worker(workerUrl) as BunWorker;
-    // If the worker fails to start or dies, close() must not wait for an EXITED that never comes.
-    this.#gone = new Promise((resolve) => {
-      worker.addEventListener("error", () => resolve());
-      worker.addEventListener("close", () => resolve());
-    });
-    worker.postMessage({ path: this.path, fd: this.fd, efd: this.efd, shared: this.#state.buffer });
-    return worker;
-  }
-
-  async wait(): Promise<boolean> {
-    if (this.#closing) return false;
-    const worker = this.#worker ??= this.#start();
-    if (Atomics.compareExchange(this.#state, 0, READABLE, ARMED) === READABLE) Atomics.notify(this.#state, 0);
-    // Only a waiting connector keeps the process alive, as on Deno.
-    worker.ref();
+  const listen = async (): Promise<void> => {
+    const w = worker ??= start();
+    // Only a waiting socket keeps the process alive, as on Deno.
+    w.ref();
+    const idle = new Promise<"idle">((resolve) => (stopListening = () => resolve("idle")));
     try {
-      for (;;) {
-        const s = Atomics.load(this.#state, 0);
-        if (s === READABLE) return true;
-        if (s === CLOSED || s === EXITED) return false;
-        const result = Atomics.waitAsync(this.#state, 0, s);
-        // close() also resolves #closed directly: Bun delivers a waitAsync wake-up ~2 ms later.
-        if (result.async) await Promise.race([result.value, this.#closed.promise]);
+      while (set.waiting > 0) {
+        if (Atomics.load(shared, SLOT.STATE) !== STATE.READY) {
+          if (!outstanding) {
+            const pending = Atomics.waitAsync(shared, SLOT.STATE, STATE.ARMED);
+            if (pending.async) outstanding = pending.value.finally(() => (outstanding = null));
+          }
+          if (outstanding && await Promise.race([outstanding, idle]) === "idle") break;
+          if (Atomics.load(shared, SLOT.STATE) !== STATE.READY) continue;
+        }
+        const n = shared[SLOT.COUNT];
+        const tokens = Array.from(shared.subarray(SLOT.TOKENS, SLOT.TOKENS + n));
+        Atomics.store(shared, SLOT.STATE, STATE.ARMED);
+        Atomics.notify(shared, SLOT.STATE);
+        set.ready(tokens);
       }
     } finally {
-      worker.unref();
+      listening = false;
+      stopListening = null;
+      w.unref();
     }
-  }
+  };
 
-  close(): Promise<void> {
-    this.#closing ??= this.#close();
-    return this.#closing;
-  }
-
-  /** Resolves once the worker stored EXITED. */
-  async #workerDone(): Promise<void> {
-    for (;;) {
-      const s = Atomics.load(this.#state, 0);
-      if (s === EXITED) return;
-      const result = Atomics.waitAsync(this.#state, 0, s);
-      if (result.async) await result.value;
-    }
-  }
-
-  async #close(): Promise<void> {
-    Atomics.store(this.#state, 0, CLOSED);
-    Atomics.notify(this.#state, 0);
-    this.#closed.resolve();
-    this.signal(new BigUint64Array([1n]));
-    if (this.#worker) {
-      // Keep the process alive until the worker is out of poll(): Bun may otherwise exit in the
-      // middle of close() (seen with the worker ref'd again, so a timer holds the loop instead).
-      const keepAlive = setInterval(() => {}, 60_000);
-      try {
-        await Promise.race([this.#workerDone(), this.#gone]);
-      } finally {
-        clearInterval(keepAlive);
-      }
-      this.#worker.terminate();
-    }
-    this.closeEventfd();
-  }
+  const backend: PollBackend = {
+    ctl(op, fd, mask, token) {
+      eventView.setUint32(0, mask, LITTLE_ENDIAN);
+      eventView.setBigUint64(layout.data, BigInt(token), LITTLE_ENDIAN);
+      const r = s.epoll_ctl(epfd, op, fd, event);
+      return r < 0 ? -errno[0] : r;
+    },
+    activate() {
+      if (listening) return;
+      listening = true;
+      void listen();
+    },
+    idle() {
+      stopListening?.();
+    },
+  };
+  const set = new PollSet(backend);
+  return set;
 }

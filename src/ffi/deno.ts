@@ -1,14 +1,26 @@
 /**
  * Deno backend: `Deno.dlopen` on libc.
  *
- * Waiting uses a `nonblocking` poll() over [socket, eventfd] on Deno's blocking pool; such a call
- * cannot be cancelled, so close() writes the eventfd to make it return, then awaits it.
+ * Waiting is one `nonblocking` epoll_wait() on Deno's blocking pool for all sockets of the process
+ * (poller.ts). Such a call cannot be cancelled and keeps the process alive while pending, so the
+ * loop runs only while some socket waits, and the eventfd in the set makes it return when none does.
  *
  * @module
  */
+import { LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { NetlinkError } from "../errors.ts";
 import { RecvBatch } from "./batch.ts";
-import { CLOCK_MONOTONIC, EFD_CLOEXEC, EFD_NONBLOCK, type Libc, POLLIN, type Waiter } from "./types.ts";
+import {
+  EPOLL_CLOEXEC,
+  EPOLL_CTL_ADD,
+  epollEventLayout,
+  EPOLLIN,
+  MAX_EVENTS,
+  type PollBackend,
+  PollSet,
+  WAKE_TOKEN,
+} from "./poller.ts";
+import { CLOCK_MONOTONIC, EFD_CLOEXEC, EFD_NONBLOCK, type Libc, type Poller } from "./types.ts";
 
 const SYMBOLS = {
   // int socket(int domain, int type, int protocol)
@@ -34,8 +46,14 @@ const SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   // ssize_t write(int fd, const void *buf, size_t count)
   write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
-  // int poll(struct pollfd *fds, nfds_t nfds, int timeout) -- on the blocking pool
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  // ssize_t read(int fd, void *buf, size_t count)
+  read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  // int epoll_create1(int flags)
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  // int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  // int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout) -- on the blocking pool
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32", nonblocking: true },
   // int clock_gettime(clockid_t clock, struct timespec *ts)
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   // int *__errno_location(void)
@@ -64,6 +82,7 @@ export function loadDeno(path: string): Libc {
   // a helper function read it late during JIT warm-up (see ffi-notes §1).
   const errno = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(errnoPointer, 4));
   const timespec = new BigInt64Array(2);
+  let poller: PollSet | undefined;
 
   return {
     socket(domain, type, protocol) {
@@ -109,74 +128,75 @@ export function loadDeno(path: string): Libc {
       s.clock_gettime(CLOCK_MONOTONIC, timespec);
       return timespec[0] * 1_000_000_000n + timespec[1];
     },
-    createWaiter(fd) {
-      const efd = s.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-      if (efd < 0) throw new NetlinkError("create eventfd for", errno[0]);
-      return new DenoWaiter(fd, efd, s);
+    get poller(): Poller {
+      return poller ??= createPoller(s, errno);
     },
   };
 }
 
 type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
-/**
- * Deno runs `nonblocking` calls on a pool of at most 32 threads, shared with its own blocking work;
- * a 33rd poll would wait for a free thread, which for sockets that stay quiet means forever. So the
- * number of polls in flight is capped below that, and a wait past the cap fails with an error that
- * says why instead of stalling (measured: with 34 waiting sockets the last never saw its message).
- */
-export const MAX_WAITING = 30;
-let waiting = 0;
+/** The process's poll set and the loop that runs epoll_wait() for it on the blocking pool. */
+function createPoller(s: Symbols, errno: Int32Array): PollSet {
+  const epfd = s.epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0) throw new NetlinkError("epoll_create1", errno[0], "set up waiting for sockets");
+  const efd = s.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (efd < 0) throw new NetlinkError("eventfd", errno[0], "set up waiting for sockets");
+  const layout = epollEventLayout(Deno.build.arch === "x86_64");
+  const event = new Uint8Array(layout.size);
+  const eventView = new DataView(event.buffer);
+  // Written by the pool thread while a wait is in flight: read only after it settled.
+  const events = new Uint8Array(layout.size * MAX_EVENTS);
+  const eventsView = new DataView(events.buffer);
+  const one = new BigUint64Array([1n]);
+  const drain = new BigUint64Array(1);
+  let running = false;
+  let wakePending = false;
 
-class DenoWaiter implements Waiter {
-  // struct pollfd { int fd; short events; short revents; } x 2, in native order. Kept on the
-  // instance: the pool thread reads it while a poll is in flight.
-  readonly #fds = new Int32Array(4);
-  readonly #shorts = new Int16Array(this.#fds.buffer);
-  readonly #one = new BigUint64Array([1n]);
-  #inFlight: Promise<number> | null = null;
-  #closed = false;
-  #closing: Promise<void> | null = null;
-
-  constructor(fd: number, readonly efd: number, readonly s: Symbols) {
-    this.#fds[0] = fd;
-    this.#shorts[2] = POLLIN;
-    this.#fds[2] = efd;
-    this.#shorts[6] = POLLIN;
-  }
-
-  async wait(): Promise<boolean> {
-    while (!this.#closed) {
-      if (waiting >= MAX_WAITING) {
-        throw new Error(
-          `cnlink: ${MAX_WAITING} sockets are already waiting, and Deno runs at most 32 blocking FFI calls at ` +
-            "once; another would never wake. Share a socket (one Connector can join many groups) or close some.",
-        );
+  const backend: PollBackend = {
+    ctl(op, fd, mask, token) {
+      eventView.setUint32(0, mask, LITTLE_ENDIAN);
+      eventView.setBigUint64(layout.data, BigInt(token), LITTLE_ENDIAN);
+      const r = s.epoll_ctl(epfd, op, fd, event);
+      return r < 0 ? -errno[0] : r;
+    },
+    activate() {
+      if (running) return;
+      running = true;
+      void loop();
+    },
+    idle() {
+      // Make the pending epoll_wait return, so the loop can see nobody waits and end.
+      if (running && !wakePending) {
+        wakePending = true;
+        s.write(efd, one, 8n);
       }
-      this.#shorts[3] = 0;
-      this.#shorts[7] = 0;
-      waiting++;
-      this.#inFlight = this.s.poll(this.#fds, 2n, -1);
-      const r = await this.#inFlight.finally(() => waiting--);
-      this.#inFlight = null;
-      // errno of a nonblocking call is set on the pool thread and unreadable here: a -1 is
-      // treated as EINTR and the poll retried.
-      if (r < 0) continue;
-      if (this.#closed || this.#shorts[7] !== 0) return false;
-      if (this.#shorts[3] !== 0) return true;
+    },
+  };
+  const set = new PollSet(backend);
+  const added = backend.ctl(EPOLL_CTL_ADD, efd, EPOLLIN, WAKE_TOKEN);
+  if (added < 0) throw new NetlinkError("epoll_ctl", -added, "set up waiting for sockets");
+
+  async function loop(): Promise<void> {
+    try {
+      while (set.waiting > 0) {
+        const n = await s.epoll_wait(epfd, events, MAX_EVENTS, -1);
+        // errno of a nonblocking call is set on the pool thread and unreadable here: -1 can only be
+        // EINTR for a valid set, so the wait is retried.
+        if (n <= 0) continue;
+        const tokens: number[] = [];
+        for (let i = 0; i < n; i++) {
+          const token = Number(eventsView.getBigUint64(i * layout.size + layout.data, LITTLE_ENDIAN));
+          if (token === WAKE_TOKEN) {
+            s.read(efd, drain, 8n);
+            wakePending = false;
+          } else tokens.push(token);
+        }
+        set.ready(tokens);
+      }
+    } finally {
+      running = false;
     }
-    return false;
   }
-
-  close(): Promise<void> {
-    this.#closing ??= this.#close();
-    return this.#closing;
-  }
-
-  async #close(): Promise<void> {
-    this.#closed = true;
-    this.s.write(this.efd, this.#one, 8n);
-    if (this.#inFlight) await this.#inFlight;
-    this.s.close(this.efd);
-  }
+  return set;
 }

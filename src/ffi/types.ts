@@ -1,21 +1,21 @@
 /**
  * The interface both FFI backends implement. Every call returns its result, or `-errno` read
- * inline right after the call. Pointers never leave `src/ffi/`: memory is passed as typed arrays.
+ * inline right after the call (a helper reading errno later saw values clobbered during JIT
+ * warm-up on Deno). Pointers never leave `src/ffi/`: memory is passed as typed arrays.
  *
  * @module
  */
 
 import type { RecvBatch } from "./batch.ts";
 
-/** Waits for a socket to become readable without polling from the JS thread. */
-export interface Waiter {
-  /**
-   * Resolves `true` once the fd is readable or has an error pending (ENOBUFS shows up as POLLERR),
-   * `false` once {@linkcode Waiter.close} was called. One wait at a time.
-   */
-  wait(): Promise<boolean>;
-  /** Wakes a pending wait, resolves when no native thread touches the fd any more. Idempotent. */
-  close(): Promise<void>;
+/** Waiting for sockets to become readable: one epoll set for the process (see poller.ts). */
+export interface Poller {
+  /** Resolves `true` once `fd` is readable or has an error pending, `false` when forgotten. */
+  wait(fd: number): Promise<boolean>;
+  /** Removes `fd` (before it is closed) and resolves its pending wait `false`. Idempotent. */
+  forget(fd: number): void;
+  /** How many sockets wait right now. */
+  readonly waiting: number;
 }
 
 /** The libc calls the socket layer needs. */
@@ -42,14 +42,12 @@ export interface Libc {
   close(fd: number): number;
   /** `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the clock of proc_event timestamps. */
   monotonicNs(): bigint;
-  /** A waiter for `fd` backed by an eventfd, so that it can be woken on close. */
-  createWaiter(fd: number): Waiter;
+  /** The process's one poll set, made on first use (it holds an epoll fd, an eventfd and one thread). */
+  readonly poller: Poller;
 }
 
 /** `CLOCK_MONOTONIC` */
 export const CLOCK_MONOTONIC = 1;
-/** `POLLIN` */
-export const POLLIN = 0x1;
 /** `EFD_CLOEXEC` */
 export const EFD_CLOEXEC = 0o2000000;
 /** `EFD_NONBLOCK` */

@@ -33,8 +33,3 @@ export const PROC_EVENT_COREDUMP = 0x40000000;
 export const PROC_EVENT_EXIT = 0x80000000;
 /** `PROC_EVENT_ALL` (Linux >= 6.6): every event bit. */
 export const PROC_EVENT_ALL = 0xe00003c7;
-
-/** Size of `struct proc_event`. */
-export const PROC_EVENT_SIZE = 40;
-/** Size of `struct proc_input` (Linux >= 6.6). */
-export const PROC_INPUT_SIZE = 8;

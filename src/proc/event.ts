@@ -5,6 +5,7 @@
  */
 import { DecodeError } from "../codec/decode_error.ts";
 import { LITTLE_ENDIAN } from "../codec/netlink.ts";
+import { PROC_EVENT } from "../codec/proc.ts";
 import {
   PROC_EVENT_COMM,
   PROC_EVENT_COREDUMP,
@@ -18,18 +19,8 @@ import {
   PROC_EVENT_UID,
 } from "./constants.ts";
 
-/*
- * struct proc_event {               // 40 bytes; at byte 36 of a datagram, so never 8-aligned there
- *   __u32 what;                     // 0..4
- *   __u32 cpu;                      // 4..8
- *   __u64 timestamp_ns;             // 8..16  CLOCK_MONOTONIC
- *   union { ... } event_data;       // 16..40 (members below, offsets from 16)
- * };
- */
-const WHAT = 0;
-const CPU = 4;
-const TIMESTAMP = 8;
-const DATA = 16;
+// Field offsets of struct proc_event (the union members' fields are read below, from DATA).
+const { what: WHAT, cpu: CPU, timestamp: TIMESTAMP, data: DATA } = PROC_EVENT;
 
 /** Fields every process event has. */
 export interface ProcEventBase {
@@ -448,7 +439,7 @@ export function isThread(event: ProcEvent): boolean {
  * ```
  */
 export function encodeProcEvent(event: ProcEvent): Uint8Array {
-  const bytes = new Uint8Array(40);
+  const bytes = new Uint8Array(PROC_EVENT.size);
   const view = new DataView(bytes.buffer);
   const i32 = (off: number, v: number) => view.setInt32(DATA + off, v, LITTLE_ENDIAN);
   const u32 = (off: number, v: number) => view.setUint32(DATA + off, v >>> 0, LITTLE_ENDIAN);

@@ -1,7 +1,7 @@
 /**
- * `ProcMonitor`: a trustworthy subscription to the process-events connector.
+ * `ProcMonitor`: a trustworthy subscription to the process-events connector, on the receive core.
  *
- * - only datagrams from the kernel (sender port 0) are delivered; anything else is counted as forged;
+ * - only datagrams from the kernel (sender port 0) are delivered; others are counted as `foreign`;
  * - LISTEN is confirmed by its ack (random `ack`, reply `ack + 1`) within a timeout, so a kernel that
  *   ignores us (another user or pid namespace) gives an error instead of silence;
  * - on Linux >= 6.6 the kernel filters events (`proc_input`); before, the same rules run here;
@@ -11,16 +11,19 @@
  *
  * @module
  */
-import { decodeDatagram, encodeMessage } from "../codec/cn_msg.ts";
+import { CN_MSG, encodeMessage } from "../codec/cn_msg.ts";
+import type { CnMessage } from "../codec/cn_msg.ts";
 import { CN_IDX_PROC, CN_MSG_HDRLEN, CN_VAL_PROC, NLMSG_DONE, NLMSG_HDRLEN } from "../codec/constants.ts";
-import { LITTLE_ENDIAN } from "../codec/netlink.ts";
-import { MessageStream, type StreamOwner } from "../connector/message_stream.ts";
-import { Errno, NetlinkError } from "../errors.ts";
+import { LITTLE_ENDIAN, NLMSGHDR } from "../codec/netlink.ts";
+import { encodeProcInput, PROC_EVENT } from "../codec/proc.ts";
+import type { MessageStream } from "../core/message_stream.ts";
+import { Receiver } from "../core/receiver.ts";
+import type { MessageSource, ReceiveIssueInfo, ReceiveStats } from "../core/types.ts";
+import { NetlinkError, TimeoutError } from "../errors.ts";
 import { loadLibc } from "../ffi/load.ts";
 import { NetlinkSocket } from "../socket/netlink_socket.ts";
-import { pump } from "../socket/pump.ts";
 import type { ReceivedDatagram, Transport } from "../socket/transport.ts";
-import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, PROC_EVENT_SIZE } from "./constants.ts";
+import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL } from "./constants.ts";
 import { checkProcAccess, type ProcessInfo, readProcessInfo } from "./enrich.ts";
 import { type AckEvent, decodeProcEvent, decodeProcEventAt, type ProcEvent } from "./event.ts";
 import { eventMask, passes, type ProcEventName } from "./filter.ts";
@@ -50,7 +53,7 @@ export type ProcMonitorItem = EnrichedProcEvent | LostEvent;
 export interface ProcMonitorOptions {
   /** Which events; default all. `"nonzero-exit"` = only exits with a non-zero wait status. */
   events?: readonly ProcEventName[];
-  /** Receive buffer in bytes; default 32 MiB (SO_RCVBUFFORCE as root, else capped at rmem_max). */
+  /** Receive buffer to ask for, in bytes; default 32 MiB (SO_RCVBUFFORCE as root, else capped at rmem_max). */
   rcvbuf?: number;
   /** Double the receive buffer after each overrun, up to this many bytes; default 256 MiB, `0` to keep it. */
   maxRcvbuf?: number;
@@ -65,22 +68,18 @@ export interface ProcMonitorOptions {
   enrich?: boolean;
   /** Most events queued before the receive loop pauses (the kernel then buffers, then overruns). Default 65536. */
   maxQueued?: number;
+  /** Called for datagrams not delivered (malformed, foreign senders). Default: a warning for the first of each kind. */
+  onError?: (error: unknown, info: ReceiveIssueInfo) => void;
   /** libc to load; default `libc.so.6`. */
   libcPath?: string;
 }
 
-/** Counters of a monitor. */
-export interface ProcMonitorStats {
+/** Counters of a monitor (`foreign`: datagrams from a sender other than the kernel, e.g. forged events). */
+export interface ProcMonitorStats extends ReceiveStats {
   /** Events delivered. */
   events: number;
-  /** Datagrams from a sender other than the kernel, not delivered. */
-  forged: number;
-  /** ENOBUFS overruns reported. */
-  overruns: number;
   /** Messages missing from per-CPU sequences. */
   seqLost: number;
-  /** Datagrams that did not decode. */
-  malformed: number;
   /** Acks seen (ours and other clients'). */
   acks: number;
   /** Events dropped by the userspace filter (all of them before 6.6; only stragglers with a kernel filter). */
@@ -94,24 +93,11 @@ export type FilterMode = "kernel" | "userspace" | "none";
 
 const DEFAULT_RCVBUF = 32 << 20;
 const DEFAULT_MAX_RCVBUF = 256 << 20;
-const DEFAULT_MAX_QUEUED = 65536;
 const PROC_ID = { idx: CN_IDX_PROC, val: CN_VAL_PROC };
-const EVENT_DATAGRAM = NLMSG_HDRLEN + CN_MSG_HDRLEN + PROC_EVENT_SIZE;
-
-let construct: (transport: Transport, options: ProcMonitorOptions) => ProcMonitor;
-let subscribe: (monitor: ProcMonitor) => Promise<void>;
-
-/** Opens a monitor over any transport (the fake kernel uses it); internal, not exported from proc.ts. */
-export async function procMonitorOver(transport: Transport, options: ProcMonitorOptions = {}): Promise<ProcMonitor> {
-  const monitor = construct(transport, options);
-  try {
-    await subscribe(monitor);
-  } catch (err) {
-    await monitor.close(false);
-    throw err;
-  }
-  return monitor;
-}
+const EVENT_DATAGRAM = NLMSG_HDRLEN + CN_MSG_HDRLEN + PROC_EVENT.size;
+// Where the fast path finds each field in a 76-byte event datagram.
+const AT_CN = NLMSG_HDRLEN;
+const AT_EVENT = NLMSG_HDRLEN + CN_MSG_HDRLEN;
 
 function randomAck(): number {
   return crypto.getRandomValues(new Uint32Array(1))[0] & 0x7fffffff;
@@ -133,7 +119,7 @@ function randomAck(): number {
  * ```
  */
 export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposable {
-  readonly #transport: Transport;
+  readonly #receiver: Receiver;
   readonly #options: ProcMonitorOptions;
   readonly #mask: number;
   readonly #stream: MessageStream<ProcMonitorItem>;
@@ -141,56 +127,54 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   readonly #lastSeq: number[] = [];
   #view: DataView | null = null;
   readonly #known = new Map<number, ProcessInfo>();
-  readonly #stats: Omit<ProcMonitorStats, "rcvbuf"> = {
-    events: 0,
-    forged: 0,
-    overruns: 0,
-    seqLost: 0,
-    malformed: 0,
-    acks: 0,
-    filtered: 0,
-  };
+  readonly #counts = { events: 0, seqLost: 0, acks: 0, filtered: 0 };
   #mode: FilterMode = "none";
   #listenFormat: 4 | 8 = 8;
   #subscribed = false;
   #onAck: ((ack: AckEvent) => void) | null = null;
-  #loop: Promise<void>;
   #closing: Promise<void> | null = null;
 
-  static {
-    construct = (transport, options) => new ProcMonitor(transport, options);
-    subscribe = (monitor) => monitor.#subscribe();
-  }
-
-  private constructor(transport: Transport, options: ProcMonitorOptions) {
-    this.#transport = transport;
+  /** Use {@linkcode ProcMonitor.open}. */
+  private constructor(transport: Transport, options: ProcMonitorOptions, internals: Partial<Internals>) {
+    internals.subscribe = () => this.#subscribe();
+    internals.abandon = () => this.#shutdown(false);
     this.#options = options;
     this.#mask = eventMask(options.events);
-    const owner: StreamOwner<ProcMonitorItem> = { detach: () => void this.close() };
-    this.#stream = new MessageStream(owner, options.signal);
-    transport.setReceiveBuffer(options.rcvbuf ?? DEFAULT_RCVBUF);
-    this.#loop = this.#run().catch((err) => {
-      this.#stream.end(err);
-      void this.close(false);
+    this.#receiver = new Receiver(transport, {
+      wanted: () => true,
+      datagram: (got) => this.#fastPath(got),
+      message: (m, source) => this.#message(m, source),
+      overrun: () => this.#overrun(),
+      failed: () => {},
+    }, {
+      kernelOnly: true,
+      maxQueued: options.maxQueued,
+      onError: options.onError,
+      label: () => "the process-events socket",
     });
+    this.#stream = this.#receiver.stream(options.signal, () => void this.close());
+    transport.setReceiveBuffer(options.rcvbuf ?? DEFAULT_RCVBUF);
+    this.#receiver.start();
   }
 
   /**
    * Subscribes to process events and resolves once the kernel has confirmed it.
    *
-   * @throws {NetlinkError} EPERM (not permitted: root or Linux >= 6.6 needed), EPROTONOSUPPORT (no
-   *   connector), ECONNREFUSED (not the initial network namespace), ETIMEDOUT (the kernel ignored
-   *   LISTEN: not the initial user/pid namespace, or no CONFIG_PROC_EVENTS)
+   * @throws {NetlinkError} EPERM (not permitted: root, or Linux >= 6.6 for any user), EPROTONOSUPPORT
+   *   (no connector), ECONNREFUSED (not the initial network namespace)
+   * @throws {TimeoutError} the kernel did not ack LISTEN: not the initial user/pid namespace, or no
+   *   CONFIG_PROC_EVENTS
    * @throws {TypeError} an unknown event name
    */
-  static async open(options: ProcMonitorOptions = {}): Promise<ProcMonitor> {
-    eventMask(options.events);
-    if (options.enrich) checkProcAccess();
-    const libc = await loadLibc(options.libcPath);
+  static async open(options?: ProcMonitorOptions): Promise<ProcMonitor> {
+    const opts = options ?? {};
+    eventMask(opts.events);
+    if (opts.enrich) checkProcAccess();
+    const libc = await loadLibc(opts.libcPath);
     // Events are 76-byte datagrams: batch them, 64 per system call. A larger datagram cannot be a
-    // process event; it arrives truncated and is counted as malformed.
+    // process event; it arrives truncated and is reported as such.
     const socket = NetlinkSocket.open(libc, { groups: [CN_IDX_PROC], batch: { count: 64, slotSize: 128 } });
-    return procMonitorOver(socket, options);
+    return procMonitorOver(socket, opts);
   }
 
   /** How events are selected: `"kernel"` (Linux >= 6.6 `proc_input`), `"userspace"`, or `"none"` (all). */
@@ -205,7 +189,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
 
   /** A snapshot of the counters. */
   get stats(): Readonly<ProcMonitorStats> {
-    return { ...this.#stats, rcvbuf: this.#transport.rcvbuf };
+    return { ...this.#receiver.stats, ...this.#counts, rcvbuf: this.#receiver.transport.rcvbuf };
   }
 
   /**
@@ -234,21 +218,22 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     try {
       this.#sendOp(PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, 8, wide);
       this.#sendOp(PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, 4, classic);
+      // The acks were queued inside those sendto() calls: take them now, without a wake-up.
+      this.#receiver.drainNow();
       ack = await confirmed;
     } finally {
       this.#onAck = null;
     }
     if (!ack) {
-      throw new NetlinkError(
-        "subscribe to process events on",
-        Errno.ETIMEDOUT,
-        `(the kernel did not ack LISTEN within ${timeoutMs} ms: it ignores requests from outside the initial ` +
-          `user and pid namespaces, e.g. in a container or under unshare -U/-p; or it lacks CONFIG_PROC_EVENTS ` +
-          `(see /proc/net/connector for cn_proc))`,
+      throw new TimeoutError(
+        "The kernel did not ack LISTEN",
+        timeoutMs,
+        "it ignores requests from outside the initial user and pid namespaces (a container, unshare -U/-p), " +
+          "or it lacks CONFIG_PROC_EVENTS (see /proc/net/connector for cn_proc)",
       );
     }
     if (ack.err !== 0) {
-      throw new NetlinkError("subscribe to process events on", ack.err, "(the kernel refused LISTEN)");
+      throw new NetlinkError("PROC_CN_MCAST_LISTEN", ack.err, "subscribe to process events");
     }
     // A {LISTEN, mask} narrows the kernel's filter; it is not acked to us (our own filter drops acks).
     const inputFilter = seen.has((wide + 1) >>> 0);
@@ -262,110 +247,88 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   }
 
   #sendOp(op: number, mask: number, format: 4 | 8 = this.#listenFormat, ack = 0): void {
-    const data = new Uint8Array(format);
-    const view = new DataView(data.buffer);
-    view.setUint32(0, op, LITTLE_ENDIAN);
-    if (format === 8) view.setUint32(4, mask, LITTLE_ENDIAN);
-    this.#transport.send(encodeMessage({ id: PROC_ID, ack, data }), { port: 0, groups: 0 });
-  }
-
-  #run(): Promise<void> {
-    const maxQueued = this.#options.maxQueued ?? DEFAULT_MAX_QUEUED;
-    return pump(this.#transport, {
-      running: () => !this.#closing,
-      datagram: (got) => this.#handle(got),
-      overrun: () => this.#overrun(),
-      // No back-pressure before the ack arrived: nobody reads yet, and the ack must get through.
-      backpressure: () =>
-        this.#subscribed && this.#stream.size >= maxQueued ? this.#stream.drainedTo(maxQueued >> 1) : undefined,
-    });
+    const data = encodeProcInput(format === 8 ? { op, events: mask } : { op });
+    this.#receiver.transport.send(encodeMessage({ id: PROC_ID, ack, data }), { port: 0, groups: 0 });
   }
 
   #overrun(): void {
-    this.#stats.overruns++;
-    this.#stream.push({ type: "lost", reason: "overrun" });
+    this.#push({ type: "lost", reason: "overrun" });
     const max = this.#options.maxRcvbuf ?? DEFAULT_MAX_RCVBUF;
     // keepalived's remedy: a bigger buffer for the next burst. The kernel reports twice what was set.
-    const rcvbuf = this.#transport.rcvbuf;
+    const rcvbuf = this.#receiver.transport.rcvbuf;
     if (max > 0 && rcvbuf < max) {
       try {
-        this.#transport.setReceiveBuffer(Math.min(rcvbuf, max));
+        this.#receiver.transport.setReceiveBuffer(Math.min(rcvbuf, max));
       } catch {
         // Keep the current size; the loss was reported already.
       }
     }
   }
 
-  #handle(got: ReceivedDatagram): void {
-    if (got.source.port !== 0) {
-      this.#stats.forged++;
+  /**
+   * The kernel sends each event as one 76-byte datagram: decode it in place, through one DataView
+   * kept over the whole receive buffer, with no intermediate objects. Anything else goes the core's
+   * general way (`#message`).
+   */
+  #fastPath(got: ReceivedDatagram): boolean {
+    if (got.size !== EVENT_DATAGRAM) return false;
+    const buffer = got.buffer;
+    let v = this.#view;
+    if (!v || v.buffer !== buffer.buffer || v.byteOffset !== buffer.byteOffset) {
+      v = this.#view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    }
+    const at = got.offset;
+    if (
+      v.getUint32(at + NLMSGHDR.len, LITTLE_ENDIAN) !== EVENT_DATAGRAM ||
+      v.getUint16(at + NLMSGHDR.type, LITTLE_ENDIAN) !== NLMSG_DONE ||
+      v.getUint32(at + AT_CN + CN_MSG.idx, LITTLE_ENDIAN) !== CN_IDX_PROC ||
+      v.getUint32(at + AT_CN + CN_MSG.val, LITTLE_ENDIAN) !== CN_VAL_PROC ||
+      v.getUint16(at + AT_CN + CN_MSG.len, LITTLE_ENDIAN) !== PROC_EVENT.size
+    ) return false;
+    const seq = v.getUint32(at + AT_CN + CN_MSG.seq, LITTLE_ENDIAN);
+    const ack = v.getUint32(at + AT_CN + CN_MSG.ack, LITTLE_ENDIAN);
+    this.#receiver.stats.messages++;
+    this.#accept(decodeProcEventAt(v, at + AT_EVENT, PROC_EVENT.size, seq, ack));
+    return true;
+  }
+
+  #message(m: CnMessage, source: MessageSource): void {
+    if (m.id.idx !== CN_IDX_PROC || m.id.val !== CN_VAL_PROC) {
+      this.#receiver.report("malformed", new Error(`a cn_msg for ${m.id.idx}:${m.id.val} on group 1`), source);
       return;
     }
-    // Fast path: the kernel sends each event as one 76-byte datagram. Decode it in place, through one
-    // DataView kept over the whole receive buffer, with no intermediate objects.
-    if (!got.truncated && got.size === EVENT_DATAGRAM) {
-      const buffer = got.buffer;
-      let v = this.#view;
-      if (!v || v.buffer !== buffer.buffer || v.byteOffset !== buffer.byteOffset) {
-        v = this.#view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-      }
-      const at = got.offset;
-      if (
-        v.getUint32(at, LITTLE_ENDIAN) === EVENT_DATAGRAM && v.getUint16(at + 4, LITTLE_ENDIAN) === NLMSG_DONE &&
-        v.getUint32(at + 16, LITTLE_ENDIAN) === CN_IDX_PROC && v.getUint32(at + 20, LITTLE_ENDIAN) === CN_VAL_PROC &&
-        v.getUint16(at + 32, LITTLE_ENDIAN) === PROC_EVENT_SIZE
-      ) {
-        const seq = v.getUint32(at + 24, LITTLE_ENDIAN);
-        this.#accept(decodeProcEventAt(v, at + 36, PROC_EVENT_SIZE, seq, v.getUint32(at + 28, LITTLE_ENDIAN)));
-        return;
-      }
-    }
-    let parts;
+    let event: ProcEvent;
     try {
-      if (got.truncated) throw new RangeError("truncated");
-      parts = decodeDatagram(got.data);
-    } catch {
-      this.#stats.malformed++;
+      event = decodeProcEvent(m.data, m.seq, m.ack);
+    } catch (err) {
+      this.#receiver.report("malformed", err, source);
       return;
     }
-    for (const part of parts) {
-      if (part.kind !== "connector") {
-        this.#stats.malformed++;
-        continue;
-      }
-      for (const m of part.messages) {
-        if (m.id.idx !== CN_IDX_PROC || m.id.val !== CN_VAL_PROC) {
-          this.#stats.malformed++;
-          continue;
-        }
-        let event: ProcEvent;
-        try {
-          event = decodeProcEvent(m.data, m.seq, m.ack);
-        } catch {
-          this.#stats.malformed++;
-          continue;
-        }
-        this.#accept(event);
-      }
-    }
+    this.#accept(event);
   }
 
   #accept(event: ProcEvent): void {
     if (this.#mode !== "kernel") this.#checkSequence(event);
     if (event.type === "ack") {
-      this.#stats.acks++;
+      this.#counts.acks++;
       this.#onAck?.(event);
       return;
     }
+    // The stream starts once the kernel has confirmed the subscription.
+    if (!this.#subscribed) return;
     // Also under a kernel filter: events queued before the filter was set still pass through here.
     if (!passes(event, this.#mask)) {
-      this.#stats.filtered++;
+      this.#counts.filtered++;
       return;
     }
     const enriched: EnrichedProcEvent = event;
     if (this.#options.enrich) this.#enrich(enriched);
-    this.#stats.events++;
-    this.#stream.push(enriched);
+    this.#counts.events++;
+    this.#push(enriched);
+  }
+
+  #push(item: ProcMonitorItem): void {
+    this.#stream.push(item, PROC_EVENT.size);
   }
 
   #checkSequence(event: ProcEvent): void {
@@ -375,8 +338,8 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     const gap = (event.seq - last - 1) >>> 0;
     // A huge "gap" is a step backwards (a counter reset): start over from here.
     if (gap === 0 || gap >= 0x80000000) return;
-    this.#stats.seqLost += gap;
-    this.#stream.push({ type: "lost", reason: "seq-gap", cpu: event.cpu, count: gap });
+    this.#counts.seqLost += gap;
+    this.#push({ type: "lost", reason: "seq-gap", cpu: event.cpu, count: gap });
   }
 
   #enrich(event: EnrichedProcEvent): void {
@@ -407,23 +370,21 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     return this.#stream;
   }
 
-  /**
-   * Unsubscribes (IGNORE) and closes the socket; the iteration ends quietly. Idempotent.
-   *
-   * @param unsubscribe send IGNORE first (default true)
-   */
-  close(unsubscribe = true): Promise<void> {
+  /** Unsubscribes (IGNORE) and closes the socket; the iteration ends quietly. Idempotent. */
+  close(): Promise<void> {
+    return this.#shutdown(true);
+  }
+
+  #shutdown(unsubscribe: boolean): Promise<void> {
     this.#closing ??= (async () => {
-      if (unsubscribe && this.#subscribed) {
+      if (unsubscribe && this.#subscribed && !this.#receiver.closed) {
         try {
           this.#sendOp(PROC_CN_MCAST_IGNORE, 0);
         } catch {
           // Closing anyway; the kernel frees the socket's filter state at close.
         }
       }
-      this.#stream.end();
-      await this.#transport.close();
-      await this.#loop;
+      await this.#receiver.close();
     })();
     return this.#closing;
   }
@@ -432,6 +393,33 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** What the constructor hands the internal factory: the handshake and the way out if it fails. */
+interface Internals {
+  subscribe(): Promise<void>;
+  abandon(): Promise<void>;
+}
+
+/**
+ * Opens a monitor over any transport and subscribes: the internal factory behind `open()` and the
+ * fake kernel (not exported from `proc.ts`).
+ */
+export async function procMonitorOver(transport: Transport, options: ProcMonitorOptions = {}): Promise<ProcMonitor> {
+  const internals: Partial<Internals> = {};
+  const construct = ProcMonitor as unknown as new (
+    t: Transport,
+    o: ProcMonitorOptions,
+    i: Partial<Internals>,
+  ) => ProcMonitor;
+  const monitor = new construct(transport, options, internals);
+  try {
+    await internals.subscribe!();
+  } catch (err) {
+    await internals.abandon!();
+    throw err;
+  }
+  return monitor;
 }
 
 /**
@@ -446,7 +434,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
  * }
  * ```
  */
-export async function* watchProcesses(options: ProcMonitorOptions = {}): AsyncGenerator<ProcMonitorItem, void> {
+export async function* watchProcesses(options?: ProcMonitorOptions): AsyncGenerator<ProcMonitorItem, void> {
   await using monitor = await ProcMonitor.open(options);
   yield* monitor;
 }

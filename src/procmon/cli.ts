@@ -236,7 +236,7 @@ function printSummary(out: Output, tracker: Tracker, monitor: ProcMonitor, json:
   const s = monitor.stats;
   out.line("");
   out.line(
-    `lost: ${s.overruns} overrun(s), ${s.seqLost} by sequence gaps; forged rejected: ${s.forged}; ` +
+    `lost: ${s.overruns} overrun(s), ${s.seqLost} by sequence gaps; forged rejected: ${s.foreign}; ` +
       `filter: ${monitor.filterMode}`,
   );
 }

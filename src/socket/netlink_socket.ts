@@ -4,13 +4,22 @@
  *
  * @module
  */
+import { MAX_DATAGRAM, NETLINK_CONNECTOR } from "../codec/constants.ts";
+import {
+  decodeSockaddrNl,
+  encodeSockaddrNl,
+  LITTLE_ENDIAN,
+  type NetlinkAddress,
+  nlmsgAlign,
+} from "../codec/netlink.ts";
+import { ClosedError, Errno, NetlinkError } from "../errors.ts";
+import type { Libc } from "../ffi/types.ts";
+import type { RecvBatch } from "../ffi/batch.ts";
 import {
   AF_NETLINK,
-  MAX_DATAGRAM,
   MSG_DONTWAIT,
   MSG_TRUNC,
   NETLINK_ADD_MEMBERSHIP,
-  NETLINK_CONNECTOR,
   NETLINK_DROP_MEMBERSHIP,
   NETLINK_LIST_MEMBERSHIPS,
   SO_RCVBUF,
@@ -21,17 +30,7 @@ import {
   SOCKADDR_NL_LEN,
   SOL_NETLINK,
   SOL_SOCKET,
-} from "../codec/constants.ts";
-import {
-  decodeSockaddrNl,
-  encodeSockaddrNl,
-  LITTLE_ENDIAN,
-  type NetlinkAddress,
-  nlmsgAlign,
-} from "../codec/netlink.ts";
-import { Errno, NetlinkError } from "../errors.ts";
-import type { Libc, Waiter } from "../ffi/types.ts";
-import type { RecvBatch } from "../ffi/batch.ts";
+} from "./sys.ts";
 import { groupBit, groupsOf, type ReceivedDatagram, type ReceiveResult, type Transport } from "./transport.ts";
 
 /** Options for {@linkcode NetlinkSocket.open}. */
@@ -51,6 +50,12 @@ export interface SocketOptions {
 }
 
 const RECV_BUFFER = nlmsgAlign(MAX_DATAGRAM);
+
+/** Where a send goes, in words for error messages. */
+export function describeAddress(to: NetlinkAddress): string {
+  if (to.groups !== 0) return `group ${groupsOf(to.groups).join(", ")}`;
+  return to.port === 0 ? "the kernel" : `port ${to.port}`;
+}
 
 /** The one ReceivedDatagram a socket hands out, refilled by each receive: no allocation per datagram. */
 class Received implements ReceivedDatagram {
@@ -97,8 +102,8 @@ export class NetlinkSocket implements Transport {
   readonly #fromLength = new Uint32Array(1);
   readonly #to = new Uint8Array(SOCKADDR_NL_LEN);
   readonly #received = new Received();
-  #waiter: Waiter | null = null;
-  #closing: Promise<void> | null = null;
+  #closed = false;
+  #waited = false;
   #batch: RecvBatch | null = null;
   #rcvbuf = 0;
   #batchNext = 0;
@@ -116,23 +121,34 @@ export class NetlinkSocket implements Transport {
     return this.#fd;
   }
 
-  /** Opens, binds and configures a socket; closes it again if any step fails. */
+  /**
+   * Opens, binds and configures a socket; closes it again if any step fails.
+   *
+   * @throws {RangeError} a group outside 1..32 or a bad port or rcvbuf, before any system call
+   * @throws {NetlinkError} the kernel refused (EPROTONOSUPPORT, EPERM, EADDRINUSE, ...)
+   */
   static open(libc: Libc, options: SocketOptions = {}): NetlinkSocket {
     let mask = 0;
-    for (const bit of new Set((options.groups ?? []).map((g) => groupBit(g, "bind")))) mask += bit;
+    for (const bit of new Set((options.groups ?? []).map(groupBit))) mask += bit;
+    const port = options.port ?? 0;
+    if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) {
+      throw new RangeError(`port must be an integer in 0..4294967295, got ${port}`);
+    }
+    if (options.rcvbuf !== undefined) checkRcvbuf(options.rcvbuf);
     const fd = libc.socket(AF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_CONNECTOR);
-    if (fd < 0) throw new NetlinkError("open", -fd);
+    if (fd < 0) throw new NetlinkError("socket", -fd, "open a NETLINK_CONNECTOR socket");
     try {
-      const r = libc.bind(fd, encodeSockaddrNl({ port: options.port ?? 0, groups: mask }));
+      const r = libc.bind(fd, encodeSockaddrNl({ port, groups: mask }));
       if (r < 0) {
-        const groups = options.groups?.length ? `to groups ${options.groups.join(", ")}` : "";
-        const port = options.port ? ` at port ${options.port}` : "";
-        throw new NetlinkError("bind", -r, `(${(groups + port).trim() || "autobind"})`);
+        const groups = options.groups?.length
+          ? ` to group${options.groups.length > 1 ? "s" : ""} ${options.groups.join(", ")}`
+          : "";
+        throw new NetlinkError("bind", -r, `bind${groups}${port ? ` at port ${port}` : ""}`);
       }
       const addr = new Uint8Array(SOCKADDR_NL_LEN);
       const len = new Uint32Array([SOCKADDR_NL_LEN]);
       const g = libc.getsockname(fd, addr, len);
-      if (g < 0) throw new NetlinkError("getsockname of", -g);
+      if (g < 0) throw new NetlinkError("getsockname", -g, "read the socket's port id");
       const socket = new NetlinkSocket(libc, fd, decodeSockaddrNl(addr).port, options.batch);
       if (options.rcvbuf !== undefined) socket.setReceiveBuffer(options.rcvbuf);
       else socket.#rcvbuf = socket.#getRcvbuf();
@@ -143,8 +159,8 @@ export class NetlinkSocket implements Transport {
     }
   }
 
-  #checkOpen(op: string): void {
-    if (this.#closing) throw new NetlinkError(op, Errno.EBADF, "(the socket is closed)");
+  #checkOpen(what: string): void {
+    if (this.#closed) throw new ClosedError(what);
   }
 
   #setInt(level: number, name: number, value: number): number {
@@ -154,40 +170,37 @@ export class NetlinkSocket implements Transport {
   }
 
   join(group: number): void {
-    groupBit(group, "join group on");
-    this.#checkOpen("join group on");
+    groupBit(group);
+    this.#checkOpen(`join group ${group}`);
     const r = this.#setInt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group);
-    if (r < 0) throw new NetlinkError("join group on", -r, `(group ${group})`);
+    if (r < 0) throw new NetlinkError("setsockopt", -r, `join group ${group}`);
   }
 
   leave(group: number): void {
-    groupBit(group, "leave group on");
-    this.#checkOpen("leave group on");
+    groupBit(group);
+    this.#checkOpen(`leave group ${group}`);
     const r = this.#setInt(SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, group);
-    if (r < 0) throw new NetlinkError("leave group on", -r, `(group ${group})`);
+    if (r < 0) throw new NetlinkError("setsockopt", -r, `leave group ${group}`);
   }
 
   memberships(): number[] {
-    this.#checkOpen("list groups of");
+    this.#checkOpen("list the groups");
     const bytes = new Uint8Array(4);
     const len = new Uint32Array([4]);
     const r = this.#libc.getsockopt(this.#fd, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, bytes, len);
-    if (r < 0) throw new NetlinkError("list groups of", -r);
+    if (r < 0) throw new NetlinkError("getsockopt", -r, "list the groups");
     return groupsOf(new DataView(bytes.buffer).getUint32(0, LITTLE_ENDIAN));
   }
 
   setReceiveBuffer(bytes: number): number {
-    if (!Number.isInteger(bytes) || bytes <= 0 || bytes > 0x7fffffff) {
-      throw new RangeError(`rcvbuf must be a positive integer below 2^31, got ${bytes}`);
-    }
-    this.#checkOpen("set receive buffer of");
+    checkRcvbuf(bytes);
+    this.#checkOpen("set the receive buffer");
     let r = this.#setInt(SOL_SOCKET, SO_RCVBUFFORCE, bytes);
     if (r === -Errno.EPERM) r = this.#setInt(SOL_SOCKET, SO_RCVBUF, bytes);
-    if (r < 0) throw new NetlinkError("set receive buffer of", -r);
+    if (r < 0) throw new NetlinkError("setsockopt", -r, `set the receive buffer to ${bytes} bytes`);
     return this.#rcvbuf = this.#getRcvbuf();
   }
 
-  /** The receive buffer size the kernel reports (twice what was set: it counts bookkeeping too). */
   get rcvbuf(): number {
     return this.#rcvbuf;
   }
@@ -196,28 +209,23 @@ export class NetlinkSocket implements Transport {
     const out = new Uint8Array(4);
     const len = new Uint32Array([4]);
     const g = this.#libc.getsockopt(this.#fd, SOL_SOCKET, SO_RCVBUF, out, len);
-    if (g < 0) throw new NetlinkError("get receive buffer of", -g);
+    if (g < 0) throw new NetlinkError("getsockopt", -g, "read the receive buffer size");
     return new DataView(out.buffer).getInt32(0, LITTLE_ENDIAN);
   }
 
   send(datagram: Uint8Array, to: NetlinkAddress): void {
-    this.#checkOpen("send on");
+    this.#checkOpen("send");
     encodeSockaddrNl(to, this.#to);
     for (;;) {
       const r = this.#libc.sendto(this.#fd, datagram, BigInt(datagram.byteLength), MSG_DONTWAIT, this.#to);
       if (r >= 0) return;
       if (r === -Errno.EINTR) continue;
-      const where = to.port === 0 && to.groups === 0
-        ? "to the kernel"
-        : to.groups !== 0
-        ? `to groups ${groupsOf(to.groups).join(", ")}`
-        : `to port ${to.port}`;
-      throw new NetlinkError("send on", -r, `(${where})`);
+      throw new NetlinkError("sendto", -r, `send to ${describeAddress(to)}`, sendHint(-r, to));
     }
   }
 
   receive(): ReceiveResult {
-    this.#checkOpen("receive on");
+    this.#checkOpen("receive");
     if (this.#batch) return this.#receiveBatched(this.#batch);
     for (;;) {
       this.#fromLength[0] = SOCKADDR_NL_LEN;
@@ -242,7 +250,7 @@ export class NetlinkSocket implements Transport {
       }
       if (r === -Errno.EAGAIN) return "again";
       if (r === -Errno.ENOBUFS) return "overrun";
-      if (r !== -Errno.EINTR) throw new NetlinkError("receive on", -r);
+      if (r !== -Errno.EINTR) throw new NetlinkError("recvfrom", -r, "receive");
     }
   }
 
@@ -254,7 +262,7 @@ export class NetlinkSocket implements Transport {
       if (n > 0) this.#batchCount = n;
       else if (n === -Errno.EAGAIN || n === 0) return "again";
       else if (n === -Errno.ENOBUFS) return "overrun";
-      else if (n !== -Errno.EINTR) throw new NetlinkError("receive on", -n);
+      else if (n !== -Errno.EINTR) throw new NetlinkError("recvmmsg", -n, "receive");
     }
     const i = this.#batchNext++;
     const length = batch.length(i);
@@ -270,17 +278,38 @@ export class NetlinkSocket implements Transport {
   }
 
   wait(): Promise<boolean> {
-    if (this.#closing) return Promise.resolve(false);
-    this.#waiter ??= this.#libc.createWaiter(this.#fd);
-    return this.#waiter.wait();
+    if (this.#closed) return Promise.resolve(false);
+    this.#waited = true;
+    return this.#libc.poller.wait(this.#fd);
   }
 
   close(): Promise<void> {
-    this.#closing ??= (async () => {
-      // Never close an fd another thread may be blocked on: wake and await the waiter first.
-      if (this.#waiter) await this.#waiter.close();
+    if (!this.#closed) {
+      this.#closed = true;
+      // Out of the process's epoll set first (a pending wait resolves false), then the fd: no
+      // native thread waits on the fd itself, so nothing needs to be awaited.
+      if (this.#waited) this.#libc.poller.forget(this.#fd);
       this.#libc.close(this.#fd);
-    })();
-    return this.#closing;
+    }
+    return Promise.resolve();
   }
+}
+
+function checkRcvbuf(bytes: number): void {
+  if (!Number.isInteger(bytes) || bytes <= 0 || bytes > 0x7fffffff) {
+    throw new RangeError(`rcvbuf must be a positive integer below 2^31, got ${bytes}`);
+  }
+}
+
+/** The advice for a failed send, which depends on where it went. */
+function sendHint(errno: number, to: NetlinkAddress): string | undefined {
+  if (errno === Errno.ECONNREFUSED) {
+    return to.port !== 0 && to.groups === 0
+      ? `nobody listens at port ${to.port}`
+      : "the connector exists only in the initial network namespace, and this process is in another one";
+  }
+  if (errno === Errno.EPERM) {
+    return "sending to a userspace port or a group needs CAP_NET_ADMIN (run as root), on every kernel";
+  }
+  return undefined;
 }

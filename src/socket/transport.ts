@@ -5,7 +5,6 @@
  * @module
  */
 import type { NetlinkAddress } from "../codec/netlink.ts";
-import { Errno, NetlinkError } from "../errors.ts";
 
 /**
  * One received datagram. It may live in a reused buffer, and the object itself may be reused:
@@ -47,23 +46,29 @@ export interface Transport {
   receive(): ReceiveResult;
   /** Resolves `true` when something may be queued, `false` once closed. */
   wait(): Promise<boolean>;
-  /** Sets the receive buffer size; returns the size the kernel reports. */
+  /** Sets the receive buffer size; returns the size the kernel reports (twice the request, capped). */
   setReceiveBuffer(bytes: number): number;
-  /** The receive buffer size the kernel reports (bytes of skb truesize it will queue). */
+  /** The receive buffer size the kernel reports: bytes of queued datagrams (with overhead) it will hold. */
   readonly rcvbuf: number;
   /** Releases everything; idempotent. */
   close(): Promise<void>;
 }
 
 /**
- * Checks a multicast group number and returns its `nl_groups` bit. Outside 1..32 it throws the
- * EINVAL the kernel would give, before any system call.
+ * Checks a multicast group number and returns its `nl_groups` bit.
+ *
+ * @throws {RangeError} outside 1..32 (the connector's groups), before any system call
  */
-export function groupBit(group: number, op: string): number {
+export function groupBit(group: number): number {
   if (!Number.isInteger(group) || group < 1 || group > 32) {
-    throw new NetlinkError(op, Errno.EINVAL, `(group ${group}: connector groups are 1..32)`);
+    throw new RangeError(`group must be an integer in 1..32 (the connector's multicast groups), got ${group}`);
   }
   return 2 ** (group - 1);
+}
+
+/** The group a datagram was multicast to, from its source `nl_groups` (one bit), or 0 for unicast. */
+export function groupOf(mask: number): number {
+  return mask === 0 ? 0 : 31 - Math.clz32(mask) + 1;
 }
 
 /** The group numbers set in a `nl_groups` bitmask, ascending. */

@@ -4,16 +4,16 @@
  *
  * @module
  */
-import { type CallbackId, decodeDatagram, encodeMessage, type MessageInit } from "../codec/cn_msg.ts";
-import { CN_MSG_HDRLEN, CONNECTOR_MAX_MSG_SIZE, NLMSG_HDRLEN } from "../codec/constants.ts";
+import { type CallbackId, CN_MSG, decodeDatagram, encodeMessage, type MessageInit } from "../codec/cn_msg.ts";
+import { CN_IDX_PROC, CN_MSG_HDRLEN, CONNECTOR_MAX_MSG_SIZE, NLMSG_HDRLEN } from "../codec/constants.ts";
 import type { NetlinkAddress } from "../codec/netlink.ts";
 import { decodeNetlinkHeader, LITTLE_ENDIAN } from "../codec/netlink.ts";
-import { Errno, NetlinkError } from "../errors.ts";
+import { ClosedError, Errno, NetlinkError } from "../errors.ts";
 import { type Connector, connectorOver } from "../connector/connector.ts";
 import type { ConnectorOptions } from "../connector/types.ts";
+import { describeAddress } from "../socket/netlink_socket.ts";
 import { groupBit, groupsOf, type ReceiveResult, type Transport } from "../socket/transport.ts";
 import { type ProcMonitor, type ProcMonitorOptions, procMonitorOver } from "../proc/monitor.ts";
-import { CN_IDX_PROC } from "../codec/constants.ts";
 import { FakeProcEvents, type FakeProcOptions } from "./fake_proc.ts";
 
 /** A message the fake kernel received from userspace. */
@@ -34,9 +34,15 @@ export interface KernelMessage {
 
 /** Options of {@linkcode FakeKernel}. */
 export interface FakeKernelOptions {
-  /** Whether sockets have CAP_NET_ADMIN. Without it: even groups and sends to ports/groups give EPERM (Linux >= 6.6 rules). Default true. */
+  /**
+   * Whether sockets have CAP_NET_ADMIN. Without it: even groups and sends to ports/groups give EPERM
+   * (Linux >= 6.6 rules). Default true.
+   */
   privileged?: boolean;
-  /** Whether the sockets live in the initial network namespace. When false, sends to the kernel give ECONNREFUSED. Default true. */
+  /**
+   * Whether the sockets live in the initial network namespace. When false, sends to the kernel and
+   * to groups give ECONNREFUSED. Default true.
+   */
   initialNetworkNamespace?: boolean;
   /** Default receive buffer per socket in bytes (each datagram is charged its length + 256). Default 212992. */
   rcvbuf?: number;
@@ -44,7 +50,7 @@ export interface FakeKernelOptions {
 
 /** What a kernel callback gets besides the message. */
 export interface KernelCallbackContext {
-  /** The fake kernel, to send replies (`kernel.send(reply, { port: ctx.senderPort })`). */
+  /** The fake kernel, to send replies (`kernel.send(reply, { to: { port: ctx.senderPort } })`). */
   kernel: FakeKernel;
   /** The sender's port. */
   senderPort: number;
@@ -52,9 +58,15 @@ export interface KernelCallbackContext {
 
 const OVERHEAD = 256;
 
+/**
+ * Where the fake kernel sends, with `cn_netlink_send` semantics: a port (unicast), a group
+ * (multicast), or both (multicast to the group, leaving that port out). Omitted: the group `id.idx`.
+ */
+export type KernelDestination = { port: number } | { group: number } | { port: number; group: number };
+
 /** What a fake socket asks of its kernel (kept off FakeKernel's public surface). */
 interface SocketHost {
-  checkGroup(group: number, op: string): void;
+  checkGroup(group: number, what: string, op: string): void;
   route(from: FakeSocket, datagram: Uint8Array, to: NetlinkAddress): void;
   release(socket: FakeSocket): void;
 }
@@ -69,9 +81,15 @@ class FakeSocket implements Transport {
 
   constructor(readonly host: SocketHost, readonly port: number, public rcvbuf: number) {}
 
-  enqueue(data: Uint8Array, source: NetlinkAddress): boolean {
+  /**
+   * Queues a datagram, or returns false when the buffer is full. Like netlink_attachskb, a full
+   * buffer marks an overrun (the next receive reports ENOBUFS) for the kernel's unicasts and for any
+   * multicast, but not for a userspace unicast: that sender gets EAGAIN instead.
+   */
+  enqueue(data: Uint8Array, source: NetlinkAddress, overrunWhenFull = true): boolean {
     if (this.closed) return false;
     if (this.queuedBytes + data.byteLength + OVERHEAD > this.rcvbuf) {
+      if (!overrunWhenFull) return false;
       this.overrun = true;
       this.#notify();
       return false;
@@ -89,13 +107,15 @@ class FakeSocket implements Transport {
   }
 
   join(group: number): void {
-    const bit = groupBit(group, "join group on");
-    this.host.checkGroup(group, "join group on");
+    const bit = groupBit(group);
+    if (this.closed) throw new ClosedError(`join group ${group}`);
+    this.host.checkGroup(group, `join group ${group}`, "setsockopt");
     this.mask = (this.mask | bit) >>> 0;
   }
 
   leave(group: number): void {
-    const bit = groupBit(group, "leave group on");
+    const bit = groupBit(group);
+    if (this.closed) throw new ClosedError(`leave group ${group}`);
     this.mask = (this.mask & ~bit) >>> 0;
   }
 
@@ -104,11 +124,12 @@ class FakeSocket implements Transport {
   }
 
   send(datagram: Uint8Array, to: NetlinkAddress): void {
-    if (this.closed) throw new NetlinkError("send on", Errno.EBADF, "(the socket is closed)");
+    if (this.closed) throw new ClosedError("send");
     this.host.route(this, datagram, to);
   }
 
   receive(): ReceiveResult {
+    if (this.closed) throw new ClosedError("receive");
     if (this.overrun) {
       this.overrun = false;
       return "overrun";
@@ -127,7 +148,9 @@ class FakeSocket implements Transport {
   }
 
   setReceiveBuffer(bytes: number): number {
-    if (!Number.isInteger(bytes) || bytes <= 0) throw new RangeError(`rcvbuf must be a positive integer, got ${bytes}`);
+    if (!Number.isInteger(bytes) || bytes <= 0 || bytes > 0x7fffffff) {
+      throw new RangeError(`rcvbuf must be a positive integer below 2^31, got ${bytes}`);
+    }
     this.rcvbuf = bytes * 2;
     return this.rcvbuf;
   }
@@ -155,7 +178,7 @@ class FakeSocket implements Transport {
  *
  * const kernel = new FakeKernel();
  * kernel.addCallback({ idx: 14, val: 0x456 }, "echo", (msg, ctx) => {
- *   ctx.kernel.send({ id: msg.id, seq: msg.seq, ack: msg.seq + 1, data: msg.data }, { port: ctx.senderPort });
+ *   ctx.kernel.send({ id: msg.id, seq: msg.seq, ack: msg.seq + 1, data: msg.data }, { to: { port: ctx.senderPort } });
  * });
  * await using conn = kernel.connect();
  * const reply = await conn.request({ id: { idx: 14, val: 0x456 }, data: new Uint8Array([7]) });
@@ -191,8 +214,8 @@ export class FakeKernel {
    *
    * @throws {NetlinkError} EPERM for an even group when unprivileged, EADDRINUSE for a taken port
    */
-  connect(options: ConnectorOptions = {}): Connector {
-    return connectorOver(this.#open(options), options);
+  connect(options?: ConnectorOptions): Connector {
+    return connectorOver(this.#open(options ?? {}), options ?? {});
   }
 
   /**
@@ -200,8 +223,8 @@ export class FakeKernel {
    *
    * @throws {NetlinkError} ETIMEDOUT when no fake cn_proc acks the LISTEN
    */
-  openProcMonitor(options: ProcMonitorOptions = {}): Promise<ProcMonitor> {
-    return procMonitorOver(this.#open({ groups: [CN_IDX_PROC] }), options);
+  openProcMonitor(options?: ProcMonitorOptions): Promise<ProcMonitor> {
+    return procMonitorOver(this.#open({ groups: [CN_IDX_PROC] }), options ?? {});
   }
 
   /**
@@ -210,24 +233,24 @@ export class FakeKernel {
    * @param options `ack: false` ignores LISTEN like a kernel in another namespace; `inputFilter: false` acts like a
    *   kernel before 6.6 (8-byte requests are dropped, every socket gets every event)
    */
-  enableProcEvents(options: FakeProcOptions = {}): FakeProcEvents {
-    return new FakeProcEvents(this, options);
+  enableProcEvents(options?: FakeProcOptions): FakeProcEvents {
+    return new FakeProcEvents(this, options ?? {});
   }
 
   /** The ports of the sockets in `group`. */
   members(group: number): number[] {
-    const bit = groupBit(group, "list members of");
+    const bit = groupBit(group);
     return [...this.#sockets.values()].filter((s) => (s.mask & bit) !== 0).map((s) => s.port);
   }
 
   #open(options: { groups?: readonly number[]; port?: number; rcvbuf?: number }): FakeSocket {
     let port = options.port ?? 0;
-    if (port !== 0 && this.#sockets.has(port)) throw new NetlinkError("bind", Errno.EADDRINUSE, `(at port ${port})`);
     let mask = 0;
-    for (const g of options.groups ?? []) {
-      mask = (mask | groupBit(g, "bind")) >>> 0;
-      this.#checkGroup(g, "bind");
+    for (const g of options.groups ?? []) mask = (mask | groupBit(g)) >>> 0;
+    if (port !== 0 && this.#sockets.has(port)) {
+      throw new NetlinkError("bind", Errno.EADDRINUSE, `bind at port ${port}`);
     }
+    for (const g of options.groups ?? []) this.#checkGroup(g, `bind to group ${g}`, "bind");
     if (port === 0) {
       while (this.#sockets.has(this.#nextPort)) this.#nextPort++;
       port = this.#nextPort++;
@@ -257,26 +280,29 @@ export class FakeKernel {
 
   /**
    * Sends from the kernel, with `cn_netlink_send` semantics: to a port (unicast), to a group
-   * (multicast, skipping `port` when both are given), or with neither to the group `id.idx`.
+   * (multicast), to both (multicast leaving that port out), or with neither to the group `id.idx`.
    *
    * @returns how many sockets received it
    * @throws {NetlinkError} ESRCH when nobody receives it, as the kernel reports
    */
-  send(message: MessageInit, to: { port?: number; group?: number } = {}): number {
-    return this.sendRaw(encodeMessage(message), to);
+  send(message: MessageInit, options?: { to?: KernelDestination }): number {
+    return this.sendRaw(encodeMessage(message), options);
   }
 
   /**
-   * Delivers raw bytes as if the kernel (or, with `source`, any sender) sent them: for tests of
-   * malformed input. `to.port` unicasts, `to.group` multicasts.
+   * Delivers raw bytes as if the kernel (or, with `from`, any sender) sent them: for tests of
+   * malformed input. `to` as for {@linkcode FakeKernel.send}.
    *
    * @returns how many sockets received it
+   * @throws {NetlinkError} ESRCH when nobody receives a datagram the kernel sent
    */
-  sendRaw(datagram: Uint8Array, to: { port?: number; group?: number }, source?: NetlinkAddress): number {
+  sendRaw(datagram: Uint8Array, options?: { to?: KernelDestination; from?: NetlinkAddress }): number {
+    const to: { port?: number; group?: number } = options?.to ?? {};
+    const source = options?.from;
     const group = to.group ?? (to.port === undefined ? this.#idxOf(datagram) : undefined);
     let delivered = 0;
     if (group !== undefined) {
-      const bit = groupBit(group, "send to group on");
+      const bit = groupBit(group);
       const from = source ?? { port: 0, groups: bit };
       for (const s of this.#sockets.values()) {
         if (s.port !== to.port && (s.mask & bit) !== 0 && s.enqueue(datagram, from)) delivered++;
@@ -285,12 +311,14 @@ export class FakeKernel {
       const s = this.#sockets.get(to.port!);
       if (s?.enqueue(datagram, source ?? { port: 0, groups: 0 })) delivered++;
     }
-    if (delivered === 0 && source === undefined) throw new NetlinkError("send on", Errno.ESRCH);
+    if (delivered === 0 && source === undefined) {
+      throw new NetlinkError("netlink_broadcast", Errno.ESRCH, "send from the kernel", "nobody received it");
+    }
     return delivered;
   }
 
   #idxOf(datagram: Uint8Array): number {
-    return new DataView(datagram.buffer, datagram.byteOffset).getUint32(NLMSG_HDRLEN, LITTLE_ENDIAN);
+    return new DataView(datagram.buffer, datagram.byteOffset).getUint32(NLMSG_HDRLEN + CN_MSG.idx, LITTLE_ENDIAN);
   }
 
   /** The ports of the open sockets. */
@@ -299,30 +327,36 @@ export class FakeKernel {
   }
 
   readonly #host: SocketHost = {
-    checkGroup: (group, op) => this.#checkGroup(group, op),
+    checkGroup: (group, what, op) => this.#checkGroup(group, what, op),
     route: (from, datagram, to) => this.#route(from, datagram, to),
     release: (socket) => void this.#sockets.delete(socket.port),
   };
 
-  #checkGroup(group: number, op: string): void {
-    if (!this.#options.privileged && group % 2 === 0) throw new NetlinkError(op, Errno.EPERM, `(group ${group})`);
+  #checkGroup(group: number, what: string, op: string): void {
+    if (!this.#options.privileged && group % 2 === 0) throw new NetlinkError(op, Errno.EPERM, what);
   }
 
   #route(from: FakeSocket, datagram: Uint8Array, to: NetlinkAddress): void {
-    const source = { port: from.port, groups: to.groups };
-    if (to.port !== 0 || to.groups !== 0) {
-      if (!this.#options.privileged) throw new NetlinkError("send on", Errno.EPERM);
+    const fail = (errno: number, hint?: string) => {
+      throw new NetlinkError("sendto", errno, `send to ${describeAddress(to)}`, hint);
+    };
+    if ((to.port !== 0 || to.groups !== 0) && !this.#options.privileged) {
+      fail(Errno.EPERM, "sending to a userspace port or a group needs CAP_NET_ADMIN (run as root), on every kernel");
     }
     if (to.port !== 0) {
       const peer = this.#sockets.get(to.port);
-      if (!peer) throw new NetlinkError("send on", Errno.ECONNREFUSED, `(to port ${to.port})`);
-      peer.enqueue(datagram, { port: from.port, groups: 0 });
+      if (!peer) fail(Errno.ECONNREFUSED, `nobody listens at port ${to.port}`);
+      if (!peer!.enqueue(datagram, { port: from.port, groups: 0 }, false)) fail(Errno.EAGAIN);
       return;
     }
     if (!this.#options.initialNetworkNamespace) {
-      throw new NetlinkError("send on", Errno.ECONNREFUSED, "(to the kernel)");
+      fail(
+        Errno.ECONNREFUSED,
+        "the connector exists only in the initial network namespace, and this process is in another one",
+      );
     }
     if (to.groups !== 0) {
+      const source = { port: from.port, groups: to.groups };
       for (const s of this.#sockets.values()) if (s !== from && (s.mask & to.groups) !== 0) s.enqueue(datagram, source);
     }
     this.#toKernel(from.port, datagram);

@@ -6,7 +6,7 @@
  */
 import { encodeMessage } from "../codec/cn_msg.ts";
 import { CN_IDX_PROC, CN_VAL_PROC } from "../codec/constants.ts";
-import { LITTLE_ENDIAN } from "../codec/netlink.ts";
+import { decodeProcInput } from "../codec/proc.ts";
 import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL } from "../proc/constants.ts";
 import { encodeProcEvent, type ProcEvent } from "../proc/event.ts";
 import { passes } from "../proc/filter.ts";
@@ -63,20 +63,24 @@ export class FakeProcEvents implements Disposable {
    * @param kernel the fake kernel
    * @param options ack and filter behaviour
    */
-  constructor(kernel: FakeKernel, options: FakeProcOptions = {}) {
+  constructor(kernel: FakeKernel, options?: FakeProcOptions) {
     this.#kernel = kernel;
-    this.#options = { ack: options.ack ?? true, inputFilter: options.inputFilter ?? true };
+    this.#options = { ack: options?.ack ?? true, inputFilter: options?.inputFilter ?? true };
     this.#registration = kernel.addCallback(PROC_ID, "cn_proc", (m) => this.#control(m));
   }
 
   #control(m: KernelMessage): void {
-    const view = new DataView(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+    let input;
+    try {
+      input = decodeProcInput(m.data);
+    } catch {
+      return; // the kernel ignores other lengths
+    }
     let op: ProcOp;
-    if (m.data.byteLength === 4) {
-      op = { port: m.senderPort, op: view.getUint32(0, LITTLE_ENDIAN), mask: PROC_EVENT_ALL };
-    } else if (m.data.byteLength === 8 && this.#options.inputFilter) {
-      const mask = (view.getUint32(4, LITTLE_ENDIAN) & PROC_EVENT_ALL) >>> 0;
-      op = { port: m.senderPort, op: view.getUint32(0, LITTLE_ENDIAN), mask: mask === 0 ? PROC_EVENT_ALL : mask };
+    if (input.events === undefined) op = { port: m.senderPort, op: input.op, mask: PROC_EVENT_ALL };
+    else if (this.#options.inputFilter) {
+      const mask = (input.events & PROC_EVENT_ALL) >>> 0;
+      op = { port: m.senderPort, op: input.op, mask: mask === 0 ? PROC_EVENT_ALL : mask };
     } else return;
     this.ops.push(op);
     if (this.#options.inputFilter) this.#filters.set(op.port, op);
@@ -111,7 +115,7 @@ export class FakeProcEvents implements Disposable {
         if (state.op === PROC_CN_MCAST_IGNORE) continue;
         if (event.type === "ack" ? state.mask !== PROC_EVENT_ALL : !passes(event, state.mask)) continue;
       }
-      this.#kernel.sendRaw(datagram, { port }, { port: 0, groups: 1 });
+      this.#kernel.sendRaw(datagram, { to: { port }, from: { port: 0, groups: 1 } });
     }
     return seq;
   }

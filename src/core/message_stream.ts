@@ -1,20 +1,23 @@
 /**
- * A queue-backed async iterator: the receive loop pushes, the consumer pulls. Ends quietly on
- * `end()`, rejects with the reason on `fail()`.
+ * A queue-backed async iterator: the receive loop pushes, one consumer pulls. It counts what it
+ * holds in messages and in bytes, so the loop can pause when a consumer falls behind. Ends quietly on
+ * `end()`, with the error on `end(error)`.
  *
  * @module
  */
 
-/** Where a stream tells its owner it went away or drained. */
+/** Where a stream tells its owner that its consumer stopped (return or abort). */
 export interface StreamOwner<T> {
-  /** The consumer stopped (return/abort): drop the stream. */
+  /** The consumer stopped: drop the stream. */
   detach(stream: MessageStream<T>): void;
 }
 
 /** One consumer's queue. */
 export class MessageStream<T> implements AsyncIterableIterator<T> {
   readonly #queue: T[] = [];
+  readonly #sizes: number[] = [];
   #head = 0;
+  #bytes = 0;
   #pull: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | null = null;
   #done = false;
   #error: unknown = undefined;
@@ -23,6 +26,10 @@ export class MessageStream<T> implements AsyncIterableIterator<T> {
   readonly #signal?: AbortSignal;
   readonly #onAbort = () => this.#stop(this.#signal?.reason);
 
+  /**
+   * @param owner told when the consumer stops
+   * @param signal ends the stream with its reason when aborted
+   */
   constructor(owner: StreamOwner<T>, signal?: AbortSignal) {
     this.#owner = owner;
     this.#signal = signal;
@@ -34,8 +41,18 @@ export class MessageStream<T> implements AsyncIterableIterator<T> {
     return this.#queue.length - this.#head;
   }
 
-  /** Adds a message (or hands it straight to a waiting consumer). */
-  push(value: T): void {
+  /** Bytes of the messages waiting to be pulled (as given to `push`). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Whether the stream ended (no more pushes are taken). */
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /** Adds a message of `bytes` bytes (or hands it straight to a waiting consumer). */
+  push(value: T, bytes = 0): void {
     if (this.#done) return;
     const pull = this.#pull;
     if (pull) {
@@ -43,15 +60,18 @@ export class MessageStream<T> implements AsyncIterableIterator<T> {
       pull.resolve({ value, done: false });
     } else {
       this.#queue.push(value);
+      this.#sizes.push(bytes);
+      this.#bytes += bytes;
     }
   }
 
-  /** Resolves once the queue has shrunk to `level` or the stream ended. */
-  drainedTo(level: number): Promise<void> {
-    if (this.#done || this.size <= level) return Promise.resolve();
+  /** Resolves once the queue holds at most `messages` messages and `bytes` bytes, or the stream ended. */
+  drainedTo(messages: number, bytes: number): Promise<void> {
+    const ok = () => this.#done || (this.size <= messages && this.#bytes <= bytes);
+    if (ok()) return Promise.resolve();
     return new Promise((resolve) => {
       this.#drained = () => {
-        if (this.#done || this.size <= level) {
+        if (ok()) {
           this.#drained = null;
           resolve();
         }
@@ -81,16 +101,22 @@ export class MessageStream<T> implements AsyncIterableIterator<T> {
 
   #stop(error?: unknown): void {
     this.#queue.length = 0;
+    this.#sizes.length = 0;
     this.#head = 0;
+    this.#bytes = 0;
     this.end(error);
     this.#owner.detach(this);
   }
 
+  /** The next message; waits for one, or settles when the stream ends. One call at a time. */
   next(): Promise<IteratorResult<T>> {
     if (this.size > 0) {
-      const value = this.#queue[this.#head++];
+      const value = this.#queue[this.#head];
+      this.#bytes -= this.#sizes[this.#head];
+      this.#head++;
       if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
         this.#queue.splice(0, this.#head);
+        this.#sizes.splice(0, this.#head);
         this.#head = 0;
       }
       this.#drained?.();
@@ -107,6 +133,7 @@ export class MessageStream<T> implements AsyncIterableIterator<T> {
     });
   }
 
+  /** Stops the stream at once (a `break` calls it): queued messages are dropped, a pending `next()` ends. */
   return(): Promise<IteratorResult<T>> {
     this.#stop();
     return Promise.resolve({ value: undefined, done: true });

@@ -1,8 +1,8 @@
 /**
  * procmon: a live process monitor on the kernel's process-events connector, as a CLI.
  *
- *   sudo deno run -A examples/procmon.ts [-e exec,exit] [-D 10] [-S] [--json] [--tree]
- *   sudo bun examples/procmon.ts --help
+ *   sudo deno run -A cli/procmon.ts [-e exec,exit] [-D 10] [-S] [--json] [--tree]
+ *   sudo bun cli/procmon.ts --help
  *   sudo deno run -A jsr:@cnlink/connector/procmon
  *
  * Importing this module does not start it; `main(args)` runs it.

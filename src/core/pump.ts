@@ -1,0 +1,124 @@
+/**
+ * The receive loop under every socket: drain the socket until EAGAIN, then wait for it without
+ * polling.
+ *
+ * Measured costs shape it (bench/README.md):
+ * - a wake-up from the waiting thread costs tens of microseconds of CPU, so when a drain found a
+ *   burst, the loop sleeps on a timer before the next drain instead of waiting at once: under load
+ *   many datagrams share one wake-up, while a lone datagram after quiet is still handled at once.
+ *   A timer tick costs CPU too (Deno 44 us, Bun 14 us), so while bursts go on the sleep doubles,
+ *   up to 16 ms, but never longer than it takes the observed rate to fill half the receive buffer
+ *   (a small buffer, e.g. an unprivileged one capped at rmem_max, must not overflow while we sleep);
+ * - neither a socket that never runs dry nor a loop of requests to a kernel agent may starve timers
+ *   and I/O: an agent's reply is queued inside our sendto(), so each request's loop finds it at
+ *   once and the whole exchange runs on microtasks (a 300 ms timer never fired during 5 s of such
+ *   requests, before this). So every loop, however short, gives the event loop a turn once the JS
+ *   thread has gone `YIELD_MS` without one.
+ *
+ * @module
+ */
+import type { ReceivedDatagram, Transport } from "../socket/transport.ts";
+
+/** What the loop calls. */
+export interface PumpHandlers {
+  /** Whether to go on (checked before every receive). */
+  running(): boolean;
+  /** One datagram; its bytes are only valid during the call. */
+  datagram(got: ReceivedDatagram): void;
+  /** The kernel reported ENOBUFS. */
+  overrun(): void;
+  /** Resolves when the consumer has room again; undefined when it has room now. */
+  backpressure?(): Promise<void> | undefined;
+}
+
+/** Time as the loop sees it; tests give a fake one. */
+export interface Clock {
+  /** Milliseconds, monotonic. */
+  now(): number;
+  /** Resolves after `ms` milliseconds, through the event loop's timers. */
+  sleep(ms: number): Promise<void>;
+}
+
+/** The runtime's clock and timers. */
+export const realClock: Clock = {
+  now: () => performance.now(),
+  sleep: (ms) => new Promise<void>((resolve) => setTimeout(resolve, ms)),
+};
+
+/** A drain of at least this many datagrams counts as a burst. */
+export const BURST = 8;
+/** Longest stretch of work without a turn of the event loop. */
+export const YIELD_MS = 20;
+/** Longest sleep between drains while bursts go on. */
+export const MAX_SLEEP_MS = 16;
+/** Receive-buffer bytes one small datagram takes (skb truesize of a 76-byte event, measured ~700). */
+export const DATAGRAM_TRUESIZE = 768;
+
+/**
+ * When the event loop last had a turn (an awaited wait or timer), and when any loop last handled a
+ * datagram: one pair per clock, i.e. for the thread, however many sockets it serves. A gap between
+ * datagrams longer than `YIELD_MS` counts as a turn, so the first datagram after quiet never waits.
+ */
+class Turns {
+  lastTurn = 0;
+  lastActive = 0;
+
+  constructor(readonly clock: Clock) {}
+
+  /** A timer to await when the thread has run `YIELD_MS` without a turn; undefined otherwise. */
+  due(): Promise<void> | undefined {
+    const now = this.clock.now();
+    if (now - this.lastActive > YIELD_MS) this.lastTurn = now;
+    this.lastActive = now;
+    if (now - this.lastTurn < YIELD_MS) return undefined;
+    return this.clock.sleep(0).then(() => this.turned());
+  }
+
+  turned(): void {
+    this.lastTurn = this.lastActive = this.clock.now();
+  }
+}
+
+const turnsOf = new WeakMap<Clock, Turns>();
+
+/** Runs the loop until `running()` is false or the transport closes. */
+export async function pump(transport: Transport, on: PumpHandlers, clock: Clock = realClock): Promise<void> {
+  let turns = turnsOf.get(clock);
+  if (!turns) turnsOf.set(clock, turns = new Turns(clock));
+  let drained = 0;
+  let sleepMs = 1;
+  let cycle = clock.now();
+  while (on.running()) {
+    const turn = turns.due();
+    if (turn) {
+      await turn;
+      if (!on.running()) return;
+    }
+    const got = transport.receive();
+    if (got === "again") {
+      const now = clock.now();
+      // Arrival rate since the previous drain ended (datagrams per ms), and how long half the
+      // buffer lasts at that rate.
+      const rate = drained / Math.max(now - cycle, 0.001);
+      const safeMs = transport.rcvbuf / DATAGRAM_TRUESIZE / 2 / rate;
+      cycle = now;
+      if (drained >= BURST && safeMs >= 1) {
+        await clock.sleep(Math.min(sleepMs, safeMs));
+        sleepMs = Math.min(sleepMs * 2, MAX_SLEEP_MS);
+      } else {
+        sleepMs = 1;
+        if (!await transport.wait()) return;
+      }
+      turns.turned();
+      drained = 0;
+      continue;
+    }
+    if (got === "overrun") {
+      sleepMs = 1;
+      on.overrun();
+    } else on.datagram(got);
+    drained++;
+    const paused = on.backpressure?.();
+    if (paused) await paused;
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * One waiter for every socket of the process: an epoll set that a single native thread waits on
+ * (Deno: one `nonblocking` epoll_wait() on its blocking pool; Bun: one Worker), woken by one eventfd.
+ * N waiting sockets cost one thread, where a poll() per socket cost one each (and Deno's pool has 32).
+ *
+ * This file is the runtime-neutral half: which socket waits under which token, arming and
+ * forgetting. The backends run the wait loop and call {@linkcode PollSet.ready} with the tokens that
+ * fired.
+ *
+ * - Each wait registers the fd with `EPOLLIN | EPOLLONESHOT` under a fresh token: it fires once, then
+ *   stays disabled until the next wait re-arms it (EPOLL_CTL_MOD), so a readable socket whose owner
+ *   is still draining never spins the waiting thread. epoll_ctl() may be called while another thread
+ *   is inside epoll_wait(); the change applies to that wait.
+ * - A closed socket is removed (EPOLL_CTL_DEL) before its fd is closed. An event already collected
+ *   for it carries a token nobody holds any more and is ignored, even if the fd number is reused.
+ * - Errors count as readiness: ENOBUFS shows up as EPOLLERR, which epoll always reports.
+ *
+ * @module
+ */
+import { NetlinkError } from "../errors.ts";
+
+/** `EPOLL_CTL_ADD`, `EPOLL_CTL_DEL`, `EPOLL_CTL_MOD` (`include/uapi/linux/eventpoll.h`). */
+export const EPOLL_CTL_ADD = 1;
+export const EPOLL_CTL_DEL = 2;
+export const EPOLL_CTL_MOD = 3;
+/** `EPOLLIN`. */
+export const EPOLLIN = 0x001;
+/** `EPOLLONESHOT`. */
+export const EPOLLONESHOT = 1 << 30;
+/** `EPOLL_CLOEXEC` (= O_CLOEXEC). */
+export const EPOLL_CLOEXEC = 0o2000000;
+/** The token of the eventfd that wakes the waiting thread; sockets get 1 and up. */
+export const WAKE_TOKEN = 0;
+/** Events collected per epoll_wait() call. */
+export const MAX_EVENTS = 64;
+
+const ENOENT = 2;
+const EEXIST = 17;
+
+/**
+ * `struct epoll_event { __u32 events; __u64 data; }`: packed (12 bytes) on x86_64, naturally aligned
+ * (16 bytes, data at 8) elsewhere (`EPOLL_PACKED` in the uapi header). The token is data's low half.
+ */
+export function epollEventLayout(x86_64: boolean): { size: number; data: number } {
+  return x86_64 ? { size: 12, data: 4 } : { size: 16, data: 8 };
+}
+
+/** What a backend gives the poll set. */
+export interface PollBackend {
+  /** `epoll_ctl(epfd, op, fd, {events, data: token})`; returns 0 or `-errno`, read inline. */
+  ctl(op: number, fd: number, events: number, token: number): number;
+  /** Someone waits: make sure the native wait runs (and keeps the process alive). */
+  activate(): void;
+  /** Nobody waits any more: let the native wait end (or stop keeping the process alive). */
+  idle(): void;
+}
+
+interface Waiter {
+  readonly fd: number;
+  readonly resolve: (ready: boolean) => void;
+}
+
+/** The runtime-neutral state of the process's one epoll set. */
+export class PollSet {
+  readonly #backend: PollBackend;
+  readonly #waiters = new Map<number, Waiter>();
+  readonly #tokenOf = new Map<number, number>();
+  readonly #registered = new Set<number>();
+  #nextToken = WAKE_TOKEN + 1;
+
+  constructor(backend: PollBackend) {
+    this.#backend = backend;
+  }
+
+  /** How many sockets wait right now. */
+  get waiting(): number {
+    return this.#waiters.size;
+  }
+
+  /**
+   * Resolves `true` once `fd` is readable or has an error pending, `false` when {@linkcode forget}
+   * cancels it. One wait per fd at a time.
+   *
+   * @throws {NetlinkError} epoll_ctl failed (ENOMEM, ENOSPC: the per-user epoll watch limit)
+   */
+  wait(fd: number): Promise<boolean> {
+    if (this.#tokenOf.has(fd)) return Promise.reject(new Error(`fd ${fd} is already waited for`));
+    const token = this.#nextToken;
+    this.#nextToken = this.#nextToken >= 0x7fffffff ? WAKE_TOKEN + 1 : this.#nextToken + 1;
+    let op = this.#registered.has(fd) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    let r = this.#backend.ctl(op, fd, EPOLLIN | EPOLLONESHOT, token);
+    // A stale view of the set (an fd number closed and reused behind our back): try the other op.
+    if (r === -EEXIST || r === -ENOENT) {
+      op = op === EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+      r = this.#backend.ctl(op, fd, EPOLLIN | EPOLLONESHOT, token);
+    }
+    if (r < 0) return Promise.reject(new NetlinkError("epoll_ctl", -r, "wait for the socket to become readable"));
+    this.#registered.add(fd);
+    this.#tokenOf.set(fd, token);
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    this.#waiters.set(token, { fd, resolve });
+    this.#backend.activate();
+    return promise;
+  }
+
+  /**
+   * Removes `fd` from the set (call it before closing the fd) and resolves its pending wait `false`.
+   * Idempotent.
+   */
+  forget(fd: number): void {
+    if (this.#registered.delete(fd)) this.#backend.ctl(EPOLL_CTL_DEL, fd, 0, 0);
+    const token = this.#tokenOf.get(fd);
+    if (token === undefined) return;
+    this.#tokenOf.delete(fd);
+    const waiter = this.#waiters.get(token)!;
+    this.#waiters.delete(token);
+    waiter.resolve(false);
+    if (this.#waiters.size === 0) this.#backend.idle();
+  }
+
+  /** The backend's report: these tokens fired. Unknown tokens (forgotten sockets) are ignored. */
+  ready(tokens: Iterable<number>): void {
+    for (const token of tokens) {
+      const waiter = this.#waiters.get(token);
+      if (!waiter) continue;
+      this.#waiters.delete(token);
+      this.#tokenOf.delete(waiter.fd);
+      waiter.resolve(true);
+    }
+  }
+}
