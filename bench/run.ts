@@ -3,7 +3,11 @@
  * on Bun, and forkstat when installed, one after another in one invocation. Needs root and `cc`.
  *
  *   deno run -A bench/run.ts [--children N] [--exec] [--idle SEC] [--paced N] [--quick] [--check] [--out FILE]
+ *                            [--baseline GIT-REF] [--only NAME]
  *
+ * `--baseline REF` also runs the cnlink listeners of an earlier commit (extracted with `git archive`
+ * into a temporary folder), each right before the current one on the same runtime, and prints the
+ * ratios current / baseline: a regression check with both sides measured in the same invocation.
  * Prints a table and writes JSON (default bench/out/results.json). `--quick` is the smoke run CI does
  * (a few thousand events, 1 s idle); `--check` exits 1 when a listener lost events or its count of the
  * storm is off by more than pid reuse explains (no timing is ever asserted: the machines are noisy).
@@ -13,10 +17,10 @@
 import process from "node:process";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createInterface } from "node:readline";
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { cpus, release } from "node:os";
+import { cpus, release, tmpdir } from "node:os";
 
 const here = dirname(new URL(import.meta.url).pathname);
 const root = join(here, "..");
@@ -33,6 +37,7 @@ const { values } = parseArgs({
     check: { type: "boolean", default: false },
     out: { type: "string", default: join(here, "out", "results.json") },
     only: { type: "string" },
+    baseline: { type: "string" },
   },
 });
 const quick = values.quick!;
@@ -202,10 +207,37 @@ if (process.getuid?.() !== 0) {
   process.exit(1);
 }
 compile();
+
+/** The tree of `ref` in a temporary folder (sharing node_modules), for its bench/listener.ts. */
+function checkout(ref: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "cnlink-baseline-"));
+  const r = spawnSync("sh", ["-c", 'git -C "$1" archive "$2" | tar -x -C "$3"', "sh", root, ref, dir], {
+    stdio: "inherit",
+  });
+  if (r.status !== 0) throw new Error(`bench: cannot extract ${ref} (git archive failed)`);
+  symlinkSync(join(root, "node_modules"), join(dir, "node_modules"));
+  return dir;
+}
+
+const base = values.baseline ? checkout(values.baseline) : null;
 const listeners: [string, string, string[]][] = [
   ["C, recvmmsg", join(here, "out", "c_listener"), []],
   ["C, recvmmsg, cnlink's loop", join(here, "out", "c_listener"), ["-c"]],
+  ...(base
+    ? [[`cnlink on Deno @${values.baseline}`, bin("deno"), ["run", "-A", join(base, "bench", "listener.ts")]]] as [
+      string,
+      string,
+      string[],
+    ][]
+    : []),
   ["cnlink on Deno", bin("deno"), ["run", "-A", join(here, "listener.ts")]],
+  ...(base
+    ? [[`cnlink on Bun @${values.baseline}`, bin("bun"), [join(base, "bench", "listener.ts")]]] as [
+      string,
+      string,
+      string[],
+    ][]
+    : []),
   ["cnlink on Bun", bin("bun"), [join(here, "listener.ts")]],
 ];
 const rows: Record<string, unknown>[] = [];
@@ -269,6 +301,25 @@ const table = [
 const widths = header.map((_, i) => Math.max(...table.map((row) => row[i].length)));
 for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  "));
 console.log(`bare runtime idle CPU %: deno ${fmt(baseline.deno, 3)}, bun ${fmt(baseline.bun, 3)}`);
+if (base) {
+  // current / baseline on the same runtime: > 1 is worse for CPU and latency.
+  for (const runtime of ["Deno", "Bun"]) {
+    const now = rows.find((r) => r.listener === `cnlink on ${runtime}`);
+    const then = rows.find((r) => r.listener === `cnlink on ${runtime} @${values.baseline}`);
+    if (!now || !then) continue;
+    const ratio = (k: string) => fmt((now[k] as number) / (then[k] as number));
+    const compared = {
+      cpu: ratio("cpuUsPerEvent"),
+      wakeP50: ratio("latencyP50Us"),
+      closeMs: ratio("closeMs"),
+      idle: ratio("idleCpuPct"),
+      lost: `${now.lostOverruns}/${now.lostSeq} vs ${then.lostOverruns}/${then.lostSeq}`,
+    };
+    console.log(`${runtime}: current / ${values.baseline}: ${JSON.stringify(compared)}`);
+    (now as Record<string, unknown>).versusBaseline = compared;
+  }
+  rmSync(base, { recursive: true, force: true });
+}
 const machine = { kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model, date: new Date().toISOString() };
 console.log(`machine: Linux ${machine.kernel}, ${machine.cpus} × ${machine.cpuModel}`);
 mkdirSync(dirname(values.out!), { recursive: true });

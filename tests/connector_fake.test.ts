@@ -307,3 +307,171 @@ describe("errors and reports", () => {
     assert.deepEqual(conn.groups, [5]);
   });
 });
+
+describe("message data and shape", () => {
+  test("data is taken as the bytes of any typed array, DataView or ArrayBuffer", async () => {
+    const kernel = new FakeKernel();
+    await using conn = kernel.connect();
+    const le = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+    const f64 = new Uint8Array(new Float64Array([1.5]).buffer);
+    const cases: [ArrayBufferView | ArrayBuffer, number[]][] = [
+      [new Uint16Array([0x0201, 0x0403]), le ? [1, 2, 3, 4] : [2, 1, 4, 3]],
+      [new Float64Array([1.5]), [...f64]],
+      [new Uint8Array([1, 2, 3]).buffer, [1, 2, 3]],
+      [new DataView(new Uint8Array([9, 1, 2, 3, 9]).buffer, 1, 3), [1, 2, 3]],
+      [new Uint8Array([5, 6, 7, 8]).subarray(1, 3), [6, 7]],
+      [new Int32Array([-1]), [255, 255, 255, 255]],
+    ];
+    for (const [data] of cases) conn.send({ id: ECHO, data });
+    assert.deepEqual(kernel.received.map((m) => [...m.data]), cases.map(([, bytes]) => bytes));
+  });
+
+  test("anything else is a TypeError naming the field, before anything is sent", async () => {
+    const kernel = new FakeKernel();
+    await using conn = kernel.connect();
+    const bad: unknown[] = ["text", [1, 2, 3], 7, { length: 3 }, null];
+    for (const data of bad) {
+      assert.throws(
+        () => conn.send({ id: ECHO, data: data as Uint8Array }),
+        (e: Error) => e instanceof TypeError && /message\.data must be a Uint8Array/.test(e.message),
+      );
+    }
+    for (const message of [{}, { id: 3 }, { id: { idx: 1 } }, null]) {
+      assert.throws(
+        () => conn.send(message as never),
+        (e: Error) => e instanceof TypeError && /message/.test(e.message),
+      );
+    }
+    assert.throws(
+      () => conn.send({ id: { idx: -1, val: 0 } }),
+      (e: Error) => e instanceof RangeError && /id\.idx/.test(e.message),
+    );
+    await assert.rejects(conn.request({ id: ECHO, data: "x" as never }), TypeError);
+    assert.equal(kernel.received.length, 0);
+  });
+
+  test("ports and groups take all 65535 bytes; only the kernel is limited to 16364", async () => {
+    const kernel = new FakeKernel({ rcvbuf: 1 << 20 });
+    await using rx = kernel.connect({ groups: [14] });
+    await using tx = kernel.connect();
+    const it = rx.messages();
+    const big = new Uint8Array(65535).map((_, i) => i & 0xff);
+    tx.send({ id: ECHO, data: big }, { to: { group: 14 } });
+    tx.send({ id: ECHO, data: big.subarray(0, 16365) }, { to: { port: rx.port } });
+    assert.deepEqual((await it.next()).value?.data, big);
+    assert.equal((await it.next()).value?.data.byteLength, 16365);
+    assert.throws(() => tx.send({ id: ECHO, data: big.subarray(0, 16365) }), /silently drops data over 16364/);
+    assert.throws(() => tx.send({ id: ECHO, data: new Uint8Array(65536) }, { to: { group: 14 } }), RangeError);
+  });
+});
+
+describe("bounds", () => {
+  test("an unread iterator is bounded in bytes: the loop pauses, the kernel buffer overruns, loss is reported", async () => {
+    const kernel = new FakeKernel({ rcvbuf: 8 * 70_000 });
+    const overruns: number[] = [];
+    await using conn = kernel.connect({
+      groups: [14],
+      maxQueuedBytes: 4 * 65535,
+      onOverrun: (s) => overruns.push(s.overruns),
+    });
+    const it = conn.messages();
+    let sent = 0;
+    for (let i = 0; i < 40; i++) {
+      try {
+        kernel.send({ id: ECHO, seq: i, data: new Uint8Array(65535) }, { to: { group: 14 } });
+        sent++;
+      } catch { /* ESRCH: the socket's buffer was full */ }
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    assert.ok(sent < 40, `the loop paused at 4 messages of 64 KiB, so the kernel buffer filled (${sent} sent)`);
+    const seqs: number[] = [];
+    while (seqs.length < sent) seqs.push((await it.next()).value!.seq);
+    assert.deepEqual(overruns, [1]);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+  });
+
+  test("close() inside a callback stops the callbacks after it for that message", async () => {
+    const kernel = new FakeKernel();
+    const conn = kernel.connect({ groups: [14] });
+    const calls: string[] = [];
+    const closed = Promise.withResolvers<void>();
+    conn.addCallback(ECHO, "first", () => {
+      calls.push("first");
+      void conn.close().then(closed.resolve);
+    });
+    conn.addCallback(ECHO, "second", () => calls.push("second"));
+    kernel.send({ id: ECHO, seq: 1 }, { to: { group: 14 } });
+    await closed.promise;
+    assert.deepEqual(calls, ["first"]);
+  });
+});
+
+describe("requests under load", () => {
+  /** A userspace agent whose socket holds only `slots` requests: more at once overflow it. */
+  function agent(kernel: FakeKernel, slots: number) {
+    const conn = kernel.connect({ rcvbuf: slots * (44 + 256) / 2 });
+    conn.addCallback(ECHO, "echo", (m) => {
+      conn.send({ id: m.id, seq: m.seq, ack: m.seq + 1, data: m.data }, { to: { port: m.source.port } });
+    });
+    return conn;
+  }
+
+  test("without a bound, a burst beyond the agent's buffer fails in part with EAGAIN (nothing sent)", async () => {
+    const kernel = new FakeKernel();
+    await using server = agent(kernel, 64);
+    await using client = kernel.connect({ rcvbuf: 1 << 20 });
+    const results = await Promise.allSettled(
+      Array.from(
+        { length: 1000 },
+        (_, i) => client.request({ id: ECHO, data: new Uint32Array([i]) }, { to: { port: server.port } }),
+      ),
+    );
+    const failed = results.filter((r) => r.status === "rejected");
+    assert.ok(failed.length > 0, "some overflowed the agent");
+    assert.ok(failed.every((r) => (r as PromiseRejectedResult).reason.code === "EAGAIN"));
+    assert.match((failed[0] as PromiseRejectedResult).reason.message, /buffer is full.*maxInFlight/);
+  });
+
+  test("maxInFlight with whenBusy 'queue': 1000 concurrent requests all get their replies", async () => {
+    const kernel = new FakeKernel();
+    await using server = agent(kernel, 64);
+    await using client = kernel.connect({ rcvbuf: 1 << 20, maxInFlight: 32 });
+    const replies = await Promise.all(
+      Array.from(
+        { length: 1000 },
+        (_, i) => client.request({ id: ECHO, data: new Uint32Array([i]) }, { to: { port: server.port } }),
+      ),
+    );
+    assert.deepEqual(
+      replies.map((r) => new Uint32Array(r.data.slice().buffer)[0]),
+      Array.from({ length: 1000 }, (_, i) => i),
+    );
+  });
+
+  test("maxInFlight with whenBusy 'fail': the extra requests fail at once with EAGAIN, the rest succeed", async () => {
+    const kernel = new FakeKernel();
+    await using server = agent(kernel, 64);
+    await using client = kernel.connect({ rcvbuf: 1 << 20, maxInFlight: 32, whenBusy: "fail" });
+    const results = await Promise.allSettled(
+      Array.from({ length: 1000 }, () => client.request({ id: ECHO }, { to: { port: server.port } })),
+    );
+    const ok = results.filter((r) => r.status === "fulfilled").length;
+    const busy = results.filter((r) =>
+      r.status === "rejected" && r.reason.code === "EAGAIN" && /maxInFlight/.test(r.reason.message)
+    );
+    assert.equal(ok, 32);
+    assert.equal(busy.length, 1000 - 32);
+  });
+
+  test("the default match takes a reply only from where the request went", async () => {
+    const kernel = new FakeKernel();
+    kernel.addCallback(ECHO, "slow", () => {});
+    await using client = kernel.connect();
+    await using impostor = kernel.connect();
+    const pending = client.request({ id: ECHO, seq: 50 }, { timeoutMs: 200 });
+    // A userspace process answers in the kernel's name (same id, ack = seq + 1): not taken.
+    impostor.send({ id: ECHO, seq: 50, ack: 51 }, { to: { port: client.port } });
+    await assert.rejects(pending, (e: Error) => e.name === "TimeoutError" && /from the kernel/.test(e.message));
+    assert.equal(client.stats.unhandled, 1, "the impostor's reply was counted, not taken");
+  });
+});

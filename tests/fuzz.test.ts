@@ -154,7 +154,33 @@ describe(`fuzzing the decoders (${RUNS} cases per property)`, () => {
       }),
       params,
     );
-    recordFigure("fuzz.cn_msg.cases", 2 * RUNS);
+    // Every accepted data type is taken as the bytes it covers, at any offset into its buffer.
+    const views = [
+      (b: Uint8Array) => b,
+      (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength),
+      (b: Uint8Array) => b.slice().buffer,
+      (b: Uint8Array) => new Int8Array(b.buffer, b.byteOffset, b.byteLength),
+      (b: Uint8Array) => new Uint8ClampedArray(b.buffer, b.byteOffset, b.byteLength),
+      (b: Uint8Array) => new Uint16Array(b.slice(0, b.byteLength & ~1).buffer),
+      (b: Uint8Array) => new Int32Array(b.slice(0, b.byteLength & ~3).buffer),
+      (b: Uint8Array) => new Float32Array(b.slice(0, b.byteLength & ~3).buffer),
+      (b: Uint8Array) => new Float64Array(b.slice(0, b.byteLength & ~7).buffer),
+      (b: Uint8Array) => new BigUint64Array(b.slice(0, b.byteLength & ~7).buffer),
+    ];
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), fc.nat(8), fc.nat(views.length - 1), (raw, skip, kind) => {
+        const bytes = raw.subarray(Math.min(skip, raw.byteLength));
+        const data = views[kind](bytes);
+        const expected = new Uint8Array(ArrayBuffer.isView(data) ? data.buffer : data).slice(
+          ArrayBuffer.isView(data) ? data.byteOffset : 0,
+          ArrayBuffer.isView(data) ? data.byteOffset + data.byteLength : undefined,
+        );
+        const decoded = decodeCnMsg(encodeMessage({ id: { idx: 1, val: 2 }, data }), 16);
+        assert.deepEqual([...decoded.data], [...expected]);
+      }),
+      params,
+    );
+    recordFigure("fuzz.cn_msg.cases", 3 * RUNS);
   });
 
   test("sockaddr_nl: any bytes decode or throw DecodeError; encode -> decode is the identity", () => {

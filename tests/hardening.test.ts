@@ -249,7 +249,7 @@ describe("hardening", () => {
       "--bounding-set=-all",
     ];
     const asNobody = (action: string) => probe(nobody, ["bind-even", "send-port", "join-odd", "subscribe"], action);
-    const inNetns = (action: string) => probe(["unshare", "-n"], ["send-kernel", "subscribe"], action);
+    const inNetns = (action: string) => probe(["unshare", "-n"], ["send-kernel", "send-group", "subscribe"], action);
     const inUserns = (action: string) => probe(["unshare", "-U", "-r"], ["subscribe"], action);
 
     kernelTest("as uid 65534 with no capabilities, an even group gives EPERM saying what to do", async () => {
@@ -284,14 +284,20 @@ describe("hardening", () => {
       recordFigure("privilege.subscribeUnprivileged", subscribe.ok ? "ok" : subscribe.code);
     });
 
-    kernelTest("in a new network namespace the first send gives ECONNREFUSED naming the namespace", async () => {
-      const r = await inNetns("send-kernel");
-      assert.equal(r.code, "ECONNREFUSED");
-      assert.match(r.message!, /initial network namespace/);
-      const s = await inNetns("subscribe");
-      assert.equal(s.code, "ECONNREFUSED");
-      recordFigure("namespace.netns", r.code);
-    });
+    kernelTest(
+      "in a new network namespace sends to the kernel and to groups give ECONNREFUSED naming the namespace",
+      async () => {
+        const r = await inNetns("send-kernel");
+        assert.equal(r.code, "ECONNREFUSED");
+        assert.match(r.message!, /initial network namespace/);
+        const g = await inNetns("send-group");
+        assert.equal(g.code, "ECONNREFUSED");
+        assert.match(g.message!, /^Cannot send to group 21: .*initial network namespace/);
+        const s = await inNetns("subscribe");
+        assert.equal(s.code, "ECONNREFUSED");
+        recordFigure("namespace.netns", r.code);
+      },
+    );
 
     // Verified on 6.1 (EPERM), 6.12 and 6.18 (ETIMEDOUT) in the kernel lab and on the host.
     kernelTest(

@@ -1,9 +1,13 @@
 import { describe } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
-import { Connector, type ConnectorMessage, type NetlinkError } from "../mod.ts";
+import process from "node:process";
+import { Connector, type ConnectorMessage, encodeMessage, type NetlinkError } from "../mod.ts";
+import { loadLibc } from "../src/ffi/load.ts";
+import { NetlinkSocket } from "../src/socket/netlink_socket.ts";
 import { ProcMonitor, type ProcMonitorItem } from "../proc.ts";
 import { connectorSocketInodes, kernelAtLeast, kernelTest, markerProcess, sleep } from "./_kernel.ts";
+import { recordFigure } from "./_figures.ts";
 
 // Our own agent address and groups: nothing in the kernel uses idx 20..22 or groups 20/22.
 const AGENT = { idx: 20, val: 0xc0ffee };
@@ -229,3 +233,79 @@ async function nextExitOf(it: AsyncIterator<ProcMonitorItem>, pid: number): Prom
     if (r.value.type === "exit" && r.value.pid === pid) return;
   }
 }
+
+describe("edges that used to lose or refuse data", () => {
+  kernelTest("a group member receives 16365, 32768 and 65535-byte messages intact", async () => {
+    await using rx = await Connector.open({ groups: [GROUP_A], rcvbuf: 1 << 20 });
+    await using tx = await Connector.open();
+    const it = rx.messages();
+    for (const size of [16365, 32768, 65535]) {
+      const data = new Uint8Array(size).map((_, i) => (i * 13) & 0xff);
+      tx.send({ id: AGENT, seq: size, data }, { to: { group: GROUP_A } });
+      const m = await nextOf(it);
+      assert.equal(m.seq, size);
+      assert.deepEqual(m.data, data);
+    }
+    assert.equal(rx.stats.truncated, 0);
+  });
+
+  kernelTest("64 KiB messages to an unread iterator: memory stays bounded and the loss is reported", async () => {
+    const overruns: number[] = [];
+    await using rx = await Connector.open({
+      groups: [GROUP_A],
+      maxQueuedBytes: 8 << 20,
+      onOverrun: (s) => overruns.push(s.overruns),
+    });
+    // A bare socket sends one pre-encoded datagram over and over: the sender allocates nothing.
+    const tx = NetlinkSocket.open(await loadLibc());
+    const unread = rx.messages();
+    const datagram = encodeMessage({ id: AGENT, seq: 0, data: new Uint8Array(65535) });
+    const rss = () => process.memoryUsage().rss;
+    const send = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        tx.send(datagram, { port: 0, groups: 2 ** (GROUP_A - 1) });
+        if (i % 50 === 49) await sleep(1);
+      }
+    };
+    try {
+      await send(1500); // the queue fills to its bound
+      const first = rss();
+      await send(3000); // ~197 MB more offered
+      const grown = rss() - first;
+      assert.ok(
+        grown < 24 << 20,
+        `RSS grew ${(grown / 2 ** 20).toFixed(1)} MiB for 197 MB offered to an unread iterator`,
+      );
+      recordFigure("bounds.rssGrowthMiB", Math.round(grown / 2 ** 20));
+    } finally {
+      await tx.close();
+    }
+    assert.ok(rx.stats.overruns > 0 && overruns.length > 0, "the kernel's drops were reported");
+    assert.equal((await unread.next()).value?.seq, 0, "the iterator still starts where it was");
+  });
+
+  kernelTest("1000 concurrent requests to a userspace agent: maxInFlight queues them, all answered", async () => {
+    await using agent = await Connector.open();
+    agent.addCallback(AGENT, "echo", (m) => {
+      agent.send({ id: m.id, seq: m.seq, ack: m.seq + 1, data: m.data }, { to: { port: m.source.port } });
+    });
+    const ask = (client: Connector, i: number) =>
+      client.request({ id: AGENT, data: new Uint32Array([i]) }, { to: { port: agent.port }, timeoutMs: 20_000 });
+    await using unbounded = await Connector.open({ rcvbuf: 4 << 20 });
+    const burst = await Promise.allSettled(Array.from({ length: 1000 }, (_, i) => ask(unbounded, i)));
+    const eagain = burst.filter((r) => r.status === "rejected" && r.reason.code === "EAGAIN").length;
+    const ok = burst.filter((r) => r.status === "fulfilled").length;
+    assert.equal(ok + eagain, 1000, "each either answered or refused with EAGAIN (nothing sent)");
+    await using bounded = await Connector.open({ rcvbuf: 4 << 20, maxInFlight: 64 });
+    const replies = await Promise.all(Array.from({ length: 1000 }, (_, i) => ask(bounded, i)));
+    assert.deepEqual(
+      replies.map((r) => new DataView(r.data.buffer, r.data.byteOffset).getUint32(0, true)),
+      Array.from({ length: 1000 }, (_, i) => i),
+    );
+    await using failing = await Connector.open({ rcvbuf: 4 << 20, maxInFlight: 64, whenBusy: "fail" });
+    const fast = await Promise.allSettled(Array.from({ length: 1000 }, (_, i) => ask(failing, i)));
+    assert.equal(fast.filter((r) => r.status === "fulfilled").length, 64);
+    assert.ok(fast.every((r) => r.status === "fulfilled" || r.reason.code === "EAGAIN"));
+    recordFigure("requests.unbounded.eagain", eagain);
+  }, 60_000);
+});

@@ -90,6 +90,26 @@ describe("procmon permissions", () => {
   });
 });
 
+describe("Deno's FFI permission", () => {
+  for (const flag of ["--allow-ffi=libc.so.6", "--allow-ffi=/lib/x86_64-linux-gnu/libc.so.6", "--allow-env"]) {
+    test(`${flag} gives one sentence that says to use the plain --allow-ffi`, async () => {
+      const deno = join(import.meta.dirname!, "..", "node_modules", ".bin", "deno");
+      const { code, stderr } = await runChild(deno, [
+        "run",
+        "--allow-read",
+        flag,
+        "cli/procmon.ts",
+        "--no-enrich",
+        "-D",
+        "1",
+      ]);
+      assert.equal(code, 1);
+      assert.match(stderr, /^procmon: cnlink needs Deno's plain --allow-ffi flag \(or -A\); a path-scoped/);
+      assert.doesNotMatch(stderr, /Could not open library: Could not open library/);
+    });
+  }
+});
+
 describe("procmon on the real kernel", () => {
   kernelTest("--json -D 2 prints NDJSON that contains our own child's fork, exec and exit", async () => {
     const { code, stdout, pid } = await runProcmon(["--json", "-D", "2", "-S"], async () => {

@@ -140,17 +140,17 @@ export interface EncodeOptions {
  * assert.equal(bytes.byteLength, 16 + 20 + 2);
  * ```
  */
-export function encodeMessage(message: MessageInit, options: EncodeOptions = {}): Uint8Array {
+export function encodeMessage(message: MessageInit, options?: EncodeOptions): Uint8Array {
   const data = checkMessage(message);
   const seq = checkU32("message.seq", message.seq ?? 0);
   const length = NLMSG_HDRLEN + CN_MSG_HDRLEN + data.byteLength;
   const bytes = new Uint8Array(length);
   encodeNetlinkHeader(bytes, {
     length,
-    type: options.type ?? NLMSG_DONE,
-    flags: options.flags ?? 0,
-    seq: options.seq ?? seq,
-    pid: options.pid ?? 0,
+    type: options?.type ?? NLMSG_DONE,
+    flags: options?.flags ?? 0,
+    seq: options?.seq ?? seq,
+    pid: options?.pid ?? 0,
   });
   const view = new DataView(bytes.buffer);
   const at = NLMSG_HDRLEN;

@@ -70,10 +70,18 @@ export function loadDeno(path: string): Libc {
   try {
     lib = Deno.dlopen(path, SYMBOLS);
   } catch (cause) {
-    if (cause instanceof Deno.errors.NotCapable) {
-      throw new Error(`cnlink needs FFI access: run Deno with --allow-ffi (${(cause as Error).message})`, { cause });
+    // A path-scoped --allow-ffi=PATH leaves the permission at "prompt": Deno resolves PATH against
+    // the working directory (so dlopen looks for ./libc.so.6), and pointer operations such as
+    // reading errno need the unscoped permission anyway.
+    if (cause instanceof Deno.errors.NotCapable || Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
+      throw new Error(
+        "cnlink needs Deno's plain --allow-ffi flag (or -A); a path-scoped --allow-ffi=PATH is not enough " +
+          "(Deno resolves PATH against the working directory, and reading errno needs the unscoped permission)",
+        { cause },
+      );
     }
-    throw new Error(`cnlink cannot open ${path}: ${(cause as Error).message}`, { cause });
+    const reason = (cause as Error).message.replace(/^(Could not open library: )+/, "");
+    throw new Error(`cnlink cannot open ${path}: ${reason}`, { cause });
   }
   const s = lib.symbols;
   const errnoPointer = s.__errno_location();

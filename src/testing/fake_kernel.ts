@@ -201,11 +201,11 @@ export class FakeKernel {
    *
    * @param options permission, namespace and buffer settings
    */
-  constructor(options: FakeKernelOptions = {}) {
+  constructor(options?: FakeKernelOptions) {
     this.#options = {
-      privileged: options.privileged ?? true,
-      initialNetworkNamespace: options.initialNetworkNamespace ?? true,
-      rcvbuf: options.rcvbuf ?? 212992,
+      privileged: options?.privileged ?? true,
+      initialNetworkNamespace: options?.initialNetworkNamespace ?? true,
+      rcvbuf: options?.rcvbuf ?? 212992,
     };
   }
 
