@@ -177,6 +177,20 @@ describe("request/reply", () => {
     assert.equal(kernel.received.at(-1)?.seq, 41);
   });
 
+  test("a loop of requests to a kernel agent (replies queued inside sendto) still lets timers run", async () => {
+    const kernel = echoKernel();
+    await using conn = kernel.connect();
+    let fired = false;
+    setTimeout(() => (fired = true), 50);
+    const started = Date.now();
+    let answered = 0;
+    while (!fired && Date.now() - started < 3000) {
+      await conn.request({ id: ECHO });
+      answered++;
+    }
+    assert.ok(fired, `a 50 ms timer did not fire during ${answered} requests in ${Date.now() - started} ms`);
+  });
+
   test("concurrent requests get their own replies", async () => {
     const kernel = echoKernel();
     await using conn = kernel.connect();

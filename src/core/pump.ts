@@ -59,19 +59,23 @@ export const DATAGRAM_TRUESIZE = 768;
  * datagram: one pair per clock, i.e. for the thread, however many sockets it serves. A gap between
  * datagrams longer than `YIELD_MS` counts as a turn, so the first datagram after quiet never waits.
  */
-class Turns {
+export class Turns {
   lastTurn = 0;
   lastActive = 0;
 
   constructor(readonly clock: Clock) {}
 
-  /** A timer to await when the thread has run `YIELD_MS` without a turn; undefined otherwise. */
-  due(): Promise<void> | undefined {
+  /** Whether the thread has run `YIELD_MS` without a turn (and so must give one before more work). */
+  owed(): boolean {
     const now = this.clock.now();
     if (now - this.lastActive > YIELD_MS) this.lastTurn = now;
     this.lastActive = now;
-    if (now - this.lastTurn < YIELD_MS) return undefined;
-    return this.clock.sleep(0).then(() => this.turned());
+    return now - this.lastTurn >= YIELD_MS;
+  }
+
+  /** A timer to await when a turn is owed; undefined otherwise. */
+  due(): Promise<void> | undefined {
+    return this.owed() ? this.clock.sleep(0).then(() => this.turned()) : undefined;
   }
 
   turned(): void {
@@ -81,10 +85,16 @@ class Turns {
 
 const turnsOf = new WeakMap<Clock, Turns>();
 
-/** Runs the loop until `running()` is false or the transport closes. */
-export async function pump(transport: Transport, on: PumpHandlers, clock: Clock = realClock): Promise<void> {
+/** The turn bookkeeping of the thread that `clock` serves. */
+export function turnsFor(clock: Clock): Turns {
   let turns = turnsOf.get(clock);
   if (!turns) turnsOf.set(clock, turns = new Turns(clock));
+  return turns;
+}
+
+/** Runs the loop until `running()` is false or the transport closes. */
+export async function pump(transport: Transport, on: PumpHandlers, clock: Clock = realClock): Promise<void> {
+  const turns = turnsFor(clock);
   let drained = 0;
   let sleepMs = 1;
   let cycle = clock.now();

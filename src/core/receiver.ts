@@ -21,7 +21,7 @@ import type { CnMessage } from "../codec/cn_msg.ts";
 import type { ReceivedDatagram, Transport } from "../socket/transport.ts";
 import { groupOf } from "../socket/transport.ts";
 import { MessageStream } from "./message_stream.ts";
-import { type Clock, pump, realClock } from "./pump.ts";
+import { type Clock, pump, realClock, turnsFor } from "./pump.ts";
 import type { MessageSource, ReceiveIssue, ReceiveIssueInfo, ReceiveStats } from "./types.ts";
 
 /** Default bound of a stream in messages. */
@@ -85,6 +85,7 @@ export class Receiver {
   #closeReason: unknown = undefined;
   #dispatching = false;
   #paused = false;
+  #drainLater: Promise<void> | null = null;
 
   constructor(transport: Transport, sink: ReceiverSink, options: ReceiverOptions = {}) {
     this.#transport = transport;
@@ -150,12 +151,26 @@ export class Receiver {
   /**
    * Takes what is queued on the socket now, without waiting: for right after a send to a kernel
    * agent, whose reply was queued inside our sendto(). It saves a wake-up of the waiting thread (and,
-   * on a slow machine, the time that takes). Does nothing while a stream is full or while the loop
-   * is handing out a datagram (a callback that sends): the loop will get to it.
+   * on a slow machine, the time that takes). Does nothing while a stream is full or while the loop is
+   * handing out a datagram (a callback that sends): the loop will get to it. When the thread owes the
+   * event loop a turn, it drains after one.
    */
   drainNow(): void {
     if (this.#closing || this.#paused || this.#dispatching) return;
+    // A loop of requests answered here would run on microtasks alone: once the thread owes the
+    // event loop a turn, drain again from a timer, after the turn (not from the receive loop,
+    // which would need the waiting thread - on Bun a Worker that may still be starting).
+    const clock = this.#options.clock ?? realClock;
+    const turns = turnsFor(clock);
     for (let n = 0; n < 64; n++) {
+      if (turns.owed()) {
+        this.#drainLater ??= clock.sleep(0).then(() => {
+          this.#drainLater = null;
+          turns.turned();
+          this.drainNow();
+        });
+        return;
+      }
       const got = this.#transport.receive();
       if (got === "again") return;
       if (got === "overrun") this.#overrun();
@@ -173,7 +188,12 @@ export class Receiver {
       else if (!this.#warned.has(kind)) {
         this.#warned.add(kind);
         const where = this.#options.label?.() ?? `port ${this.#transport.port}`;
-        console.warn(`cnlink: ${kind} datagram on ${where} (further ones are only counted in stats):`, error);
+        const text = error instanceof Error ? error.message : String(error);
+        console.warn(
+          `cnlink: ${kind} ${
+            kind === "callback" ? "error" : "datagram"
+          } on ${where}: ${text} (further ones are only counted in stats)`,
+        );
       }
     } catch (err) {
       console.error("cnlink: onError threw:", err);
