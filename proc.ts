@@ -40,6 +40,9 @@ export {
 } from "./src/proc/event.ts";
 export { eventMask, passes, PROC_EVENT_NAMES, type ProcEventName } from "./src/proc/filter.ts";
 export { type ProcessInfo, readProcessInfo, userName } from "./src/proc/enrich.ts";
+export { ProcessTable, type ProcessTableOptions } from "./src/proc/table.ts";
+export { type CgroupInfo, type ContainerRef, parseCgroup } from "./src/proc/cgroup.ts";
+export { escapeBytes, escapeText } from "./src/proc/text.ts";
 export {
   type EnrichedProcEvent,
   type FilterMode,

@@ -30,6 +30,7 @@ import { type KernelRun, renderReadmeTable, type RuntimeRun, updateReadme } from
 const DEFAULT_FILES = [
   "tests/kernel.test.ts",
   "tests/proc_kernel.test.ts",
+  "tests/proc_product.test.ts",
   "tests/hardening.test.ts",
   ...[...Deno.readDirSync(join(import.meta.dirname!, "tests"))]
     .filter((e) => e.name.endsWith(".test.ts")).map((e) => `lab/tests/${e.name}`).sort(),

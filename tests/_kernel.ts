@@ -106,3 +106,21 @@ export async function markerProcess(code: number): Promise<number> {
   await once(child, "exit");
   return child.pid!;
 }
+
+/**
+ * Resolves once process `pid` holds a NETLINK_CONNECTOR socket in group 1 (a process monitor that has
+ * bound and sent LISTEN: the first netlink socket of a process gets its pid as port id), or throws
+ * after `timeoutMs`. Runtimes start slowly under emulation: a fixed sleep is not enough there.
+ */
+export async function subscribed(pid: number, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const lines = readFileSync("/proc/net/netlink", "utf8").trim().split("\n").slice(1);
+    const found = lines.map((l) => l.trim().split(/\s+/)).some((c) =>
+      c[1] === "11" && Number(c[2]) === pid && (parseInt(c[3], 16) & 1) === 1
+    );
+    if (found) return;
+    if (Date.now() > deadline) throw new Error(`process ${pid} did not subscribe to process events in ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -1,6 +1,6 @@
 /** How to run a script file with the runtime that runs the tests, and child processes in general. */
 import process from "node:process";
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined";
@@ -26,9 +26,10 @@ export interface ChildResult {
 export async function runChild(
   cmd: string,
   args: string[],
-  options: { timeoutMs?: number; env?: Record<string, string> } = {},
+  options: { timeoutMs?: number; env?: Record<string, string>; started?: (child: ChildProcess) => void } = {},
 ): Promise<ChildResult> {
   const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } });
+  options.started?.(child);
   let stdout = "";
   let stderr = "";
   child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));

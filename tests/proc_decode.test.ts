@@ -4,6 +4,8 @@ import { decodeCnMsg, DecodeError } from "../mod.ts";
 import {
   decodeProcEvent,
   encodeProcEvent,
+  escapeBytes,
+  escapeText,
   eventMask,
   isThread,
   passes,
@@ -13,6 +15,7 @@ import {
   type ProcEvent,
   waitStatus,
 } from "../proc.ts";
+import { safeJson } from "../src/proc/text.ts";
 import * as G from "./fixtures/golden_proc.ts";
 import { PROC_ACK } from "./fixtures/golden.ts";
 
@@ -51,8 +54,14 @@ describe("golden process events from the kernel", () => {
     assert.deepEqual(fields(G.SETPRIV_GID), { type: "gid", pid: 4463, tgid: 4463, rgid: 1, egid: 1 });
   });
   test("sid", () => assert.deepEqual(fields(G.SETPRIV_SID), { type: "sid", pid: 4463, tgid: 4463 }));
-  test("comm written to /proc/self/comm keeps the newline echo wrote", () => {
-    assert.deepEqual(fields(G.COMM_COMM), { type: "comm", pid: 4464, tgid: 4464, comm: "renamed\n" });
+  test("comm written to /proc/self/comm keeps the newline echo wrote: raw in commBytes, escaped in comm", () => {
+    assert.deepEqual(fields(G.COMM_COMM), {
+      type: "comm",
+      pid: 4464,
+      tgid: 4464,
+      comm: "renamed\\n",
+      commBytes: new TextEncoder().encode("renamed\n"),
+    });
   });
   test("coredump names the parent", () => {
     assert.deepEqual(fields(G.SEGV_COREDUMP), {
@@ -93,7 +102,13 @@ describe("golden process events from the kernel", () => {
       childTgid: P,
     });
     assert.equal(isThread(e), true);
-    assert.deepEqual(fields(G.THREAD_COMM), { type: "comm", pid: 4467, tgid: P, comm: "worker" });
+    assert.deepEqual(fields(G.THREAD_COMM), {
+      type: "comm",
+      pid: 4467,
+      tgid: P,
+      comm: "worker",
+      commBytes: new TextEncoder().encode("worker"),
+    });
   });
   test("a thread's exit has exit_signal -1 and parent 0/0", () => {
     assert.deepEqual(fields(G.THREAD_EXIT), {
@@ -151,6 +166,37 @@ describe("strict and tolerant decoding", () => {
     const buf = new Uint8Array(41);
     buf.set(decodeCnMsg(G.EXIT3_FORK, 16).data, 1);
     assert.equal(decodeProcEvent(buf.subarray(1), 0).type, "fork");
+  });
+});
+
+describe("names a process chose", () => {
+  test("a comm that is not UTF-8 keeps its bytes and shows escaped, lossless", () => {
+    const data = new Uint8Array(40);
+    const view = new DataView(data.buffer);
+    view.setUint32(0, 0x200, true); // COMM
+    const bytes = [0xff, 0xfe, 0x62, 0x61, 0x64, 0xc3, 0x75, 0x74, 0x66, 0x38];
+    data.set(bytes, 24);
+    const e = decodeProcEvent(data, 0);
+    assert.ok(e.type === "comm");
+    assert.deepEqual([...e.commBytes], bytes);
+    assert.equal(e.comm, "\\xff\\xfebad\\xc3utf8");
+    assert.deepEqual(encodeProcEvent(e), data, "the raw bytes round-trip");
+  });
+
+  test("control characters and escape sequences show as visible escapes; backslashes double", () => {
+    assert.equal(
+      escapeText("a\nb\tc\rd\x1b[2J\x07\x7f\u009b\u2028\\"),
+      "a\\nb\\tc\\rd\\x1b[2J\\x07\\x7f\\u{9b}\\u{2028}\\\\",
+    );
+    assert.equal(escapeText("ünïcödé 名前 ok"), "ünïcödé 名前 ok");
+    assert.equal(escapeBytes(new TextEncoder().encode("ok\x1b")), "ok\\x1b");
+  });
+
+  test("JSON lines escape DEL and C1 controls too, and still parse to the same string", () => {
+    const text = "x\u007f\u0085\u009b\u2028y";
+    const line = safeJson({ text });
+    assert.doesNotMatch(line, /[\u007f-\u009f\u2028\u2029]/);
+    assert.equal(JSON.parse(line).text, text);
   });
 });
 

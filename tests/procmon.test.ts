@@ -1,35 +1,50 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import { join } from "node:path";
 import { parseOptions } from "../src/procmon/cli.ts";
-import { toJson } from "../src/procmon/format.ts";
-import { kernelTest, sleep } from "./_kernel.ts";
+import { placeOf, processName, toJson, toText } from "../src/procmon/format.ts";
+import { kernelTest } from "./_kernel.ts";
+import { Procmon, runToEnd } from "./_procmon.ts";
 import { runChild, scriptCommand } from "./_runtime.ts";
 
-/** Runs procmon to its end; `during` runs meanwhile and returns a pid of interest. */
-async function runProcmon(args: string[], during?: () => Promise<number>) {
+/** Runs procmon to its end. */
+function runProcmon(args: string[]) {
   const [cmd, argv] = scriptCommand("cli/procmon.ts", ...args);
-  const result = runChild(cmd, argv);
-  const pid = during ? await during() : 0;
-  return { ...await result, pid };
+  return runChild(cmd, argv);
 }
 
 describe("procmon options", () => {
-  test("events, duration, pid and flags are parsed; unknown events are refused", () => {
-    assert.deepEqual(parseOptions(["-e", "exec,exit", "-D", "2.5", "-S", "--json", "-p", "1"]), {
+  test("events, duration, pid and flags are parsed; unknown events and clashing styles are refused", () => {
+    assert.deepEqual(parseOptions(["-e", "exec,exit", "-D", "2.5", "-S", "-q", "-x", "-d", "--json", "-p", "1"]), {
       events: ["exec", "exit"],
       durationMs: 2500,
       stats: true,
+      quiet: true,
+      extra: true,
+      names: "strip-dir",
+      lineBuffered: false,
       json: true,
       tree: false,
       enrich: true,
       pid: 1,
     });
+    assert.deepEqual(parseOptions(["-c", "-l", "--cgroup", "/system.slice/"]), {
+      stats: false,
+      quiet: false,
+      extra: false,
+      names: "comm",
+      lineBuffered: true,
+      json: false,
+      tree: false,
+      enrich: true,
+      cgroup: "/system.slice/",
+    });
     assert.equal(parseOptions(["--help"]), "help");
     assert.throws(() => parseOptions(["-e", "spawn"]), /Unknown process event "spawn"/);
     assert.throws(() => parseOptions(["-D", "soon"]), /--duration/);
+    assert.throws(() => parseOptions(["-c", "-s"]), /one name style/);
+    assert.throws(() => parseOptions(["--cgroup", "docker"]), /--cgroup wants a path/);
+    assert.throws(() => parseOptions(["--cgroup", "/x", "--no-enrich"]), /cannot go with --no-enrich/);
     assert.throws(() => parseOptions(["--colour"]), TypeError);
   });
 
@@ -45,8 +60,8 @@ describe("procmon options", () => {
       exitSignal: 17,
       parentPid: 1,
       parentTgid: 1,
-    }, { timeMs: 0, depth: 0, durationNs: 2_500_000n, process: { comm: "sh", cmdline: ["sh"] } });
-    assert.deepEqual(line, {
+    }, { timeMs: 0, depth: 0, durationNs: 2_500_000n, process: { pid: 5, comm: "sh", cmdline: ["sh"], startNs: 7n } });
+    assert.deepEqual(JSON.parse(line), {
       type: "exit",
       time: "1970-01-01T00:00:00.000Z",
       cpu: 1,
@@ -60,14 +75,51 @@ describe("procmon options", () => {
       parentTgid: 1,
       status: { exited: true, code: 3 },
       durationMs: 2.5,
-      process: { comm: "sh", cmdline: ["sh"] },
+      process: { pid: 5, comm: "sh", cmdline: ["sh"], startNs: "7" },
     });
+  });
+
+  const base = { cpu: 0, timestampNs: 0n, seq: 0 };
+  const text = { colour: false, tree: false, extra: false, names: "cmdline" as const };
+
+  test("a thread's fork names the process it belongs to; a process's fork its parent", () => {
+    const thread = toText({ ...base, type: "fork", parentPid: 1, parentTgid: 1, childPid: 11, childTgid: 10 }, {
+      timeMs: 0,
+      depth: 0,
+    }, text);
+    assert.match(thread, / 11 +thread of 10 /);
+    const child = toText({ ...base, type: "fork", parentPid: 1, parentTgid: 1, childPid: 12, childTgid: 12 }, {
+      timeMs: 0,
+      depth: 0,
+    }, text);
+    assert.match(child, / 12 +child of 1 /);
+  });
+
+  test("name styles: command line, [comm], stripped directory, short; <gone> without anything", () => {
+    const p = { pid: 3, comm: "cc1", cmdline: ["/usr/lib/gcc/cc1", "-quiet", "x.c"] };
+    assert.equal(processName(p, "cmdline"), "/usr/lib/gcc/cc1 -quiet x.c");
+    assert.equal(processName(p, "comm"), "[cc1]");
+    assert.equal(processName(p, "strip-dir"), "cc1 -quiet x.c");
+    assert.equal(processName(p, "short"), "cc1");
+    assert.equal(processName({ pid: 4, comm: "kworker/0:1", cmdline: [] }), "[kworker/0:1]");
+    assert.equal(processName(undefined), "<gone>");
+  });
+
+  test("the Container/Unit column shows runtime:short-id, else the unit; -x the whole cgroup", () => {
+    const id = "0123456789abcdef".repeat(4);
+    const p = { pid: 1, cgroup: `/system.slice/docker-${id}.scope`, container: { runtime: "docker" as const, id } };
+    assert.equal(placeOf(p, false), "docker:0123456789ab");
+    assert.equal(placeOf({ pid: 1, cgroup: "/system.slice/ssh.service", unit: "ssh.service" }, false), "ssh.service");
+    assert.equal(placeOf(p, true), `/system.slice/docker-${id}.scope`);
   });
 
   test("--help prints the usage and a bad option exits 2 with it", async () => {
     const help = await runProcmon(["--help"]);
     assert.equal(help.code, 0);
     assert.match(help.stdout, /Usage: procmon/);
+    for (const flag of ["-q", "-x", "-c", "-d", "-s", "-l", "--cgroup", "--tree", "--json", "Example:"]) {
+      assert.ok(help.stdout.includes(flag), `--help mentions ${flag}`);
+    }
     const bad = await runProcmon(["-e", "nope"]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /Unknown process event "nope"/);
@@ -75,19 +127,19 @@ describe("procmon options", () => {
 });
 
 describe("procmon permissions", () => {
-  test("on Deno without --allow-all, enrichment fails with a clear error instead of empty columns", async () => {
+  kernelTest("on Deno, --allow-ffi alone is enough: /proc is read through libc, names and users appear", async () => {
     const deno = join(import.meta.dirname!, "..", "node_modules", ".bin", "deno");
-    const { code, stderr } = await runChild(deno, [
-      "run",
-      "--allow-ffi",
-      "--allow-read",
-      "cli/procmon.ts",
-      "-D",
-      "1",
-    ]);
-    assert.equal(code, 1);
-    assert.match(stderr, /needs Deno's --allow-all \(-A\)/);
-  });
+    const procmon = await Procmon.start([], [deno, ["run", "--allow-ffi", "cli/procmon.ts", "--json", "-e", "exec"]]);
+    const pid = await procmon.repeatUntil(
+      () => runToEnd("sleep", ["0.3"]),
+      (pid, out) => out.includes(`"pid":${pid},`),
+    );
+    const { code, signal, stdout, stderr } = await procmon.stop();
+    assert.ok(code === 0 || signal === "SIGINT", `exit ${code} ${signal}: ${stderr}`);
+    const exec = stdout.trim().split("\n").map((l) => JSON.parse(l)).find((e) => e.pid === pid);
+    assert.equal(exec?.process?.cmdline?.at(-1), "0.3");
+    assert.equal(exec?.process?.user, "root");
+  }, 60_000);
 });
 
 describe("Deno's FFI permission", () => {
@@ -111,15 +163,14 @@ describe("Deno's FFI permission", () => {
 });
 
 describe("procmon on the real kernel", () => {
-  kernelTest("--json -D 2 prints NDJSON that contains our own child's fork, exec and exit", async () => {
-    const { code, stdout, pid } = await runProcmon(["--json", "-D", "2", "-S"], async () => {
-      await sleep(1000);
-      // Long enough to still be in /proc when procmon reads it at exec (enrichment is best-effort).
-      const child = spawn("sh", ["-c", "sleep 0.3; exit 5"], { stdio: "ignore" });
-      await once(child, "exit");
-      return child.pid!;
-    });
-    assert.equal(code, 0);
+  kernelTest("--json prints NDJSON with our own child's fork, exec and exit, and -S a summary line", async () => {
+    const procmon = await Procmon.start(["--json", "-S"]);
+    // Long enough to still be in /proc when procmon reads it at exec (enrichment is best-effort).
+    const pid = await procmon.repeatUntil(
+      () => runToEnd("sh", ["-c", "sleep 0.3; exit 5"]),
+      (pid, out) => out.includes(`"pid":${pid},"tgid":${pid},"exitCode"`),
+    );
+    const { stdout } = await procmon.stop();
     const lines = stdout.trim().split("\n").map((l) => JSON.parse(l));
     const mine = lines.filter((e) => e.pid === pid || e.childPid === pid);
     assert.deepEqual(mine.map((e) => e.type).sort(), ["exec", "exit", "fork"]);
@@ -131,5 +182,5 @@ describe("procmon on the real kernel", () => {
     assert.deepEqual(exit.process.cmdline.slice(1), ["-c", "sleep 0.3; exit 5"]);
     assert.equal(lines.at(-1).type, "summary");
     assert.ok(lines.at(-1).events.exit >= 1);
-  }, 30_000);
+  }, 60_000);
 });

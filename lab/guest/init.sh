@@ -9,6 +9,7 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/shm /tmp
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs -o size=1g tmpfs /tmp
+mount -t cgroup2 none /sys/fs/cgroup
 ip link set lo up 2>/dev/null
 hostname cnlink-lab
 

@@ -389,7 +389,8 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
 
   /**
    * An async iterator over received messages (optionally only those for one id). It ends quietly on
-   * `close()`, with the error when an error closed the connector, and with the signal's reason on abort.
+   * `close()`, on `break` and when `signal` is aborted; with the error when an error closed the
+   * connector.
    */
   messages(options?: MessagesOptions): AsyncIterableIterator<ConnectorMessage> {
     const stream = this.#receiver.stream<ConnectorMessage>(options?.signal, (s) => {

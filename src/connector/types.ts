@@ -92,7 +92,7 @@ export interface RequestOptions {
 export interface MessagesOptions {
   /** Only messages for this agent. */
   id?: CallbackId;
-  /** Ends the iteration with the signal's reason. */
+  /** Ends the iteration (quietly, like `close()`) when aborted. */
   signal?: AbortSignal;
 }
 

@@ -1,7 +1,8 @@
 /**
  * A queue-backed async iterator: the receive loop pushes, one consumer pulls. It counts what it
  * holds in messages and in bytes, so the loop can pause when a consumer falls behind. Ends quietly on
- * `end()`, with the error on `end(error)`.
+ * `end()` and on an abort of its signal (the most common way to stop must not need a try/catch;
+ * `signal.aborted` tells why it ended), with the error on `end(error)`.
  *
  * @module
  */
@@ -24,16 +25,17 @@ export class MessageStream<T> implements AsyncIterableIterator<T> {
   #drained: (() => void) | null = null;
   readonly #owner: StreamOwner<T>;
   readonly #signal?: AbortSignal;
-  readonly #onAbort = () => this.#stop(this.#signal?.reason);
+  readonly #onAbort = () => this.#stop();
 
   /**
    * @param owner told when the consumer stops
-   * @param signal ends the stream with its reason when aborted
+   * @param signal ends the stream (quietly) when aborted
    */
   constructor(owner: StreamOwner<T>, signal?: AbortSignal) {
     this.#owner = owner;
     this.#signal = signal;
-    signal?.addEventListener("abort", this.#onAbort, { once: true });
+    if (signal?.aborted) this.#done = true;
+    else signal?.addEventListener("abort", this.#onAbort, { once: true });
   }
 
   /** Messages waiting to be pulled. */

@@ -92,8 +92,17 @@ export function turnsFor(clock: Clock): Turns {
   return turns;
 }
 
-/** Runs the loop until `running()` is false or the transport closes. */
-export async function pump(transport: Transport, on: PumpHandlers, clock: Clock = realClock): Promise<void> {
+/**
+ * Runs the loop until `running()` is false or the transport closes. `coalesce: false` never sleeps
+ * between drains: every datagram is handled as soon as the waiting thread sees it (for readers that
+ * must act before the sender is gone, e.g. reading /proc of a short-lived process).
+ */
+export async function pump(
+  transport: Transport,
+  on: PumpHandlers,
+  clock: Clock = realClock,
+  coalesce = true,
+): Promise<void> {
   const turns = turnsFor(clock);
   let drained = 0;
   let sleepMs = 1;
@@ -112,7 +121,7 @@ export async function pump(transport: Transport, on: PumpHandlers, clock: Clock 
       const rate = drained / Math.max(now - cycle, 0.001);
       const safeMs = transport.rcvbuf / DATAGRAM_TRUESIZE / 2 / rate;
       cycle = now;
-      if (drained >= BURST && safeMs >= 1) {
+      if (coalesce && drained >= BURST && safeMs >= 1) {
         await clock.sleep(Math.min(sleepMs, safeMs));
         sleepMs = Math.min(sleepMs * 2, MAX_SLEEP_MS);
       } else {

@@ -60,6 +60,8 @@ export interface ReceiverOptions {
   label?: () => string;
   /** Time for the loop (tests give a fake clock). */
   clock?: Clock;
+  /** Coalesce wake-ups under load (default true); false handles each datagram as soon as it is seen. */
+  coalesce?: boolean;
 }
 
 /** The receive loop of one socket. */
@@ -68,6 +70,7 @@ export class Receiver {
   readonly #sink: ReceiverSink;
   readonly #options: ReceiverOptions;
   readonly #streams = new Set<MessageStream<unknown>>();
+  readonly #unbounded = new Set<MessageStream<unknown>>();
   readonly #warned = new Set<ReceiveIssue>();
   readonly stats: ReceiveStats = {
     datagrams: 0,
@@ -114,27 +117,45 @@ export class Receiver {
    * A new stream bounded by the receiver's limits: while it holds more than `maxQueued` messages or
    * `maxQueuedBytes` bytes, the loop pauses. `detached` runs when its consumer stops.
    */
-  stream<T>(signal?: AbortSignal, detached?: (stream: MessageStream<T>) => void): MessageStream<T> {
+  stream<T>(
+    signal?: AbortSignal,
+    detached?: (stream: MessageStream<T>) => void,
+    bounded = true,
+  ): MessageStream<T> {
     const stream = new MessageStream<T>({
       detach: (s) => {
         this.#streams.delete(s as MessageStream<unknown>);
+        this.#unbounded.delete(s as MessageStream<unknown>);
         detached?.(s);
       },
     }, signal);
     if (this.#closing) stream.end(this.#closeReason);
-    else if (!stream.done) this.#streams.add(stream as MessageStream<unknown>);
+    else if (!stream.done) (bounded ? this.#streams : this.#unbounded).add(stream as MessageStream<unknown>);
     return stream;
+  }
+
+  /**
+   * Puts a stream made with `bounded: false` under the limits from now on (a reader that must not
+   * pause before a handshake is through, like the process monitor before the kernel's ack).
+   */
+  bound(stream: MessageStream<unknown>): void {
+    if (this.#unbounded.delete(stream)) this.#streams.add(stream);
   }
 
   /** Starts the loop if the family wants messages and it is not running. Idempotent. */
   start(): void {
     if (this.#loop || this.#closing || !this.#sink.wanted()) return;
-    this.#loop = pump(this.#transport, {
-      running: () => !this.#closing && this.#sink.wanted(),
-      datagram: (got) => this.#dispatch(got),
-      overrun: () => this.#overrun(),
-      backpressure: () => this.#backpressure(),
-    }, this.#options.clock ?? realClock).then(
+    this.#loop = pump(
+      this.#transport,
+      {
+        running: () => !this.#closing && this.#sink.wanted(),
+        datagram: (got) => this.#dispatch(got),
+        overrun: () => this.#overrun(),
+        backpressure: () => this.#backpressure(),
+      },
+      this.#options.clock ?? realClock,
+      this.#options.coalesce ?? true,
+    ).then(
       () => {
         this.#loop = null;
         // Demand may have come back between the loop's last check and its end.
@@ -265,8 +286,9 @@ export class Receiver {
   close(reason?: unknown): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closeReason = reason;
-    for (const s of this.#streams) s.end(reason);
+    for (const s of [...this.#streams, ...this.#unbounded]) s.end(reason);
     this.#streams.clear();
+    this.#unbounded.clear();
     this.#closing = (async () => {
       await this.#transport.close();
       if (this.#loop) await this.#loop;

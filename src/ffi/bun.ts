@@ -37,6 +37,14 @@ const SYMBOLS = {
   recvmmsg: { args: ["i32", "ptr", "u32", "i32", "ptr"], returns: "i32" },
   // int close(int fd)
   close: { args: ["i32"], returns: "i32" },
+  // int open(const char *path, int flags)
+  open: { args: ["ptr", "i32"], returns: "i32" },
+  // ssize_t read(int fd, void *buf, size_t count)
+  read: { args: ["i32", "ptr", "u64"], returns: "i32" },
+  // ssize_t readlink(const char *path, char *buf, size_t size)
+  readlink: { args: ["ptr", "ptr", "u64"], returns: "i32" },
+  // ssize_t getdents64(int fd, void *dirp, size_t count)
+  getdents64: { args: ["i32", "ptr", "u64"], returns: "i32" },
   // int epoll_create1(int flags)
   epoll_create1: { args: ["i32"], returns: "i32" },
   // int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
@@ -104,6 +112,22 @@ export function loadBun(path: string): Libc {
     },
     close(fd) {
       const r = s.close(fd);
+      return r < 0 ? -errno[0] : r;
+    },
+    open(path, flags) {
+      const r = s.open(path, flags);
+      return r < 0 ? -errno[0] : r;
+    },
+    read(fd, buf, offset) {
+      const r = s.read(fd, offset === 0 ? buf : buf.subarray(offset), BigInt(buf.byteLength - offset));
+      return r < 0 ? -errno[0] : r;
+    },
+    readlink(path, buf) {
+      const r = s.readlink(path, buf, BigInt(buf.byteLength));
+      return r < 0 ? -errno[0] : r;
+    },
+    getdents64(fd, buf) {
+      const r = s.getdents64(fd, buf, BigInt(buf.byteLength));
       return r < 0 ? -errno[0] : r;
     },
     monotonicNs() {

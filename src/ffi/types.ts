@@ -40,6 +40,14 @@ export interface Libc {
   createRecvBatch(count: number, slotSize: number): RecvBatch;
   /** `int close(int fd)` */
   close(fd: number): number;
+  /** `int open(const char *path, int flags)`; `path` NUL-terminated */
+  open(path: Uint8Array, flags: number): number;
+  /** `ssize_t read(int fd, void *buf, size_t count)` into `buf[offset..]` */
+  read(fd: number, buf: Uint8Array, offset: number): number;
+  /** `ssize_t readlink(const char *path, char *buf, size_t size)`; `path` NUL-terminated */
+  readlink(path: Uint8Array, buf: Uint8Array): number;
+  /** `ssize_t getdents64(int fd, void *dirp, size_t count)` (glibc >= 2.30) */
+  getdents64(fd: number, buf: Uint8Array): number;
   /** `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the clock of proc_event timestamps. */
   monotonicNs(): bigint;
   /** The process's one poll set, made on first use (it holds an epoll fd, an eventfd and one thread). */
@@ -52,5 +60,9 @@ export const CLOCK_MONOTONIC = 1;
 export const EFD_CLOEXEC = 0o2000000;
 /** `EFD_NONBLOCK` */
 export const EFD_NONBLOCK = 0o4000;
+/** `O_RDONLY | O_CLOEXEC`. */
+export const O_RDONLY_CLOEXEC = 0o2000000;
+/** `O_RDONLY | O_DIRECTORY | O_CLOEXEC`. */
+export const O_DIRECTORY_CLOEXEC = 0o2000000 | 0o200000;
 /** Default library name; `libc.so` is a linker script on glibc, so the soname is used. */
 export const DEFAULT_LIBC = "libc.so.6";

@@ -6,6 +6,7 @@
 import { DecodeError } from "../codec/decode_error.ts";
 import { LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { PROC_EVENT } from "../codec/proc.ts";
+import { escapeBytes } from "./text.ts";
 import {
   PROC_EVENT_COMM,
   PROC_EVENT_COREDUMP,
@@ -116,8 +117,13 @@ export interface CommEvent extends ProcEventBase {
   pid: number;
   /** Process id. */
   tgid: number;
-  /** The new name, up to 15 bytes, decoded as UTF-8. */
+  /**
+   * The new name, safe to show and lossless: UTF-8 decoded, control characters, bytes that are not
+   * UTF-8 and backslashes escaped (`\x1b`, `\xff`, `\\`). A process can name itself anything.
+   */
   comm: string;
+  /** The name's raw bytes (up to 15, without the NUL padding). */
+  commBytes: Uint8Array;
 }
 
 /** A fatal signal is about to dump core (sent even with RLIMIT_CORE = 0). */
@@ -202,8 +208,6 @@ export const WHAT_OF: Readonly<Record<ProcEventType | "ack", number>> = {
   coredump: PROC_EVENT_COREDUMP,
   exit: PROC_EVENT_EXIT,
 };
-
-const commDecoder = new TextDecoder();
 
 /**
  * Decodes a `proc_event` from a cn_msg's data.
@@ -327,6 +331,7 @@ export function decodeProcEventAt(view: DataView, offset: number, length: number
     case PROC_EVENT_COMM: {
       const raw = new Uint8Array(view.buffer, view.byteOffset + d + 8, Math.min(16, end - d - 8));
       const nul = raw.indexOf(0);
+      const commBytes = (nul < 0 ? raw : raw.subarray(0, nul)).slice();
       return {
         type: "comm",
         cpu,
@@ -334,7 +339,8 @@ export function decodeProcEventAt(view: DataView, offset: number, length: number
         seq,
         pid: i32(view, d, end),
         tgid: i32(view, d + 4, end),
-        comm: commDecoder.decode(nul < 0 ? raw : raw.subarray(0, nul)),
+        comm: escapeBytes(commBytes),
+        commBytes,
       };
     }
     case PROC_EVENT_COREDUMP:
@@ -472,7 +478,7 @@ export function encodeProcEvent(event: ProcEvent): Uint8Array {
       break;
     case "comm":
       i32(0, event.pid), i32(4, event.tgid);
-      bytes.set(new TextEncoder().encode(event.comm).subarray(0, 15), DATA + 8);
+      bytes.set(event.commBytes.subarray(0, 15), DATA + 8);
       break;
     case "coredump":
       i32(0, event.pid), i32(4, event.tgid), i32(8, event.parentPid), i32(12, event.parentTgid);

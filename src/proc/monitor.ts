@@ -20,11 +20,14 @@ import type { MessageStream } from "../core/message_stream.ts";
 import { Receiver } from "../core/receiver.ts";
 import type { MessageSource, ReceiveIssueInfo, ReceiveStats } from "../core/types.ts";
 import { NetlinkError, TimeoutError } from "../errors.ts";
+import { type FileReader, libcFileReader } from "../ffi/files.ts";
 import { loadLibc } from "../ffi/load.ts";
 import { NetlinkSocket } from "../socket/netlink_socket.ts";
 import type { ReceivedDatagram, Transport } from "../socket/transport.ts";
 import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL } from "./constants.ts";
-import { checkProcAccess, type ProcessInfo, readProcessInfo } from "./enrich.ts";
+import { monotonicClock } from "./clock.ts";
+import type { ProcessInfo } from "./enrich.ts";
+import { ProcessTable } from "./table.ts";
 import { type AckEvent, decodeProcEvent, decodeProcEventAt, type ProcEvent } from "./event.ts";
 import { eventMask, passes, type ProcEventName } from "./filter.ts";
 
@@ -59,13 +62,23 @@ export interface ProcMonitorOptions {
   maxRcvbuf?: number;
   /** How long to wait for the kernel's ack of LISTEN; default 1000 ms. */
   ackTimeoutMs?: number;
-  /** Closes the monitor when aborted (the iteration ends with the signal's reason). */
+  /** Closes the monitor when aborted: the iteration ends quietly, as with `close()`. */
   signal?: AbortSignal;
   /**
-   * Read comm/cmdline/exe/user from /proc at fork and exec (best-effort; exits reuse what was read).
-   * On Deno this needs `--allow-all`: Deno guards /proc/PID behind it, and `open()` says so.
+   * Keep a live process table (`monitor.processes`): a /proc scan at open, then kept by the events,
+   * so each event carries `process` (its process: command line, user, cgroup, container, start
+   * time, ...) including processes that started earlier. /proc is read in the receive loop, before
+   * the event waits in the queue, and the loop does not coalesce wake-ups, so short-lived processes
+   * are read while they still exist; what cannot be read is listed in `process.missing`.
+   * /proc is read through libc (open/read/close), several times faster than the runtimes' fs
+   * modules, and so with Deno's `--allow-ffi` alone (its fs module wants `--allow-all` for /proc).
    */
   enrich?: boolean;
+  /**
+   * Only events of processes whose cgroup v2 path starts with this (e.g. `"/system.slice/docker-"`,
+   * `"/kubepods"`); turns `enrich` on. Loss reports always pass.
+   */
+  cgroup?: string;
   /** Most events queued before the receive loop pauses (the kernel then buffers, then overruns). Default 65536. */
   maxQueued?: number;
   /** Called for datagrams not delivered (malformed, foreign senders). Default: a warning for the first of each kind. */
@@ -126,7 +139,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   // Last cn_msg seq seen per CPU, indexed by CPU number.
   readonly #lastSeq: number[] = [];
   #view: DataView | null = null;
-  readonly #known = new Map<number, ProcessInfo>();
+  readonly #table: ProcessTable | undefined;
   readonly #counts = { events: 0, seqLost: 0, acks: 0, filtered: 0 };
   #mode: FilterMode = "none";
   #listenFormat: 4 | 8 = 8;
@@ -140,6 +153,17 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     internals.abandon = () => this.#shutdown(false);
     this.#options = options;
     this.#mask = eventMask(options.events);
+    if (options.cgroup !== undefined && typeof options.cgroup !== "string") {
+      throw new TypeError(`cgroup must be a path prefix like "/system.slice/", got ${options.cgroup}`);
+    }
+    const enrich = options.enrich || options.cgroup !== undefined;
+    if (enrich) {
+      this.#table = new ProcessTable({
+        monotonicNs: internals.monotonicNs,
+        files: internals.files,
+        list: internals.list,
+      });
+    }
     this.#receiver = new Receiver(transport, {
       wanted: () => true,
       datagram: (got) => this.#fastPath(got),
@@ -151,8 +175,11 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
       maxQueued: options.maxQueued,
       onError: options.onError,
       label: () => "the process-events socket",
+      // /proc must be read before short-lived processes are gone: no sleeping between drains.
+      coalesce: !enrich,
     });
-    this.#stream = this.#receiver.stream(options.signal, () => void this.close());
+    // Not bounded before the kernel's ack is through: a full stream would pause the loop before it.
+    this.#stream = this.#receiver.stream(options.signal, () => void this.close(), false);
     transport.setReceiveBuffer(options.rcvbuf ?? DEFAULT_RCVBUF);
     this.#receiver.start();
   }
@@ -169,12 +196,24 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   static async open(options?: ProcMonitorOptions): Promise<ProcMonitor> {
     const opts = options ?? {};
     eventMask(opts.events);
-    if (opts.enrich) checkProcAccess();
     const libc = await loadLibc(opts.libcPath);
     // Events are 76-byte datagrams: batch them, 64 per system call. A larger datagram cannot be a
     // process event; it arrives truncated and is reported as such.
     const socket = NetlinkSocket.open(libc, { groups: [CN_IDX_PROC], batch: { count: 64, slotSize: 128 } });
-    return procMonitorOver(socket, opts);
+    const files = libcFileReader(libc);
+    return procMonitorOver(socket, opts, {
+      monotonicNs: await monotonicClock(opts.libcPath),
+      files,
+      list: () => (files.list("/proc") ?? []).filter((name) => /^\d+$/.test(name)).map(Number),
+    });
+  }
+
+  /**
+   * The live process table, with `enrich: true` (or `cgroup`): every process the monitor knows, and
+   * `ancestry(pid)`. Undefined otherwise.
+   */
+  get processes(): ProcessTable | undefined {
+    return this.#table;
   }
 
   /** How events are selected: `"kernel"` (Linux >= 6.6 `proc_input`), `"userspace"`, or `"none"` (all). */
@@ -243,7 +282,10 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
       this.#mode = "kernel";
       this.#sendOp(PROC_CN_MCAST_LISTEN, this.#mask);
     } else this.#mode = "userspace";
+    // Seed the process table after subscribing, so no process can start unseen in between.
+    this.#table?.scan();
     this.#subscribed = true;
+    this.#receiver.bound(this.#stream as MessageStream<unknown>);
   }
 
   #sendOp(op: number, mask: number, format: 4 | 8 = this.#listenFormat, ack = 0): void {
@@ -314,15 +356,17 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
       this.#onAck?.(event);
       return;
     }
-    // The stream starts once the kernel has confirmed the subscription.
-    if (!this.#subscribed) return;
+    // The table follows every event, also those the filter drops (a fork it does not show still
+    // makes a process it may show later).
+    const process = this.#table?.apply(event);
     // Also under a kernel filter: events queued before the filter was set still pass through here.
-    if (!passes(event, this.#mask)) {
+    const prefix = this.#options.cgroup;
+    if (!passes(event, this.#mask) || (prefix !== undefined && !process?.cgroup?.startsWith(prefix))) {
       this.#counts.filtered++;
       return;
     }
     const enriched: EnrichedProcEvent = event;
-    if (this.#options.enrich) this.#enrich(enriched);
+    if (process) enriched.process = process;
     this.#counts.events++;
     this.#push(enriched);
   }
@@ -340,29 +384,6 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     if (gap === 0 || gap >= 0x80000000) return;
     this.#counts.seqLost += gap;
     this.#push({ type: "lost", reason: "seq-gap", cpu: event.cpu, count: gap });
-  }
-
-  #enrich(event: EnrichedProcEvent): void {
-    switch (event.type) {
-      case "fork":
-        if (event.childPid === event.childTgid) {
-          event.process = readProcessInfo(event.childTgid);
-          this.#known.set(event.childTgid, event.process);
-        }
-        break;
-      case "exec":
-        event.process = readProcessInfo(event.tgid);
-        this.#known.set(event.tgid, event.process);
-        break;
-      case "exit":
-        event.process = this.#known.get(event.tgid);
-        if (event.pid === event.tgid) this.#known.delete(event.tgid);
-        break;
-      case "unknown":
-        break;
-      default:
-        event.process = this.#known.get(event.tgid) ?? readProcessInfo(event.tgid);
-    }
   }
 
   /** The event stream; there is one per monitor, and ending it (e.g. `break`) closes the monitor. */
@@ -395,8 +416,14 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   }
 }
 
-/** What the constructor hands the internal factory: the handshake and the way out if it fails. */
+/**
+ * Between the constructor and the internal factory: the factory may give the clock and a /proc
+ * reader; the constructor hands back the handshake and the way out if it fails.
+ */
 interface Internals {
+  monotonicNs?: () => bigint;
+  files?: FileReader;
+  list?: () => number[];
   subscribe(): Promise<void>;
   abandon(): Promise<void>;
 }
@@ -405,8 +432,12 @@ interface Internals {
  * Opens a monitor over any transport and subscribes: the internal factory behind `open()` and the
  * fake kernel (not exported from `proc.ts`).
  */
-export async function procMonitorOver(transport: Transport, options: ProcMonitorOptions = {}): Promise<ProcMonitor> {
-  const internals: Partial<Internals> = {};
+export async function procMonitorOver(
+  transport: Transport,
+  options: ProcMonitorOptions = {},
+  given: Pick<Internals, "monotonicNs" | "files" | "list"> = {},
+): Promise<ProcMonitor> {
+  const internals: Partial<Internals> = { ...given };
   const construct = ProcMonitor as unknown as new (
     t: Transport,
     o: ProcMonitorOptions,
@@ -423,18 +454,46 @@ export async function procMonitorOver(transport: Transport, options: ProcMonitor
 }
 
 /**
- * Process events as an async iterable that subscribes when iteration starts and unsubscribes when it ends.
+ * Process events as an async iterable that subscribes when iteration starts and unsubscribes when it
+ * ends. Its iterator's `return()` (what `break` calls) stops at once, also while a `next()` waits for
+ * an event: the monitor closes and the pending `next()` ends `done`. An aborted `signal` ends it the
+ * same way, quietly.
  *
  * @example Exits with a non-zero status, until aborted
  * ```ts ignore
  * import { watchProcesses, waitStatus } from "@cnlink/connector/proc";
  *
- * for await (const e of watchProcesses({ events: ["nonzero-exit"] })) {
+ * for await (const e of watchProcesses({ events: ["nonzero-exit"], signal: AbortSignal.timeout(60_000) })) {
  *   if (e.type === "exit") console.log(e.pid, waitStatus(e.exitCode));
  * }
  * ```
  */
-export async function* watchProcesses(options?: ProcMonitorOptions): AsyncGenerator<ProcMonitorItem, void> {
-  await using monitor = await ProcMonitor.open(options);
-  yield* monitor;
+export function watchProcesses(options?: ProcMonitorOptions): AsyncIterable<ProcMonitorItem> {
+  return {
+    [Symbol.asyncIterator](): AsyncIterator<ProcMonitorItem> {
+      const done: IteratorReturnResult<undefined> = { value: undefined, done: true };
+      let monitor: ProcMonitor | null = null;
+      let opening: Promise<AsyncIterator<ProcMonitorItem>> | null = null;
+      let stopped = false;
+      const open = () =>
+        opening ??= ProcMonitor.open(options).then((m) => {
+          monitor = m;
+          if (stopped) void m.close();
+          return m[Symbol.asyncIterator]();
+        });
+      return {
+        async next() {
+          if (stopped) return done;
+          const it = await open();
+          return stopped ? done : it.next();
+        },
+        async return() {
+          stopped = true;
+          if (!monitor && opening) await opening.catch(() => {});
+          await (monitor as ProcMonitor | null)?.close();
+          return done;
+        },
+      };
+    },
+  };
 }

@@ -8,34 +8,55 @@ import { parseArgs } from "node:util";
 import { wallClock } from "../proc/clock.ts";
 import { eventMask, PROC_EVENT_NAMES, type ProcEventName } from "../proc/filter.ts";
 import { ProcMonitor, type ProcMonitorItem } from "../proc/monitor.ts";
-import { type Context, TEXT_HEADER, toJson, toText } from "./format.ts";
+import { escapeText, safeJson } from "../proc/text.ts";
 import type { ProcessInfo } from "../proc/enrich.ts";
+import { type Context, type NameStyle, textHeader, type TextOptions, toJson, toText } from "./format.ts";
 
 /** The usage text. */
 export const HELP = `procmon: show process events (fork, exec, exit, uid, gid, sid, ptrace, comm, coredump) live.
 
 Usage: procmon [options]
 
-  -e, --events LIST    comma-separated events to show (default: all):
-                       ${PROC_EVENT_NAMES.join(", ")}
-                       ("nonzero-exit" = only exits with a non-zero status)
-  -D, --duration SEC   stop after SEC seconds
-  -S, --stats          print a summary at exit: counts per event and the busiest processes
-  -p, --pid PID        only PID and its descendants (seen being forked while running)
-      --json           one JSON object per line (NDJSON), stable field names
-      --tree           indent processes under their parents
-      --no-enrich      do not read comm/cmdline/user from /proc
-  -h, --help           this text
+  -e, --events LIST      comma-separated events to show (default: all):
+                         ${PROC_EVENT_NAMES.join(", ")}
+                         ("nonzero-exit" = only exits with a non-zero status)
+  -D, --duration SEC     stop after SEC seconds
+  -S, --stats            at exit, a table of events per process and type, with totals
+  -q, --quiet            no line per event (with -S: only the table)
+  -x, --extra            UID and TTY columns, and the whole cgroup path
+  -c, --comm             name processes by their task name (comm), not their command line
+  -d, --strip-dir        strip the directory from the program's path
+  -s, --short            only the program's name, no arguments
+  -l, --line-buffered    write each line as it comes (default: each batch of events at once)
+  -p, --pid PID          only PID and its descendants
+      --cgroup PREFIX    only processes whose cgroup v2 path starts with PREFIX (e.g. /system.slice/docker-)
+      --json             one JSON object per line (NDJSON), stable field names
+      --tree             indent processes under their parents
+      --no-enrich        do not read /proc (no names, users, containers; faster under storms)
+  -h, --help             this text
 
-Needs root (or Linux >= 6.6 for an unprivileged subscription) and, on Deno, -A (Deno guards /proc/PID,
-read for the comm/cmdline/user columns, behind --allow-all; with --no-enrich, --allow-ffi is enough).
-Lost events are always shown ("lost" rows), never dropped silently. Exit status: 0, 1 on error.`;
+Example: the exits with a non-zero status of everything in docker containers, for a minute:
+  procmon -e nonzero-exit --cgroup /system.slice/docker- -D 60
 
-interface Options {
+Columns: time, event, pid, details (wait status, ids, tracer, new name), start-to-exit duration, user,
+container (runtime:id) or systemd unit, and the process (its command line; [name] when it has none,
+<gone> when it ended before it could be read). Text a process chose (names, arguments) is escaped:
+control characters show as \\n, \\x1b, ..., so nothing it prints can act on the terminal.
+Needs root (or Linux >= 6.6 for an unprivileged subscription) and, on Deno, --allow-ffi (/proc is read
+through libc). Lost events are always shown ("lost" rows), never dropped silently.
+Exit status: 0, 1 on error, 2 on bad options.`;
+
+/** The parsed command line. */
+export interface Options {
   events?: ProcEventName[];
   durationMs?: number;
   stats: boolean;
+  quiet: boolean;
+  extra: boolean;
+  names: NameStyle;
+  lineBuffered: boolean;
   pid?: number;
+  cgroup?: string;
   json: boolean;
   tree: boolean;
   enrich: boolean;
@@ -49,7 +70,14 @@ export function parseOptions(args: string[]): Options | "help" {
       events: { type: "string", short: "e" },
       duration: { type: "string", short: "D" },
       stats: { type: "boolean", short: "S", default: false },
+      quiet: { type: "boolean", short: "q", default: false },
+      extra: { type: "boolean", short: "x", default: false },
+      comm: { type: "boolean", short: "c", default: false },
+      "strip-dir": { type: "boolean", short: "d", default: false },
+      short: { type: "boolean", short: "s", default: false },
+      "line-buffered": { type: "boolean", short: "l", default: false },
       pid: { type: "string", short: "p" },
+      cgroup: { type: "string" },
       json: { type: "boolean", default: false },
       tree: { type: "boolean", default: false },
       "no-enrich": { type: "boolean", default: false },
@@ -59,8 +87,14 @@ export function parseOptions(args: string[]): Options | "help" {
     allowPositionals: false,
   });
   if (values.help) return "help";
+  const styles = [values.comm && "comm", values["strip-dir"] && "strip-dir", values.short && "short"].filter(Boolean);
+  if (styles.length > 1) throw new TypeError("-c, -d and -s choose one name style: give one of them");
   const options: Options = {
     stats: values.stats!,
+    quiet: values.quiet!,
+    extra: values.extra!,
+    names: (styles[0] || "cmdline") as NameStyle,
+    lineBuffered: values["line-buffered"]!,
     json: values.json!,
     tree: values.tree!,
     enrich: !values["no-enrich"],
@@ -79,71 +113,75 @@ export function parseOptions(args: string[]): Options | "help" {
     if (!Number.isInteger(pid) || pid <= 0) throw new TypeError(`--pid wants a process id, got "${values.pid}"`);
     options.pid = pid;
   }
+  if (values.cgroup !== undefined) {
+    if (!values.cgroup.startsWith("/")) {
+      throw new TypeError(`--cgroup wants a path like /system.slice/, got "${values.cgroup}"`);
+    }
+    if (!options.enrich) throw new TypeError("--cgroup needs /proc: it cannot go with --no-enrich");
+    options.cgroup = values.cgroup;
+  }
   return options;
 }
 
-/** Per-run bookkeeping: parents, fork times, names, counts. */
-class Tracker {
-  readonly parent = new Map<number, number>();
-  readonly forkedAt = new Map<number, bigint>();
-  readonly info = new Map<number, ProcessInfo>();
-  readonly counts = new Map<string, number>();
-  readonly busiest = new Map<string, number>();
+/** Events per process and type, for -S. */
+class Statistics {
+  readonly #rows = new Map<string, Map<string, number>>();
+  readonly #totals = new Map<string, number>();
 
-  constructor(readonly root?: number) {}
-
-  depth(tgid: number): number {
-    let depth = 0;
-    for (let p = this.parent.get(tgid); p !== undefined && depth < 64; p = this.parent.get(p)) depth++;
-    return depth;
+  count(name: string, type: string): void {
+    let row = this.#rows.get(name);
+    if (!row) this.#rows.set(name, row = new Map());
+    row.set(type, (row.get(type) ?? 0) + 1);
+    this.#totals.set(type, (this.#totals.get(type) ?? 0) + 1);
   }
 
-  inScope(tgid: number): boolean {
-    if (this.root === undefined) return true;
-    for (let p: number | undefined = tgid, n = 0; p !== undefined && n < 256; p = this.parent.get(p), n++) {
-      if (p === this.root) return true;
-    }
-    return false;
+  /** The busiest processes first, `limit` rows. */
+  table(limit = 25): { process: string; events: Record<string, number>; total: number }[] {
+    return [...this.#rows.entries()]
+      .map(([process, row]) => ({
+        process,
+        events: Object.fromEntries(row),
+        total: [...row.values()].reduce((a, b) => a + b, 0),
+      }))
+      .sort((a, b) => b.total - a.total || a.process.localeCompare(b.process))
+      .slice(0, limit);
   }
 
-  /** Updates the bookkeeping; returns the context to format with, or null when out of scope. */
-  see(item: ProcMonitorItem, timeMs: number): Context | null {
-    this.counts.set(item.type, (this.counts.get(item.type) ?? 0) + 1);
-    if (item.type === "lost" || item.type === "unknown") return { timeMs, depth: 0 };
-    const tgid = item.type === "fork" ? item.childTgid : item.tgid;
-    if (item.type === "fork" && item.childPid === item.childTgid) {
-      this.parent.set(tgid, item.parentTgid);
-      this.forkedAt.set(tgid, item.timestampNs);
-    }
-    if (!this.inScope(tgid)) return null;
-    if (item.process) this.info.set(tgid, item.process);
-    const process = item.process ?? this.info.get(tgid);
-    const ctx: Context = { timeMs, depth: this.depth(tgid), process };
-    if (item.type === "exit" && item.pid === item.tgid) {
-      const start = this.forkedAt.get(tgid);
-      if (start !== undefined) ctx.durationNs = item.timestampNs - start;
-      this.forkedAt.delete(tgid);
-      this.info.delete(tgid);
-      this.parent.delete(tgid);
-    }
-    const name = process?.comm ?? "?";
-    this.busiest.set(name, (this.busiest.get(name) ?? 0) + 1);
-    return ctx;
-  }
-
-  summary(): { events: Record<string, number>; busiest: { process: string; events: number }[] } {
-    const busiest = [...this.busiest.entries()].sort((a, b) => b[1] - a[1]).slice(0, 10)
-      .map(([process, events]) => ({ process, events }));
-    return { events: Object.fromEntries([...this.counts.entries()].sort()), busiest };
+  totals(): Record<string, number> {
+    return Object.fromEntries([...this.#totals.entries()].sort());
   }
 }
 
-/** Buffers output lines and writes them in chunks, so a fork storm is not one write per event. */
+/** Parents, start times and names of processes when there is no process table (--no-enrich). */
+class Tracker {
+  readonly parent = new Map<number, number>();
+  readonly forkedAt = new Map<number, bigint>();
+
+  see(item: ProcMonitorItem): void {
+    if (item.type === "fork" && item.childPid === item.childTgid) {
+      this.parent.set(item.childTgid, item.parentTgid);
+      this.forkedAt.set(item.childTgid, item.timestampNs);
+    }
+  }
+
+  forget(tgid: number): void {
+    this.parent.delete(tgid);
+    this.forkedAt.delete(tgid);
+  }
+}
+
+/** Buffers output lines and writes them per batch of events (or each at once with -l). */
 class Output {
   #lines: string[] = [];
   #scheduled = false;
 
+  constructor(readonly lineBuffered: boolean) {}
+
   line(text: string): void {
+    if (this.lineBuffered) {
+      process.stdout.write(text + "\n");
+      return;
+    }
     this.#lines.push(text);
     if (this.#lines.length >= 512) this.flush();
     else if (!this.#scheduled) {
@@ -184,34 +222,60 @@ export async function main(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
+  const o = options;
   const stop = new AbortController();
   const onSignal = () => stop.abort();
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
-  const timer = options.durationMs !== undefined ? setTimeout(onSignal, options.durationMs) : undefined;
-  const out = new Output();
-  const tracker = new Tracker(options.pid);
-  const colour = !options.json && process.stdout.isTTY === true && !process.env.NO_COLOR;
+  const timer = o.durationMs !== undefined ? setTimeout(onSignal, o.durationMs) : undefined;
+  const out = new Output(o.lineBuffered);
+  const tracker = new Tracker();
+  const stats = new Statistics();
+  const text: TextOptions = {
+    colour: !o.json && process.stdout.isTTY === true && !process.env.NO_COLOR,
+    tree: o.tree,
+    extra: o.extra,
+    names: o.names,
+  };
   let monitor: ProcMonitor | undefined;
   try {
     const toEpochMs = await wallClock();
-    monitor = await ProcMonitor.open({ events: options.events, enrich: options.enrich });
-    const closed = monitor;
-    stop.signal.addEventListener("abort", () => void closed.close(), { once: true });
-    if (stop.signal.aborted) await monitor.close();
-    if (!options.json) out.line(TEXT_HEADER);
+    monitor = await ProcMonitor.open({ events: o.events, enrich: o.enrich, cgroup: o.cgroup, signal: stop.signal });
+    const table = monitor.processes;
+    // The ancestors of a process, from the table, else from the forks seen.
+    const parentOf = (tgid: number) => table?.get(tgid)?.ppid ?? tracker.parent.get(tgid);
+    const ancestors = (tgid: number) => {
+      const chain: number[] = [];
+      for (let p = parentOf(tgid); p !== undefined && p > 0 && chain.length < 256; p = parentOf(p)) chain.push(p);
+      return chain;
+    };
+    if (!o.json && !o.quiet) out.line(textHeader(text));
     for await (const item of monitor) {
       const timeMs = "timestampNs" in item ? toEpochMs(item.timestampNs) : Date.now();
-      const ctx = tracker.see(item, timeMs);
-      if (!ctx) continue;
-      out.line(options.json ? JSON.stringify(toJson(item, ctx)) : toText(item, ctx, colour, options.tree));
+      const ctx: Context = { timeMs, depth: 0 };
+      if (item.type !== "lost" && item.type !== "unknown") {
+        tracker.see(item);
+        const tgid = item.type === "fork" ? item.childTgid : item.tgid;
+        const chain = ancestors(tgid);
+        if (o.pid !== undefined && tgid !== o.pid && !chain.includes(o.pid)) continue;
+        ctx.depth = o.pid !== undefined ? chain.indexOf(o.pid) + 1 : chain.length;
+        ctx.process = item.process;
+        if (item.type === "exit" && item.pid === item.tgid) {
+          const start = item.process?.startNs ?? tracker.forkedAt.get(tgid);
+          if (start !== undefined) ctx.durationNs = item.timestampNs - start;
+          tracker.forget(tgid);
+        }
+        stats.count(statName(item.process), item.type);
+      } else stats.count(item.type === "lost" ? "(lost)" : "(unknown)", item.type);
+      if (o.quiet) continue;
+      out.line(o.json ? toJson(item, ctx) : toText(item, ctx, text));
     }
-    if (options.stats) printSummary(out, tracker, monitor, options.json);
+    if (o.stats) printStatistics(out, stats, monitor, o.json);
     out.flush();
     return 0;
   } catch (err) {
     out.flush();
-    console.error(`procmon: ${(err as Error).message}`);
+    console.error(`procmon: ${escapeText((err as Error).message)}`);
     return 1;
   } finally {
     clearTimeout(timer);
@@ -221,19 +285,32 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-function printSummary(out: Output, tracker: Tracker, monitor: ProcMonitor, json: boolean): void {
-  const summary = { ...tracker.summary(), monitor: monitor.stats, filter: monitor.filterMode };
+/** A process's row in -S: its program (a zombie has no command line left, but its comm). */
+function statName(p: ProcessInfo | undefined): string {
+  const program = p?.cmdline?.[0];
+  if (program) return program.slice(program.lastIndexOf("/") + 1);
+  return p?.comm ?? "<gone>";
+}
+
+const STAT_COLUMNS = ["fork", "exec", "exit", "coredump", "comm", "ptrace", "uid", "gid", "sid"];
+
+function printStatistics(out: Output, stats: Statistics, monitor: ProcMonitor, json: boolean): void {
+  const s = monitor.stats;
+  const lost = { overruns: s.overruns, seqLost: s.seqLost, foreign: s.foreign, malformed: s.malformed };
   if (json) {
-    out.line(JSON.stringify({ type: "summary", ...summary }));
+    out.line(
+      safeJson({ type: "summary", events: stats.totals(), processes: stats.table(), lost, filter: monitor.filterMode }),
+    );
     return;
   }
+  const row = (cells: (string | number)[], name: string) =>
+    cells.map((c) => String(c).padStart(9)).join("") + `  ${name}`;
   out.line("");
-  out.line("Event      Count");
-  for (const [type, count] of Object.entries(summary.events)) out.line(`${type.padEnd(10)} ${count}`);
-  out.line("");
-  out.line("Events  Process");
-  for (const { process, events } of summary.busiest) out.line(`${String(events).padStart(6)}  ${process}`);
-  const s = monitor.stats;
+  out.line(row([...STAT_COLUMNS.map((c) => c[0].toUpperCase() + c.slice(1)), "Total"], "Process"));
+  for (const p of stats.table()) out.line(row([...STAT_COLUMNS.map((c) => p.events[c] ?? 0), p.total], p.process));
+  const totals = stats.totals();
+  const all = Object.values(totals).reduce((a, b) => a + b, 0);
+  out.line(row([...STAT_COLUMNS.map((c) => totals[c] ?? 0), all], "(all processes)"));
   out.line("");
   out.line(
     `lost: ${s.overruns} overrun(s), ${s.seqLost} by sequence gaps; forged rejected: ${s.foreign}; ` +

@@ -1,35 +1,52 @@
 /**
  * How procmon shows an item: a forkstat-style text line or one NDJSON object with stable field names.
  *
+ * Every string that comes from a process (names, arguments, paths, user names, cgroups) arrives
+ * escaped from the library (`\n`, `\x1b`, `\xff`, `\\`): no byte a process chose can act on the
+ * terminal. Numbers and our own words are the only other things on a line.
+ *
  * @module
  */
 import type { ProcMonitorItem } from "../proc/monitor.ts";
 import { waitStatus } from "../proc/event.ts";
 import type { ProcessInfo } from "../proc/enrich.ts";
+import { safeJson } from "../proc/text.ts";
+
+/** How a process is named in the Process column. */
+export type NameStyle = "cmdline" | "comm" | "strip-dir" | "short";
 
 /** What the formatter knows beyond the event itself. */
 export interface Context {
   /** Epoch milliseconds of the event. */
   timeMs: number;
-  /** Fork-to-exit duration of the process, when its fork was seen. */
+  /** Start-to-exit duration of the process, when its start is known. */
   durationNs?: bigint;
-  /** Depth in the process tree seen so far (for --tree). */
+  /** Depth in the process tree (for --tree). */
   depth: number;
   /** Best-known details of the process. */
   process?: ProcessInfo;
 }
 
-/** The NDJSON object for an item. Field names are stable; bigints become decimal strings. */
-export function toJson(item: ProcMonitorItem, ctx: Context): Record<string, unknown> {
+/** What the text format shows. */
+export interface TextOptions {
+  colour: boolean;
+  tree: boolean;
+  /** -x: UID and TTY columns, and the whole cgroup path instead of the container or unit. */
+  extra: boolean;
+  names: NameStyle;
+}
+
+/** The NDJSON line for an item. Field names are stable; bigints become decimal strings; bytes arrays. */
+export function toJson(item: ProcMonitorItem, ctx: Context): string {
   const out: Record<string, unknown> = { type: item.type, time: new Date(ctx.timeMs).toISOString() };
   for (const [key, value] of Object.entries(item)) {
     if (key === "type" || key === "process") continue;
-    out[key] = typeof value === "bigint" ? value.toString() : value instanceof Uint8Array ? [...value] : value;
+    out[key] = value instanceof Uint8Array ? [...value] : value;
   }
   if (item.type === "exit") out.status = waitStatus(item.exitCode);
   if (ctx.durationNs !== undefined) out.durationMs = Number(ctx.durationNs) / 1e6;
   if (ctx.process) out.process = ctx.process;
-  return out;
+  return safeJson(out, (_key, value) => (typeof value === "bigint" ? value.toString() : value));
 }
 
 const COLOURS: Record<string, string> = {
@@ -40,6 +57,9 @@ const COLOURS: Record<string, string> = {
   lost: "41;97",
   ptrace: "35",
   comm: "34",
+  uid: "95",
+  gid: "95",
+  sid: "94",
 };
 
 function clock(ms: number): string {
@@ -51,7 +71,9 @@ function clock(ms: number): string {
 function describe(item: ProcMonitorItem): [pid: string, info: string] {
   switch (item.type) {
     case "fork":
-      return [String(item.childPid), `${item.childPid === item.childTgid ? "child" : "thread"} of ${item.parentTgid}`];
+      return item.childPid === item.childTgid
+        ? [String(item.childPid), `child of ${item.parentTgid}`]
+        : [String(item.childPid), `thread of ${item.childTgid}`];
     case "exec":
       return [String(item.pid), item.pid === item.tgid ? "" : `thread of ${item.tgid}`];
     case "exit": {
@@ -68,7 +90,7 @@ function describe(item: ProcMonitorItem): [pid: string, info: string] {
     case "ptrace":
       return [String(item.pid), item.tracerTgid ? `traced by ${item.tracerTgid}` : "detached"];
     case "comm":
-      return [String(item.pid), `name ${JSON.stringify(item.comm)}`];
+      return [String(item.pid), `name ${item.comm}`];
     case "coredump":
       return [String(item.pid), "dumping core"];
     case "lost":
@@ -78,25 +100,45 @@ function describe(item: ProcMonitorItem): [pid: string, info: string] {
   }
 }
 
-function processName(info: ProcessInfo | undefined): string {
+const basename = (path: string) => path.slice(path.lastIndexOf("/") + 1);
+
+/** The process's name in the chosen style: `[comm]` without a command line, `<gone>` without anything. */
+export function processName(info: ProcessInfo | undefined, style: NameStyle = "cmdline"): string {
+  if (!info) return "<gone>";
+  const argv = info.cmdline ?? [];
+  if (style === "comm" || argv.length === 0) return info.comm !== undefined ? `[${info.comm}]` : "<gone>";
+  if (style === "short") return basename(argv[0]);
+  if (style === "strip-dir") return [basename(argv[0]), ...argv.slice(1)].join(" ");
+  return argv.join(" ");
+}
+
+/** The Container/Unit column: the container (runtime and short id), else the systemd unit. */
+export function placeOf(info: ProcessInfo | undefined, extra: boolean): string {
   if (!info) return "";
-  if (info.cmdline && info.cmdline.length > 0) return info.cmdline.join(" ");
-  if (info.comm) return `[${info.comm}]`;
-  return "<gone>";
+  if (extra) return info.cgroup ?? "";
+  if (info.container) return `${info.container.runtime}:${info.container.id.slice(0, 12)}`;
+  return info.unit ?? "";
 }
 
 /** The header line of the text format. */
-export const TEXT_HEADER = "Time         Event     PID      Info                    Duration  User      Process";
+export function textHeader(options: Pick<TextOptions, "extra">): string {
+  const extra = options.extra ? `${"UID".padEnd(6)} ${"TTY".padEnd(7)} ` : "";
+  return `Time         Event     PID      Info                    Duration  ${extra}User      ` +
+    `${(options.extra ? "Cgroup" : "Container/Unit").padEnd(20)} Process`;
+}
 
-/** One text line, forkstat-style; `colour` adds ANSI colour to the event name. */
-export function toText(item: ProcMonitorItem, ctx: Context, colour: boolean, tree: boolean): string {
+/** One text line, forkstat-style. */
+export function toText(item: ProcMonitorItem, ctx: Context, options: TextOptions): string {
   const [pid, info] = describe(item);
   const name = item.type.padEnd(9);
-  const event = colour && COLOURS[item.type] ? `\x1b[${COLOURS[item.type]}m${name}\x1b[0m` : name;
+  const event = options.colour && COLOURS[item.type] ? `\x1b[${COLOURS[item.type]}m${name}\x1b[0m` : name;
   const duration = ctx.durationNs !== undefined ? `${(Number(ctx.durationNs) / 1e9).toFixed(3)}s` : "";
-  const user = ctx.process?.user ?? (ctx.process?.uid !== undefined ? String(ctx.process.uid) : "");
-  const indent = tree ? "  ".repeat(ctx.depth) : "";
-  return `${clock(ctx.timeMs)} ${event} ${pid.padEnd(8)} ${info.padEnd(23)} ${duration.padStart(8)}  ${
+  const p = ctx.process;
+  const user = p?.user ?? (p?.uid !== undefined ? String(p.uid) : "");
+  const extra = options.extra ? `${String(p?.uid ?? "").padEnd(6)} ${(p?.tty ?? "").padEnd(7)} ` : "";
+  const indent = options.tree ? "  ".repeat(ctx.depth) : "";
+  const process = item.type === "lost" || item.type === "unknown" ? "" : processName(p, options.names);
+  return `${clock(ctx.timeMs)} ${event} ${pid.padEnd(8)} ${info.padEnd(23)} ${duration.padStart(8)}  ${extra}${
     user.padEnd(9)
-  } ${indent}${processName(ctx.process)}`;
+  } ${placeOf(p, options.extra).padEnd(20)} ${indent}${process}`;
 }

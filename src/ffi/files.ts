@@ -1,0 +1,82 @@
+/**
+ * Reading small files (/proc) through libc: open, read, close into one reused buffer, with no
+ * exception for a file that is gone. A process monitor reads /proc while short-lived processes
+ * exit; through the runtimes' fs modules a read took 15 us on Deno and a missing file 40 us (an
+ * exception), through libc a few microseconds either way.
+ *
+ * @module
+ */
+import { LITTLE_ENDIAN } from "../codec/netlink.ts";
+import { Errno } from "../errors.ts";
+import { type Libc, O_DIRECTORY_CLOEXEC, O_RDONLY_CLOEXEC } from "./types.ts";
+
+/** Reads files and links; null when they cannot be read (gone, or not permitted). */
+export interface FileReader {
+  /** The file's bytes; the view is valid until the next call. */
+  read(path: string): Uint8Array | null;
+  /** A symbolic link's target, as bytes; the view is valid until the next call. */
+  readlink(path: string): Uint8Array | null;
+  /** The names in a directory (without `.` and `..`). */
+  list(path: string): string[] | null;
+}
+
+/** A {@linkcode FileReader} on libc. */
+export function libcFileReader(libc: Libc): FileReader {
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+  let buffer = new Uint8Array(16384);
+  const cPath = (path: string) => encoder.encode(path + "\0");
+  return {
+    read(path) {
+      const fd = libc.open(cPath(path), O_RDONLY_CLOEXEC);
+      if (fd < 0) return null;
+      let n = 0;
+      try {
+        for (;;) {
+          if (n === buffer.byteLength) {
+            const bigger = new Uint8Array(buffer.byteLength * 2);
+            bigger.set(buffer);
+            buffer = bigger;
+          }
+          const r = libc.read(fd, buffer, n);
+          if (r === 0) break;
+          if (r === -Errno.EINTR) continue;
+          if (r < 0) return null;
+          n += r;
+        }
+      } finally {
+        libc.close(fd);
+      }
+      return buffer.subarray(0, n);
+    },
+    readlink(path) {
+      const r = libc.readlink(cPath(path), buffer);
+      return r < 0 ? null : buffer.subarray(0, r);
+    },
+    list(path) {
+      const fd = libc.open(cPath(path), O_DIRECTORY_CLOEXEC);
+      if (fd < 0) return null;
+      const names: string[] = [];
+      const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+      try {
+        for (;;) {
+          const n = libc.getdents64(fd, buffer);
+          if (n === 0) break;
+          if (n === -Errno.EINTR) continue;
+          if (n < 0) return null;
+          // struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen @16; u8 d_type @18; char d_name[] @19 }
+          for (let at = 0; at < n;) {
+            const reclen = view.getUint16(at + 16, LITTLE_ENDIAN);
+            const end = buffer.indexOf(0, at + 19);
+            const name = decoder.decode(buffer.subarray(at + 19, end < 0 || end > at + reclen ? at + reclen : end));
+            if (name !== "." && name !== "..") names.push(name);
+            at += reclen;
+          }
+        }
+      } finally {
+        libc.close(fd);
+      }
+      return names;
+    },
+  };
+}
