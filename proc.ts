@@ -41,6 +41,8 @@ export {
 export { eventMask, passes, PROC_EVENT_NAMES, type ProcEventName } from "./src/proc/filter.ts";
 export { type ProcessInfo, readProcessInfo, userName } from "./src/proc/enrich.ts";
 export { ProcessTable, type ProcessTableOptions } from "./src/proc/table.ts";
+/** How `/proc` is read: implement it to feed `readProcessInfo` or `ProcessTable` in tests. */
+export type { FileReader } from "./src/ffi/files.ts";
 export { type CgroupInfo, type ContainerRef, parseCgroup } from "./src/proc/cgroup.ts";
 export { escapeBytes, escapeText } from "./src/proc/text.ts";
 export {

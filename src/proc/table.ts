@@ -60,6 +60,11 @@ export class ProcessTable implements Iterable<ProcessInfo> {
   readonly #list: () => number[];
   readonly #files: FileReader | undefined;
 
+  /**
+   * Builds an empty table; `scan()` fills it from /proc.
+   *
+   * @param options clock offset, file reader and process lister
+   */
   constructor(options: ProcessTableOptions = {}) {
     let offset = 0n;
     if (options.monotonicNs) {
