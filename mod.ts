@@ -29,6 +29,7 @@ export type {
   ConnectorStats,
   Destination,
   MessagesOptions,
+  RequestAllOptions,
   RequestOptions,
   SendOptions,
 } from "./src/connector/types.ts";

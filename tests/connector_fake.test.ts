@@ -236,6 +236,40 @@ describe("request/reply", () => {
     await assert.rejects(pending, (e: Error) => e instanceof ClosedError && e.code === "ERR_CLOSED");
   });
 
+  test("requestAll() collects the replies until the last; none of them reach callbacks or iterators", async () => {
+    const kernel = new FakeKernel();
+    kernel.addCallback(ECHO, "three parts", (msg, ctx) => {
+      for (const part of [1, 2, 3]) {
+        ctx.kernel.send({ id: msg.id, seq: msg.seq, ack: msg.seq + 1, data: bytes(part) }, {
+          to: { port: ctx.senderPort },
+        });
+      }
+    });
+    await using conn = kernel.connect();
+    const elsewhere: number[] = [];
+    conn.addCallback(ECHO, "spectator", (m) => elsewhere.push(m.data[0]));
+    const replies = await conn.requestAll({ id: ECHO }, { until: (r) => r.data[0] === 3 });
+    assert.deepEqual(replies.map((r) => r.data[0]), [1, 2, 3]);
+    assert.deepEqual(elsewhere, []);
+    assert.equal(conn.stats.unhandled, 0);
+    // Not all parts in time: the TimeoutError says how many came.
+    await assert.rejects(
+      conn.requestAll({ id: ECHO }, { until: (r) => r.data[0] === 4, timeoutMs: 50 }),
+      (e: Error) => e.name === "TimeoutError" && /3 replies came, not the last/.test(e.message),
+    );
+    // until() throwing rejects the exchange with its error.
+    await assert.rejects(
+      conn.requestAll({ id: ECHO }, {
+        until: () => {
+          throw new Error("bad part");
+        },
+      }),
+      /bad part/,
+    );
+    // deno-lint-ignore no-explicit-any
+    await assert.rejects(conn.requestAll({ id: ECHO }, {} as any), TypeError);
+  });
+
   test("a failed send rejects the request with the NetlinkError", async () => {
     const kernel = new FakeKernel({ initialNetworkNamespace: false });
     await using conn = kernel.connect();

@@ -22,6 +22,7 @@ import type {
   ConnectorStats,
   Destination,
   MessagesOptions,
+  RequestAllOptions,
   RequestOptions,
   SendOptions,
 } from "./types.ts";
@@ -35,7 +36,8 @@ interface Registered {
 }
 interface Pending {
   readonly matches: (reply: ConnectorMessage) => boolean;
-  readonly resolve: (reply: ConnectorMessage) => void;
+  /** Takes a matching reply; the exchange ends when it was the last. */
+  readonly take: (reply: ConnectorMessage) => void;
   readonly reject: (error: unknown) => void;
 }
 interface Subscriber {
@@ -242,7 +244,58 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    *   waiting and `whenBusy` is `"fail"`
    */
   request(message: MessageInit, options?: RequestOptions): Promise<ConnectorMessage> {
-    const opts = options ?? {};
+    return this.#exchange(message, options ?? {}, () => true).then((replies) => replies[0]);
+  }
+
+  /**
+   * Sends `message` and collects every matching reply until `until` says the last one came: for
+   * agents that answer one request with several messages (the 1-Wire core sends a data reply and a
+   * status per command). Matching, `seq`, timeout and abort work as in `request`; the timeout covers
+   * the whole exchange. Collected replies are not passed to callbacks or iterators.
+   *
+   * @param message the request
+   * @param options as for `request`, plus `until(reply, replies)`: true when `reply` (already
+   *   appended to `replies`) is the last one
+   * @returns the replies in the order they came
+   * @throws {TimeoutError} the last reply did not come within `timeoutMs` (default 5000); the message
+   *   says how many came
+   * @throws {ClosedError} the connector closed first
+   * @throws {NetlinkError} the send failed (see `send`)
+   *
+   * @example Two replies to one request (here from the fake kernel)
+   * ```ts
+   * import { FakeKernel } from "@cnlink/connector/testing";
+   * import assert from "node:assert/strict";
+   *
+   * const kernel = new FakeKernel();
+   * kernel.addCallback({ idx: 14, val: 1 }, "twice", (m, ctx) => {
+   *   for (const part of [1, 2]) {
+   *     kernel.send({ id: m.id, seq: m.seq, ack: m.seq + 1, data: new Uint8Array([part]) }, {
+   *       to: { port: ctx.senderPort },
+   *     });
+   *   }
+   * });
+   * await using conn = kernel.connect();
+   * const replies = await conn.requestAll({ id: { idx: 14, val: 1 } }, {
+   *   until: (_reply, replies) => replies.length === 2,
+   * });
+   * assert.deepEqual(replies.map((r) => r.data[0]), [1, 2]);
+   * ```
+   */
+  requestAll(message: MessageInit, options: RequestAllOptions): Promise<ConnectorMessage[]> {
+    if (typeof options?.until !== "function") {
+      return Promise.reject(
+        new TypeError("requestAll needs options.until(reply, replies), which says when the last reply came"),
+      );
+    }
+    return this.#exchange(message, options, options.until);
+  }
+
+  #exchange(
+    message: MessageInit,
+    opts: RequestOptions,
+    until: (reply: ConnectorMessage, replies: ConnectorMessage[]) => boolean,
+  ): Promise<ConnectorMessage[]> {
     let address: NetlinkAddress;
     try {
       address = addressOf(opts.to);
@@ -262,9 +315,10 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
     if (signal?.aborted) return Promise.reject(signal.reason);
     if (this.#receiver.closed) return Promise.reject(new ClosedError("send a request", this.#receiver.closeReason));
     const where = describeAddress(address);
-    return new Promise<ConnectorMessage>((resolve, reject) => {
+    return new Promise<ConnectorMessage[]>((resolve, reject) => {
       let slot = false;
       let queued: (() => void) | null = null;
+      const replies: ConnectorMessage[] = [];
       const finish = () => {
         this.#pending.delete(pending);
         clearTimeout(timer);
@@ -277,9 +331,18 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
       let sent = false;
       const pending: Pending = {
         matches: (m) => sent && match(m, request),
-        resolve: (m) => {
+        take: (m) => {
+          replies.push(m);
+          let last: boolean;
+          try {
+            last = until(m, replies);
+          } catch (err) {
+            pending.reject(err);
+            return;
+          }
+          if (!last) return;
           finish();
-          resolve(m);
+          resolve(replies);
         },
         reject: (e) => {
           finish();
@@ -289,7 +352,12 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
       const onAbort = () => pending.reject(signal?.reason);
       const timer = setTimeout(() => {
         const waited = queued ? ` (it was still waiting for one of ${this.#options.maxInFlight} request slots)` : "";
-        const what = `No reply to cn_msg ${request.id.idx}:${request.id.val} seq ${seq} from ${where}${waited}`;
+        const got = replies.length
+          ? ` (${replies.length} repl${replies.length === 1 ? "y" : "ies"} came, not the last)`
+          : "";
+        const what = `No ${
+          replies.length ? "last " : ""
+        }reply to cn_msg ${request.id.idx}:${request.id.val} seq ${seq} from ${where}${waited}${got}`;
         pending.reject(new TimeoutError(what, timeoutMs));
       }, timeoutMs);
       signal?.addEventListener("abort", onAbort, { once: true });
@@ -419,7 +487,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
     };
     for (const pending of this.#pending) {
       if (pending.matches(message)) {
-        pending.resolve(message);
+        pending.take(message);
         return;
       }
     }

@@ -88,6 +88,12 @@ export interface RequestOptions {
   match?: (reply: ConnectorMessage, request: Required<Pick<ConnectorMessage, "id" | "seq" | "ack">>) => boolean;
 }
 
+/** Options of `Connector.requestAll`: those of `request`, and when to stop collecting. */
+export interface RequestAllOptions extends RequestOptions {
+  /** True when `reply` (already appended to `replies`) is the last reply of the exchange. */
+  until: (reply: ConnectorMessage, replies: readonly ConnectorMessage[]) => boolean;
+}
+
 /** Options of `Connector.messages`. */
 export interface MessagesOptions {
   /** Only messages for this agent. */
