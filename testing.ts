@@ -24,3 +24,12 @@ export {
   type KernelMessage,
 } from "./src/testing/fake_kernel.ts";
 export { FakeProcEvents, type FakeProcOptions, type ProcOp } from "./src/testing/fake_proc.ts";
+export {
+  type FakeDs18b20,
+  fakeDs18b20,
+  type FakeDs18b20Options,
+  fakeDs2431,
+  FakeW1Core,
+  type FakeW1Device,
+  type FakeW1Options,
+} from "./src/testing/fake_w1.ts";

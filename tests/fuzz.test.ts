@@ -24,6 +24,7 @@ const { NLMSG_DONE } = constants;
 import { decodeProcEvent, encodeProcEvent, escapeBytes, type ProcEvent } from "../proc.ts";
 import { PROC_ACK, PROC_EXIT, PROC_FORK, USER_MULTICAST, USER_UNICAST } from "./fixtures/golden.ts";
 import { recordFigure } from "./_figures.ts";
+import { decodeW1Messages, encodeW1Messages, W1_MESSAGE } from "../w1.ts";
 
 const RUNS = Number(process.env.CNLINK_FUZZ_RUNS ?? 100_000);
 const params = { numRuns: RUNS };
@@ -218,6 +219,42 @@ describe(`fuzzing the decoders (${RUNS} cases per property)`, () => {
       params,
     );
     recordFigure("fuzz.proc_event.cases", 2 * RUNS);
+  });
+
+  test("w1_netlink_msg: any bytes decode or throw DecodeError within their input; encode -> decode -> encode is stable", () => {
+    const command = fc.record({ cmd: fc.integer({ min: 0, max: 255 }), data: fc.uint8Array({ maxLength: 24 }) });
+    const w1Message = fc.record({
+      type: fc.constantFrom(W1_MESSAGE.MASTER_CMD, W1_MESSAGE.SLAVE_CMD),
+      status: fc.integer({ min: 0, max: 255 }),
+      id: fc.uint8Array({ minLength: 8, maxLength: 8 }),
+      commands: fc.array(command, { maxLength: 4 }),
+    });
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 96 }),
+          fc.array(w1Message, { maxLength: 3 }).map((m) => encodeW1Messages(m)),
+        ),
+        (bytes) => {
+          const r = outcome(() => decodeW1Messages(padded(bytes)));
+          assert.deepEqual(plain(r), plain(outcome(() => decodeW1Messages(bytes.slice()))));
+        },
+      ),
+      params,
+    );
+    fc.assert(
+      fc.property(fc.array(w1Message, { maxLength: 3 }), (messages) => {
+        const bytes = encodeW1Messages(messages);
+        const decoded = decodeW1Messages(bytes);
+        assert.deepEqual(
+          plain(decoded.map(({ type, status, id, commands }) => ({ type, status, id, commands }))),
+          plain(messages),
+        );
+        assert.deepEqual(encodeW1Messages(decoded), bytes);
+      }),
+      params,
+    );
+    recordFigure("fuzz.w1.cases", 2 * RUNS);
   });
 
   test("datagrams: random and mutated golden bytes throw nothing but DecodeError and read only their input", () => {

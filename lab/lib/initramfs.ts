@@ -116,7 +116,18 @@ function* walk(dir: string): Generator<string> {
 }
 
 /** What the project archive carries of the repository: the library, its tests and the examples they run. */
-const PROJECT_PATHS = ["mod.ts", "proc.ts", "testing.ts", "deno.json", "src", "cli", "tests", "examples", "lab/tests"];
+const PROJECT_PATHS = [
+  "mod.ts",
+  "proc.ts",
+  "testing.ts",
+  "w1.ts",
+  "deno.json",
+  "src",
+  "cli",
+  "tests",
+  "examples",
+  "lab/tests",
+];
 
 /** The project archive: /init, the plan, the tasks helper and the library. */
 export async function projectArchive(

@@ -15,6 +15,9 @@ import { describeAddress } from "../socket/netlink_socket.ts";
 import { groupBit, groupsOf, type ReceiveResult, type Transport } from "../socket/transport.ts";
 import { type ProcMonitor, type ProcMonitorOptions, procMonitorOver } from "../proc/monitor.ts";
 import { FakeProcEvents, type FakeProcOptions } from "./fake_proc.ts";
+import { FakeW1Core, type FakeW1Options } from "./fake_w1.ts";
+import { type W1Bus, w1BusOver } from "../w1/bus.ts";
+import type { W1BusOptions } from "../w1/types.ts";
 
 /** A message the fake kernel received from userspace. */
 export interface KernelMessage {
@@ -235,6 +238,20 @@ export class FakeKernel {
    */
   enableProcEvents(options?: FakeProcOptions): FakeProcEvents {
     return new FakeProcEvents(this, options ?? {});
+  }
+
+  /**
+   * Installs a fake 1-Wire core at `{3, 1}` and returns its control (masters, devices, faults).
+   *
+   * @param options the slaves' time to live, reply splitting
+   */
+  enableW1(options?: FakeW1Options): FakeW1Core {
+    return new FakeW1Core(this, options);
+  }
+
+  /** Opens a 1-Wire client on this kernel, like `W1Bus.open` does on the real one. */
+  openW1Bus(options?: W1BusOptions): W1Bus {
+    return w1BusOver(this.connect(), options ?? {});
   }
 
   /** The ports of the sockets in `group`. */

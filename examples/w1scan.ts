@@ -1,0 +1,118 @@
+/**
+ * w1scan: lists the 1-Wire bus masters and the devices on each bus, and reads the thermometers
+ * (DS18B20), through the kernel's w1 netlink interface. With `--watch` it then prints bus events
+ * (devices and masters coming and going) until interrupted.
+ *
+ *   deno run --allow-ffi examples/w1scan.ts [--json] [--watch] [--conversion-ms 750]
+ *   bun examples/w1scan.ts --json
+ *
+ * Needs the w1 core (`modprobe wire`, a kernel with CONFIG_W1_CON) and a bus master driver. Any user
+ * may scan; `--watch` needs root before Linux 6.6 (group 3). Exit status: 0 done, 1 failed, 2 usage.
+ *
+ * @module
+ */
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { TimeoutError } from "../mod.ts";
+import { convertAll, familyName, readTemperature, W1Bus, type W1Id } from "../w1.ts";
+
+const USAGE = "usage: w1scan [--json] [--watch] [--conversion-ms N] [--timeout-ms N]";
+
+let options;
+try {
+  options = parseArgs({
+    options: {
+      json: { type: "boolean", default: false },
+      watch: { type: "boolean", default: false },
+      "conversion-ms": { type: "string", default: "750" },
+      "timeout-ms": { type: "string", default: "5000" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  }).values;
+} catch (err) {
+  console.error(`w1scan: ${(err as Error).message}\n${USAGE}`);
+  process.exit(2);
+}
+if (options.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const conversionMs = Number(options["conversion-ms"]);
+const timeoutMs = Number(options["timeout-ms"]);
+if (!(conversionMs >= 0) || !(timeoutMs > 0)) {
+  console.error(`w1scan: --conversion-ms and --timeout-ms take milliseconds\n${USAGE}`);
+  process.exit(2);
+}
+
+const json = options.json;
+const print = (item: Record<string, unknown>, text: string) => console.log(json ? JSON.stringify(item) : text);
+
+/** One device's line: id, family, and the temperature of a thermometer. */
+async function describe(bus: W1Bus, master: number, id: W1Id, converted: boolean): Promise<void> {
+  const family = familyName(id.family);
+  const item: Record<string, unknown> = { type: "device", master, id: id.name, family: id.family, familyName: family };
+  let text = `  ${id.name}  ${(family ?? "?").padEnd(8)}`;
+  if (!id.crcValid) {
+    item.crcValid = false;
+    text += "  ROM CRC wrong (not attached by the kernel)";
+  } else if (id.family === 0x28) {
+    try {
+      const reading = await readTemperature(bus, id, { convert: !converted, conversionMs, timeoutMs });
+      item.celsius = reading.celsius;
+      text += `  ${reading.celsius.toFixed(4)} °C`;
+    } catch (err) {
+      item.error = (err as Error).message;
+      text += `  ${(err as Error).message}`;
+    }
+  }
+  print(item, text);
+}
+
+await using bus = await W1Bus.open();
+let masters: number[];
+try {
+  masters = await bus.listMasters({ timeoutMs });
+} catch (err) {
+  const why = err instanceof TimeoutError
+    ? "the kernel's 1-Wire core did not answer: load it (modprobe wire) on a kernel with CONFIG_W1_CON"
+    : (err as Error).message;
+  console.error(`w1scan: ${why}`);
+  process.exit(1);
+}
+if (masters.length === 0 && !json) console.log("no 1-Wire bus masters");
+let failed = false;
+for (const master of masters) {
+  let ids: W1Id[];
+  try {
+    ids = await bus.search(master, { timeoutMs });
+  } catch (err) {
+    failed = true;
+    print({ type: "master", master, error: (err as Error).message }, `master ${master}: ${(err as Error).message}`);
+    continue;
+  }
+  print({ type: "master", master, devices: ids.length }, `master ${master}: ${ids.length} device(s)`);
+  // Start every thermometer of the bus at once, then read each.
+  let converted = false;
+  if (ids.some((id) => id.family === 0x28 && id.crcValid)) {
+    await convertAll(bus, master, { timeoutMs });
+    await new Promise((r) => setTimeout(r, conversionMs));
+    converted = true;
+  }
+  for (const id of ids) await describe(bus, master, id, converted);
+}
+
+if (options.watch) {
+  const stop = new AbortController();
+  process.on("SIGINT", () => stop.abort());
+  process.on("SIGTERM", () => stop.abort());
+  if (!json) console.log("watching bus events (Ctrl-C to stop)");
+  else print({ type: "watching" }, "");
+  for await (const e of bus.events({ signal: stop.signal })) {
+    if ("id" in e) {
+      print({ type: e.type, id: e.id.name, seq: e.seq }, `${e.type} ${e.id.name}`);
+    } else {
+      print({ type: e.type, master: e.master, seq: e.seq }, `${e.type} ${e.master}`);
+    }
+  }
+}
+process.exitCode = failed ? 1 : 0;
