@@ -330,9 +330,9 @@ export class W1Bus implements AsyncDisposable {
    *   slave first; only read, write and touch)
    * @param ops the commands, at least one
    * @throws {TypeError} a bad command, or a master-only command on a slave (nothing is sent)
-   * @throws {W1Error} the kernel refused the message (`ENODEV`: no such master, or a slave the kernel
-   *   has not attached or that did not answer its select) or a command (`NO_PRESENCE` after a
-   *   reset, `EINVAL`, ...)
+   * @throws {W1Error} the kernel refused the message (`ENODEV`: no such master, a slave the kernel
+   *   has not attached, or no device answering the reset before a slave's select) or a command
+   *   (`NO_PRESENCE` after a reset, `EINVAL`, ...)
    * @throws {TimeoutError} not all replies came within `timeoutMs`
    *
    * @example Read a DS18B20's scratchpad by hand, from the master
