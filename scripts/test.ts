@@ -3,8 +3,10 @@
  * then prints one closing line totalling both: "N passed, N failed, N skipped".
  *
  * Leaf tests are counted from each runner's JUnit report (a describe block is not a test). With
- * `--summary FILE` the totals and every failed or skipped test are also written there as JSON, for
- * CI to read instead of scraping this output. Arguments that are not options are test files.
+ * `--summary FILE` (or the environment variable `CNLINK_TEST_SUMMARY=FILE`, which reaches the runner
+ * through `npm install-test`, whose own arguments are package names) the totals and every failed or
+ * skipped test are also written there as JSON, for CI to read instead of scraping this output.
+ * Arguments that are not options are test files.
  *
  * @module
  */
@@ -19,7 +21,7 @@ const bin = (name: string) => join(root, "node_modules", ".bin", name);
 const out = mkdtempSync(join(tmpdir(), "cnlink-test-"));
 const args = process.argv.slice(2);
 const summaryAt = args.indexOf("--summary");
-const summaryFile = summaryAt >= 0 ? args.splice(summaryAt, 2)[1] : undefined;
+const summaryFile = summaryAt >= 0 ? args.splice(summaryAt, 2)[1] : (process.env.CNLINK_TEST_SUMMARY || undefined);
 const files = args;
 
 const runs = [
