@@ -6,7 +6,7 @@
 import { describe } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
-import { chmodSync, mkdtempSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -22,7 +22,7 @@ import { encodeProcEvent, ProcMonitor, type ProcMonitorItem } from "../proc.ts";
 import { loadLibc } from "../src/ffi/load.ts";
 import { NetlinkSocket } from "../src/socket/netlink_socket.ts";
 import { forkStorm, kernelAtLeast, kernelTest, markerProcess, sleep } from "./_kernel.ts";
-import { runChild, scriptCommand } from "./_runtime.ts";
+import { runChild, scriptCommand, scriptCommandForAnyUser } from "./_runtime.ts";
 import { recordFigure } from "./_figures.ts";
 
 const ID = { idx: 20, val: 0xbad };
@@ -214,29 +214,32 @@ describe("hardening", () => {
      * Runs tests/fixtures/privilege_probe.ts once under `wrapper` for all its `actions` (a runtime
      * start is slow, under emulation above all); the answer to `action`. Memoized per wrapper.
      */
-    const runs = new Map<string, Promise<Map<string, ProbeAnswer>>>();
+    const runs = new Map<string, Promise<{ answers: Map<string, ProbeAnswer>; stderr: string }>>();
     type ProbeAnswer = { ok: boolean; action: string; name?: string; code?: string; message?: string };
     function probe(wrapper: string[], actions: string[], action: string): Promise<ProbeAnswer> {
       const key = wrapper.join(" ");
       let run = runs.get(key);
       if (!run) {
         run = (async () => {
-          const [cmd, args] = scriptCommand("tests/fixtures/privilege_probe.ts", ...actions);
+          const { cmd, args, dispose } = scriptCommandForAnyUser("tests/fixtures/privilege_probe.ts", ...actions);
           const home = mkdtempSync(join(tmpdir(), "cnlink-home-"));
           chmodSync(home, 0o777);
           const r = await runChild(wrapper[0], [...wrapper.slice(1), cmd, ...args], {
             timeoutMs: 60_000,
             env: { HOME: home, DENO_DIR: join(home, "deno"), BUN_RUNTIME_TRANSPILER_CACHE_PATH: "0" },
+          }).finally(() => {
+            dispose();
+            rmSync(home, { recursive: true, force: true });
           });
           assert.equal(r.timedOut, false, `${actions.join(", ")} hung under ${key}`);
           const answers = r.stdout.trim().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
-          return new Map(answers.map((a: ProbeAnswer) => [a.action, a]));
+          return { answers: new Map(answers.map((a: ProbeAnswer) => [a.action, a])), stderr: r.stderr };
         })();
         runs.set(key, run);
       }
-      return run.then((answers) => {
+      return run.then(({ answers, stderr }) => {
         const answer = answers.get(action);
-        assert.ok(answer, `no answer from ${action} under ${key}`);
+        assert.ok(answer, `no answer from ${action} under ${key}; its stderr: ${stderr.slice(-2000)}`);
         return answer;
       });
     }
