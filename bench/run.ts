@@ -112,10 +112,12 @@ async function startStorm(args: string[]): Promise<{ pid: number; go: () => Prom
  */
 async function forkstat(): Promise<Record<string, unknown> | null> {
   if (spawnSync("sh", ["-c", "command -v forkstat"]).status !== 0) return null;
-  const seconds = Math.ceil(children / 10_000) + 5;
+  // forkstat runs until the storm is over, then SIGINT makes it print its -S table and exit. (A fixed -D
+  // duration raced the storm: when forkstat ended first, its exit was missed and the run hung.)
   const log = join(here, "out", "forkstat.log");
   const out = openSync(log, "w");
-  const fs = spawn("forkstat", ["-S", "-e", "fork,exec,exit", "-D", String(seconds)], { stdio: ["ignore", out, out] });
+  const fs = spawn("forkstat", ["-S", "-e", "fork,exec,exit"], { stdio: ["ignore", out, out] });
+  const exited = new Promise((r) => fs.once("exit", r));
   const ticks = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim()) || 100;
   let cpuTicks = 0;
   const sampler = setInterval(() => {
@@ -128,7 +130,9 @@ async function forkstat(): Promise<Record<string, unknown> | null> {
   }, 50);
   await new Promise((r) => setTimeout(r, 500));
   const generated = await (await startStorm(stormArgs)).go();
-  await new Promise((r) => fs.once("exit", r));
+  await new Promise((r) => setTimeout(r, 2000)); // let it read what is still queued
+  fs.kill("SIGINT");
+  await exited;
   clearInterval(sampler);
   closeSync(out);
   const text = readFileSync(log, "utf8");
