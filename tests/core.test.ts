@@ -164,13 +164,14 @@ describe("the receive loop (pump) with a scripted transport and a fake clock", (
     const t = new ScriptedTransport();
     const clock = new FakeClock();
     let handled = 0;
-    // Each datagram "takes" 1 ms of virtual time, and there is always another.
+    // Each datagram "takes" 0.1 ms of virtual time (a slow one), and there is always another. The
+    // loop reads the clock every TURN_CHECK datagrams, so a turn comes within 20 ms + 3.2 ms.
     t.receive = () => datagram(handled);
     const loop = pump(t, {
-      running: () => handled < 100,
+      running: () => handled < 1000,
       datagram: () => {
         handled++;
-        clock.t += 1;
+        clock.t += 0.1;
       },
       overrun: () => {},
     }, clock);
