@@ -1,0 +1,33 @@
+/**
+ * CPU per event of one `ProcMonitor` and a `for await` loop, in one process, over one fork storm: the
+ * quick in-process A/B of two versions of the library (a checkout of each), alternated by a shell loop
+ * because one run is not enough on a noisy machine. Needs root and `bench/out/storm` (built by
+ * `bench/run.ts`).
+ *
+ *   deno run -A bench/storm_cpu.ts TREE [CHILDREN]    bun bench/storm_cpu.ts TREE [CHILDREN]
+ *
+ * Prints {"tree","events","usPerEvent"}.
+ *
+ * @module
+ */
+import process from "node:process";
+import { spawn } from "node:child_process";
+import { join, resolve } from "node:path";
+
+const tree = resolve(process.argv[2] ?? join(import.meta.dirname!, ".."));
+const { ProcMonitor } = await import(join(tree, "proc.ts")) as typeof import("../proc.ts");
+const monitor = await ProcMonitor.open();
+const storm = spawn(join(import.meta.dirname!, "out", "storm"), [process.argv[3] ?? "100000"], {
+  stdio: ["pipe", "ignore", "inherit"],
+});
+const start = process.cpuUsage();
+storm.stdin!.write("go\n");
+let events = 0;
+let over = false;
+storm.on("exit", () => setTimeout(() => (over = true, void monitor.close()), 500));
+for await (const _ of monitor) {
+  events++;
+  if (over) break;
+}
+const cpu = process.cpuUsage(start);
+console.log(JSON.stringify({ tree, events, usPerEvent: Number(((cpu.user + cpu.system) / events).toFixed(3)) }));
