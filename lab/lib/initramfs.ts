@@ -87,6 +87,14 @@ export async function baseArchive(runtimes: readonly string[], log: (line: strin
   );
   await writeCpio(`${path}.tmp`, entries);
   Deno.renameSync(`${path}.tmp`, path);
+  // Older base archives (another npm install of the runtimes, an upgraded host program) are 100-200 MB
+  // each and never used again: a CI machine would otherwise gain one per clean clone.
+  for (const old of Deno.readDirSync(cacheDir())) {
+    if (/^base-[0-9a-f]+\.cpio$/.test(old.name) && join(cacheDir(), old.name) !== path) {
+      log(`removing the old base archive ${old.name}`);
+      Deno.removeSync(join(cacheDir(), old.name));
+    }
+  }
   return path;
 }
 
