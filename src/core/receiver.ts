@@ -69,6 +69,8 @@ export class Receiver {
   readonly #transport: Transport;
   readonly #sink: ReceiverSink;
   readonly #options: ReceiverOptions;
+  // Checked after every datagram: an array, as iterating a Set allocates an iterator each time.
+  #bounded: MessageStream<unknown>[] = [];
   readonly #streams = new Set<MessageStream<unknown>>();
   readonly #unbounded = new Set<MessageStream<unknown>>();
   readonly #warned = new Set<ReceiveIssue>();
@@ -124,13 +126,16 @@ export class Receiver {
   ): MessageStream<T> {
     const stream = new MessageStream<T>({
       detach: (s) => {
-        this.#streams.delete(s as MessageStream<unknown>);
+        if (this.#streams.delete(s as MessageStream<unknown>)) this.#bounded = [...this.#streams];
         this.#unbounded.delete(s as MessageStream<unknown>);
         detached?.(s);
       },
     }, signal);
     if (this.#closing) stream.end(this.#closeReason);
-    else if (!stream.done) (bounded ? this.#streams : this.#unbounded).add(stream as MessageStream<unknown>);
+    else if (!stream.done) {
+      (bounded ? this.#streams : this.#unbounded).add(stream as MessageStream<unknown>);
+      this.#bounded = [...this.#streams];
+    }
     return stream;
   }
 
@@ -139,7 +144,10 @@ export class Receiver {
    * pause before a handshake is through, like the process monitor before the kernel's ack).
    */
   bound(stream: MessageStream<unknown>): void {
-    if (this.#unbounded.delete(stream)) this.#streams.add(stream);
+    if (this.#unbounded.delete(stream)) {
+      this.#streams.add(stream);
+      this.#bounded = [...this.#streams];
+    }
   }
 
   /** Starts the loop if the family wants messages and it is not running. Idempotent. */
@@ -227,7 +235,11 @@ export class Receiver {
   }
 
   #fullStream(): MessageStream<unknown> | undefined {
-    for (const s of this.#streams) if (s.size >= this.#maxQueued || s.bytes >= this.#maxQueuedBytes) return s;
+    const streams = this.#bounded;
+    for (let i = 0; i < streams.length; i++) {
+      const s = streams[i];
+      if (s.size >= this.#maxQueued || s.bytes >= this.#maxQueuedBytes) return s;
+    }
     return undefined;
   }
 
@@ -293,6 +305,7 @@ export class Receiver {
     this.#closeReason = reason;
     for (const s of [...this.#streams, ...this.#unbounded]) s.end(reason);
     this.#streams.clear();
+    this.#bounded = [];
     this.#unbounded.clear();
     this.#closing = (async () => {
       await this.#transport.close();
