@@ -82,7 +82,10 @@ describe("process events from the real kernel", () => {
     assert.equal(exit.exitCode, 768);
     assert.deepEqual(waitStatus(exit.exitCode), { exited: true, code: 3 });
     assert.equal(exit.exitSignal, 17);
-    assert.equal(exit.parentTgid, process.pid);
+    // The kernel sends EXIT after notifying the parent and reads the parent only while the pid is
+    // alive (6.1 and 6.12 alike): when we reaped the child first, the parent is 0/0.
+    const parent = [exit.parentPid, exit.parentTgid];
+    assert.ok(exit.parentTgid === process.pid || (parent[0] === 0 && parent[1] === 0), `parent ${parent}`);
   });
 
   kernelTest("setpriv/setsid give gid, uid and sid events with the new ids", async () => {

@@ -152,7 +152,11 @@ export interface ExitEvent extends ProcEventBase {
   exitCode: number;
   /** Signal sent to the parent: 17 (SIGCHLD) for processes, -1 for threads. */
   exitSignal: number;
-  /** Parent thread id; 0 for auto-reaped tasks (threads, children of a SIGCHLD-ignoring parent). */
+  /**
+   * Parent thread id; 0 for auto-reaped tasks (threads, children of a SIGCHLD-ignoring parent), and 0 when
+   * the parent reaped the process before the kernel sent this event (it is sent after the parent is
+   * notified and reads the parent only while the pid is alive: seen on 6.1 under emulation).
+   */
   parentPid: number;
   /** Parent process id; 0 as above. */
   parentTgid: number;
