@@ -70,8 +70,8 @@ export class Receiver {
   readonly #sink: ReceiverSink;
   readonly #options: ReceiverOptions;
   // Checked after every datagram: an array, as iterating a Set allocates an iterator each time.
-  #bounded: MessageStream<unknown>[] = [];
-  readonly #streams = new Set<MessageStream<unknown>>();
+  // Bounded streams, checked after every datagram: an array, as iterating a Set allocates an iterator.
+  readonly #streams: MessageStream<unknown>[] = [];
   readonly #unbounded = new Set<MessageStream<unknown>>();
   readonly #warned = new Set<ReceiveIssue>();
   readonly stats: ReceiveStats = {
@@ -126,15 +126,16 @@ export class Receiver {
   ): MessageStream<T> {
     const stream = new MessageStream<T>({
       detach: (s) => {
-        if (this.#streams.delete(s as MessageStream<unknown>)) this.#bounded = [...this.#streams];
+        const at = this.#streams.indexOf(s as MessageStream<unknown>);
+        if (at >= 0) this.#streams.splice(at, 1);
         this.#unbounded.delete(s as MessageStream<unknown>);
         detached?.(s);
       },
     }, signal);
     if (this.#closing) stream.end(this.#closeReason);
     else if (!stream.done) {
-      (bounded ? this.#streams : this.#unbounded).add(stream as MessageStream<unknown>);
-      this.#bounded = [...this.#streams];
+      if (bounded) this.#streams.push(stream as MessageStream<unknown>);
+      else this.#unbounded.add(stream as MessageStream<unknown>);
     }
     return stream;
   }
@@ -144,10 +145,7 @@ export class Receiver {
    * pause before a handshake is through, like the process monitor before the kernel's ack).
    */
   bound(stream: MessageStream<unknown>): void {
-    if (this.#unbounded.delete(stream)) {
-      this.#streams.add(stream);
-      this.#bounded = [...this.#streams];
-    }
+    if (this.#unbounded.delete(stream)) this.#streams.push(stream);
   }
 
   /** Starts the loop if the family wants messages and it is not running. Idempotent. */
@@ -235,7 +233,7 @@ export class Receiver {
   }
 
   #fullStream(): MessageStream<unknown> | undefined {
-    const streams = this.#bounded;
+    const streams = this.#streams;
     for (let i = 0; i < streams.length; i++) {
       const s = streams[i];
       if (s.size >= this.#maxQueued || s.bytes >= this.#maxQueuedBytes) return s;
@@ -304,8 +302,7 @@ export class Receiver {
     if (this.#closing) return this.#closing;
     this.#closeReason = reason;
     for (const s of [...this.#streams, ...this.#unbounded]) s.end(reason);
-    this.#streams.clear();
-    this.#bounded = [];
+    this.#streams.length = 0;
     this.#unbounded.clear();
     this.#closing = (async () => {
       await this.#transport.close();
