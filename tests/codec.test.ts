@@ -14,6 +14,16 @@ import {
 } from "../mod.ts";
 const { CN_IDX_PROC, CN_VAL_PROC, NLMSG_DONE, NLMSG_ERROR } = constants;
 import { PROC_ACK, PROC_EXIT, PROC_FORK, USER_MULTICAST, USER_UNICAST } from "./fixtures/golden.ts";
+import { CN_MSG } from "../src/codec/cn_msg.ts";
+import { NLMSGHDR } from "../src/codec/netlink.ts";
+import {
+  isProcEventDatagram,
+  PROC_EVENT,
+  PROC_EVENT_DATAGRAM,
+  PROC_EVENT_DATAGRAM_EVENT,
+  procEventDatagramAck,
+  procEventDatagramSeq,
+} from "../src/codec/proc.ts";
 
 const u32 = (bytes: Uint8Array, at: number) => new DataView(bytes.buffer, bytes.byteOffset).getUint32(at, true);
 
@@ -43,6 +53,32 @@ describe("golden datagrams from the kernel", () => {
       assert.equal(data.byteLength, 40);
     }
     assert.equal(u32(decodeCnMsg(PROC_EXIT, 16).data, 0), 0x80000000);
+  });
+
+  test("the process-event fast path's literal offsets agree with the layout tables and the kernel's bytes", () => {
+    const HDR = 16; // NLMSG_HDRLEN
+    assert.equal(PROC_EVENT_DATAGRAM, HDR + 20 + PROC_EVENT.size);
+    assert.equal(PROC_EVENT_DATAGRAM_EVENT, HDR + 20);
+    assert.equal(NLMSGHDR.len, 0);
+    // Each golden datagram, placed at an odd offset in a bigger buffer, as in a recvmmsg() slot.
+    for (const [bytes, ack] of [[PROC_FORK, 0], [PROC_EXIT, 0], [PROC_ACK, 0x1235]] as const) {
+      const buffer = new Uint8Array(300);
+      buffer.set(bytes, 131);
+      const view = new DataView(buffer.buffer);
+      assert.equal(isProcEventDatagram(view, 131), true);
+      assert.equal(procEventDatagramSeq(view, 131), u32(bytes, HDR + CN_MSG.seq));
+      assert.equal(procEventDatagramAck(view, 131), ack);
+      assert.equal(procEventDatagramAck(view, 131), u32(bytes, HDR + CN_MSG.ack));
+    }
+    // Any header field that is not a single process event's is refused.
+    for (const [at, value] of [[NLMSGHDR.len, 77], [NLMSGHDR.type, 2], [HDR + CN_MSG.idx, 2], [HDR + CN_MSG.val, 2]]) {
+      const bytes = PROC_FORK.slice();
+      new DataView(bytes.buffer).setUint16(at, value, true);
+      assert.equal(isProcEventDatagram(new DataView(bytes.buffer), 0), false, `field at ${at} = ${value}`);
+    }
+    const longer = PROC_FORK.slice();
+    new DataView(longer.buffer).setUint16(HDR + CN_MSG.len, 41, true);
+    assert.equal(isProcEventDatagram(new DataView(longer.buffer), 0), false, "cn_msg len 41");
   });
 
   test("a user multicast decodes with its payload and re-encodes with its nlmsg seq", () => {

@@ -185,11 +185,14 @@ describe("the receive loop (pump) with a scripted transport and a fake clock", (
     const clock = new FakeClock();
     const room = Promise.withResolvers<void>();
     let handled = 0;
+    let full = true;
+    let asked = 0;
     const loop = pump(t, {
       running: () => handled < 4,
       datagram: () => handled++,
       overrun: () => {},
-      backpressure: () => (handled === 2 ? room.promise : undefined),
+      // Asked after every datagram, and again when a pause ends.
+      backpressure: () => (asked++, handled === 2 && full ? room.promise : undefined),
     }, clock);
     t.push(datagram(1), datagram(2), datagram(3), datagram(4));
     await new Promise((r) => setTimeout(r, 5));
@@ -197,9 +200,12 @@ describe("the receive loop (pump) with a scripted transport and a fake clock", (
     const received = t.receives;
     await new Promise((r) => setTimeout(r, 5));
     assert.equal(t.receives, received, "nothing is received while paused");
+    full = false;
+    const before = asked;
     room.resolve();
     await loop;
     assert.equal(handled, 4);
+    assert.equal(asked, before + 3, "asked again once the pause ended, then after datagrams 3 and 4");
   });
 
   test("an overrun is reported in order with the datagrams around it", async () => {
@@ -336,6 +342,50 @@ describe("the receiver's policy for what does not decode", () => {
     t.push(datagram(3));
     r.drainNow();
     assert.deepEqual(seen, [1, 2, 3], "a full stream stops the drain after the datagram that filled it");
+    await r.close();
+  });
+});
+
+describe("the receiver's back-pressure over its streams", () => {
+  test("a push that fills any bounded stream pauses the loop until every stream is back under its bounds", async () => {
+    const t = new ScriptedTransport();
+    let r: Receiver;
+    const streams: MessageStream<number>[] = [];
+    r = new Receiver(t, {
+      wanted: () => true,
+      // Every message goes to every stream, as a connector's callbacks and iterators get it.
+      message: (m) => streams.forEach((s) => s.push(m.seq, 10)),
+      overrun: () => {},
+      failed: () => {},
+    }, { maxQueued: 3, maxQueuedBytes: 1000 });
+    const a = r.stream<number>();
+    const b = r.stream<number>();
+    const late = r.stream<number>(undefined, undefined, false); // bounded later, as the monitor's after its ack
+    streams.push(a, b, late);
+    const settle = () => new Promise((res) => setTimeout(res, 5));
+    t.push(...Array.from({ length: 10 }, (_, i) => datagram(i)));
+    r.start();
+    await settle();
+    assert.equal(t.queue.length, 7, "paused after the third datagram filled both bounded streams");
+    for (let i = 0; i < 3; i++) await a.next();
+    await settle();
+    assert.equal(t.queue.length, 7, "b is still full: still paused");
+    await b.next();
+    await b.next();
+    await settle();
+    // b at 1 (under half of 3): the loop takes datagrams until a push fills a stream again.
+    assert.equal(t.queue.length, 5, "resumed, and paused again when b was full again");
+    assert.equal(late.size, 5, "the unbounded stream took everything delivered");
+    r.bound(late as MessageStream<unknown>);
+    await a.next();
+    await a.next();
+    await b.next();
+    await b.next();
+    await settle();
+    assert.equal(t.queue.length, 5, "the stream bounded while over its bound holds the loop");
+    await late.return(); // its consumer stops: the stream goes, and with it the pause
+    await settle();
+    assert.ok(t.queue.length < 5, "detaching the full stream let the loop go on");
     await r.close();
   });
 });

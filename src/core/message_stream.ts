@@ -7,10 +7,12 @@
  * @module
  */
 
-/** Where a stream tells its owner that its consumer stopped (return or abort). */
+/** Where a stream tells its owner that its consumer stopped (return or abort), and that it is full. */
 export interface StreamOwner<T> {
   /** The consumer stopped: drop the stream. */
   detach(stream: MessageStream<T>): void;
+  /** A push took the stream to its bound (see {@linkcode MessageStream.bound}). */
+  full?(stream: MessageStream<T>): void;
 }
 
 /** One consumer's queue. */
@@ -23,6 +25,8 @@ export class MessageStream<T> implements AsyncIterableIterator<T> {
   #done = false;
   #error: unknown = undefined;
   #drained: (() => void) | null = null;
+  #maxMessages = Infinity;
+  #maxBytes = Infinity;
   readonly #owner: StreamOwner<T>;
   readonly #signal?: AbortSignal;
   readonly #onAbort = () => this.#stop();
@@ -48,6 +52,20 @@ export class MessageStream<T> implements AsyncIterableIterator<T> {
     return this.#bytes;
   }
 
+  /** Whether the stream is open and holds as many messages or bytes as its bound allows. */
+  get full(): boolean {
+    return !this.#done && (this.size >= this.#maxMessages || this.#bytes >= this.#maxBytes);
+  }
+
+  /**
+   * Bounds the stream: from now on, a push that takes it to `messages` messages or `bytes` bytes
+   * tells the owner (`full`). The stream still takes what is pushed; holding back is the owner's job.
+   */
+  bound(messages: number, bytes: number): void {
+    this.#maxMessages = messages;
+    this.#maxBytes = bytes;
+  }
+
   /** Whether the stream ended (no more pushes are taken). */
   get done(): boolean {
     return this.#done;
@@ -60,11 +78,13 @@ export class MessageStream<T> implements AsyncIterableIterator<T> {
     if (pull) {
       this.#pull = null;
       pull.resolve({ value, done: false });
-    } else {
-      this.#queue.push(value);
-      this.#sizes.push(bytes);
-      this.#bytes += bytes;
+      return;
     }
+    this.#queue.push(value);
+    this.#sizes.push(bytes);
+    this.#bytes += bytes;
+    // Checked here, per push to this stream, rather than by the loop over every stream per datagram.
+    if (this.#queue.length - this.#head >= this.#maxMessages || this.#bytes >= this.#maxBytes) this.#owner.full?.(this);
   }
 
   /** Resolves once the queue holds at most `messages` messages and `bytes` bytes, or the stream ended. */

@@ -28,7 +28,10 @@ export interface PumpHandlers {
   datagram(got: ReceivedDatagram): void;
   /** The kernel reported ENOBUFS. */
   overrun(): void;
-  /** Resolves when the consumer has room again; undefined when it has room now. */
+  /**
+   * Undefined when the consumer has room now; else a promise that resolves when it may have room
+   * again (asked again then, before the next receive).
+   */
   backpressure?(): Promise<void> | undefined;
 }
 
@@ -142,7 +145,7 @@ export async function pump(
       on.overrun();
     } else on.datagram(got);
     drained++;
-    const paused = on.backpressure?.();
-    if (paused) await paused;
+    // Asked again after each pause: another consumer may still be full.
+    for (let paused = on.backpressure?.(); paused; paused = on.backpressure?.()) await paused;
   }
 }

@@ -11,11 +11,17 @@
  *
  * @module
  */
-import { CN_MSG, encodeMessage } from "../codec/cn_msg.ts";
+import { encodeMessage } from "../codec/cn_msg.ts";
 import type { CnMessage } from "../codec/cn_msg.ts";
-import { CN_IDX_PROC, CN_MSG_HDRLEN, CN_VAL_PROC, NLMSG_DONE, NLMSG_HDRLEN } from "../codec/constants.ts";
-import { LITTLE_ENDIAN, NLMSGHDR } from "../codec/netlink.ts";
-import { encodeProcInput, PROC_EVENT } from "../codec/proc.ts";
+import { CN_IDX_PROC, CN_VAL_PROC } from "../codec/constants.ts";
+import {
+  encodeProcInput,
+  isProcEventDatagram,
+  PROC_EVENT_DATAGRAM,
+  PROC_EVENT_DATAGRAM_EVENT,
+  procEventDatagramAck,
+  procEventDatagramSeq,
+} from "../codec/proc.ts";
 import type { MessageStream } from "../core/message_stream.ts";
 import { Receiver } from "../core/receiver.ts";
 import type { MessageSource, ReceiveIssueInfo, ReceiveStats } from "../core/types.ts";
@@ -107,10 +113,9 @@ export type FilterMode = "kernel" | "userspace" | "none";
 const DEFAULT_RCVBUF = 32 << 20;
 const DEFAULT_MAX_RCVBUF = 256 << 20;
 const PROC_ID = { idx: CN_IDX_PROC, val: CN_VAL_PROC };
-const EVENT_DATAGRAM = NLMSG_HDRLEN + CN_MSG_HDRLEN + PROC_EVENT.size;
-// Where the fast path finds each field in a 76-byte event datagram.
-const AT_CN = NLMSG_HDRLEN;
-const AT_EVENT = NLMSG_HDRLEN + CN_MSG_HDRLEN;
+// Bytes a queued event counts for (the stream's byte bound): its proc_event (PROC_EVENT.size),
+// as a literal for the same reason as the codec's datagram offsets.
+const EVENT_BYTES = 40;
 
 function randomAck(): number {
   return crypto.getRandomValues(new Uint32Array(1))[0] & 0x7fffffff;
@@ -313,24 +318,23 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
    * general way (`#message`).
    */
   #fastPath(got: ReceivedDatagram): boolean {
-    if (got.size !== EVENT_DATAGRAM) return false;
+    if (got.size !== PROC_EVENT_DATAGRAM) return false;
     const buffer = got.buffer;
     let v = this.#view;
     if (!v || v.buffer !== buffer.buffer || v.byteOffset !== buffer.byteOffset) {
       v = this.#view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
     }
     const at = got.offset;
-    if (
-      v.getUint32(at + NLMSGHDR.len, LITTLE_ENDIAN) !== EVENT_DATAGRAM ||
-      v.getUint16(at + NLMSGHDR.type, LITTLE_ENDIAN) !== NLMSG_DONE ||
-      v.getUint32(at + AT_CN + CN_MSG.idx, LITTLE_ENDIAN) !== CN_IDX_PROC ||
-      v.getUint32(at + AT_CN + CN_MSG.val, LITTLE_ENDIAN) !== CN_VAL_PROC ||
-      v.getUint16(at + AT_CN + CN_MSG.len, LITTLE_ENDIAN) !== PROC_EVENT.size
-    ) return false;
-    const seq = v.getUint32(at + AT_CN + CN_MSG.seq, LITTLE_ENDIAN);
-    const ack = v.getUint32(at + AT_CN + CN_MSG.ack, LITTLE_ENDIAN);
-    this.#receiver.stats.messages++;
-    this.#accept(decodeProcEventAt(v, at + AT_EVENT, PROC_EVENT.size, seq, ack));
+    if (!isProcEventDatagram(v, at)) return false;
+    this.#accept(
+      decodeProcEventAt(
+        v,
+        at + PROC_EVENT_DATAGRAM_EVENT,
+        EVENT_BYTES,
+        procEventDatagramSeq(v, at),
+        procEventDatagramAck(v, at),
+      ),
+    );
     return true;
   }
 
@@ -356,10 +360,20 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
       this.#onAck?.(event);
       return;
     }
+    const table = this.#table;
+    if (table === undefined) {
+      // Also under a kernel filter: events queued before the filter was set still pass through here.
+      if (!passes(event, this.#mask)) {
+        this.#counts.filtered++;
+        return;
+      }
+      this.#counts.events++;
+      this.#stream.push(event, EVENT_BYTES);
+      return;
+    }
     // The table follows every event, also those the filter drops (a fork it does not show still
     // makes a process it may show later).
-    const process = this.#table?.apply(event);
-    // Also under a kernel filter: events queued before the filter was set still pass through here.
+    const process = table.apply(event);
     const prefix = this.#options.cgroup;
     if (!passes(event, this.#mask) || (prefix !== undefined && !process?.cgroup?.startsWith(prefix))) {
       this.#counts.filtered++;
@@ -368,11 +382,11 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     const enriched: EnrichedProcEvent = event;
     if (process) enriched.process = process;
     this.#counts.events++;
-    this.#push(enriched);
+    this.#stream.push(enriched, EVENT_BYTES);
   }
 
-  #push(item: ProcMonitorItem): void {
-    this.#stream.push(item, PROC_EVENT.size);
+  #push(item: LostEvent): void {
+    this.#stream.push(item, EVENT_BYTES);
   }
 
   #checkSequence(event: ProcEvent): void {
