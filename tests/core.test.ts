@@ -349,9 +349,8 @@ describe("the receiver's policy for what does not decode", () => {
 describe("the receiver's back-pressure over its streams", () => {
   test("a push that fills any bounded stream pauses the loop until every stream is back under its bounds", async () => {
     const t = new ScriptedTransport();
-    let r: Receiver;
     const streams: MessageStream<number>[] = [];
-    r = new Receiver(t, {
+    const r = new Receiver(t, {
       wanted: () => true,
       // Every message goes to every stream, as a connector's callbacks and iterators get it.
       message: (m) => streams.forEach((s) => s.push(m.seq, 10)),
