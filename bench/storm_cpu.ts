@@ -6,13 +6,30 @@
  *
  *   deno run -A bench/storm_cpu.ts TREE [CHILDREN]    bun bench/storm_cpu.ts TREE [CHILDREN]
  *
- * Prints {"tree","events","usPerEvent"}.
+ * Prints {"tree","events","usPerEvent","mainUsPerEvent","user","sys"}: CPU of the whole process per event (all
+ * threads), of the main thread alone (CLOCK_THREAD_CPUTIME_ID: the receive loop and the consumer), and the
+ * process's user and system shares.
  *
  * @module
  */
 import process from "node:process";
 import { spawn } from "node:child_process";
 import { join, resolve } from "node:path";
+
+/** CPU time of the calling thread in microseconds, through libc (Deno or Bun FFI). */
+async function threadClock(): Promise<() => number> {
+  const CLOCK_THREAD_CPUTIME_ID = 3;
+  const ts = new BigInt64Array(2);
+  const read = () => Number(ts[0]) * 1e6 + Number(ts[1]) / 1e3;
+  if (typeof Deno !== "undefined") {
+    const lib = Deno.dlopen("libc.so.6", { clock_gettime: { parameters: ["i32", "buffer"], result: "i32" } });
+    return () => (lib.symbols.clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts), read());
+  }
+  const { dlopen, FFIType } = await import("bun:ffi");
+  const lib = dlopen("libc.so.6", { clock_gettime: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 } });
+  return () => (lib.symbols.clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts), read());
+}
+const threadUs = await threadClock();
 
 const tree = resolve(process.argv[2] ?? join(import.meta.dirname!, ".."));
 const { ProcMonitor } = await import(join(tree, "proc.ts")) as typeof import("../proc.ts");
@@ -21,6 +38,7 @@ const storm = spawn(join(import.meta.dirname!, "out", "storm"), [process.argv[3]
   stdio: ["pipe", "ignore", "inherit"],
 });
 const start = process.cpuUsage();
+const startMain = threadUs();
 storm.stdin!.write("go\n");
 let events = 0;
 let over = false;
@@ -30,4 +48,13 @@ for await (const _ of monitor) {
   if (over) break;
 }
 const cpu = process.cpuUsage(start);
-console.log(JSON.stringify({ tree, events, usPerEvent: Number(((cpu.user + cpu.system) / events).toFixed(3)) }));
+const main = threadUs() - startMain;
+const per = (us: number) => Number((us / events).toFixed(3));
+console.log(JSON.stringify({
+  tree,
+  events,
+  usPerEvent: per(cpu.user + cpu.system),
+  mainUsPerEvent: per(main),
+  user: per(cpu.user),
+  sys: per(cpu.system),
+}));
