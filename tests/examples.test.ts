@@ -45,7 +45,7 @@ describe("examples", () => {
     let out = "";
     child.stdout.setEncoding("utf8");
     child.stdout.on("data", (c: string) => (out += c));
-    const [code] = await once(child, "exit");
+    const [code] = await once(child, "close"); // after stdout is read to the end; "exit" may come before
     assert.equal(code, 0);
     assert.match(out, /by multicast to group 20 .*"to group 20"/);
     assert.match(out, /by multicast to group 22 .*"to group 22"/);

@@ -160,7 +160,9 @@ describe("process events from the real kernel", () => {
       const child = spawn(tasksBinary(), ["ptrace"], { stdio: ["ignore", "pipe", "inherit"] });
       let out = "";
       child.stdout.on("data", (c) => (out += c));
-      await once(child, "exit");
+      // "close", not "exit": the pid it printed may still be in the pipe when "exit" fires (seen once
+      // on Deno: the tracee read as 0).
+      await once(child, "close");
       tracer = child.pid!;
       tracee = Number(out.trim());
       return [tracer];
