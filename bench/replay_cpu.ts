@@ -18,25 +18,9 @@
  * @module
  */
 import process from "node:process";
+import { threadClock } from "./thread_clock.ts";
 import { resolve } from "node:path";
 
-/**
- * CPU time of the calling thread in microseconds (clock_gettime(CLOCK_THREAD_CPUTIME_ID)): the
- * receive loop and the consumer run on the main thread; the runtimes' own helper threads (garbage
- * collection, compilation) come and go and made whole rounds cost up to 2x in process CPU time.
- */
-async function threadClock(): Promise<() => number> {
-  const CLOCK_THREAD_CPUTIME_ID = 3;
-  const ts = new BigInt64Array(2);
-  const read = () => Number(ts[0]) * 1e6 + Number(ts[1]) / 1e3;
-  if (typeof Deno !== "undefined") {
-    const lib = Deno.dlopen("libc.so.6", { clock_gettime: { parameters: ["i32", "buffer"], result: "i32" } });
-    return () => (lib.symbols.clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts), read());
-  }
-  const { dlopen, FFIType } = await import("bun:ffi");
-  const lib = dlopen("libc.so.6", { clock_gettime: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 } });
-  return () => (lib.symbols.clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts), read());
-}
 const threadUs = await threadClock();
 const measure = process.env.CLOCK === "process"
   ? () => {

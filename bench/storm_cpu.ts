@@ -13,22 +13,10 @@
  * @module
  */
 import process from "node:process";
+import { threadClock } from "./thread_clock.ts";
 import { spawn } from "node:child_process";
 import { join, resolve } from "node:path";
 
-/** CPU time of the calling thread in microseconds, through libc (Deno or Bun FFI). */
-async function threadClock(): Promise<() => number> {
-  const CLOCK_THREAD_CPUTIME_ID = 3;
-  const ts = new BigInt64Array(2);
-  const read = () => Number(ts[0]) * 1e6 + Number(ts[1]) / 1e3;
-  if (typeof Deno !== "undefined") {
-    const lib = Deno.dlopen("libc.so.6", { clock_gettime: { parameters: ["i32", "buffer"], result: "i32" } });
-    return () => (lib.symbols.clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts), read());
-  }
-  const { dlopen, FFIType } = await import("bun:ffi");
-  const lib = dlopen("libc.so.6", { clock_gettime: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 } });
-  return () => (lib.symbols.clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts), read());
-}
 const threadUs = await threadClock();
 
 const tree = resolve(process.argv[2] ?? join(import.meta.dirname!, ".."));
