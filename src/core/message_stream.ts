@@ -84,7 +84,7 @@ export class MessageStream<T> implements AsyncIterableIterator<T> {
     this.#sizes.push(bytes);
     this.#bytes += bytes;
     // Checked here, per push to this stream, rather than by the loop over every stream per datagram.
-    if (this.#queue.length - this.#head >= this.#maxMessages || this.#bytes >= this.#maxBytes) this.#owner.full?.(this);
+    if (this.full) this.#owner.full?.(this);
   }
 
   /** Resolves once the queue holds at most `messages` messages and `bytes` bytes, or the stream ended. */

@@ -360,20 +360,10 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
       this.#onAck?.(event);
       return;
     }
-    const table = this.#table;
-    if (table === undefined) {
-      // Also under a kernel filter: events queued before the filter was set still pass through here.
-      if (!passes(event, this.#mask)) {
-        this.#counts.filtered++;
-        return;
-      }
-      this.#counts.events++;
-      this.#stream.push(event, EVENT_BYTES);
-      return;
-    }
     // The table follows every event, also those the filter drops (a fork it does not show still
     // makes a process it may show later).
-    const process = table.apply(event);
+    const process = this.#table?.apply(event);
+    // Also under a kernel filter: events queued before the filter was set still pass through here.
     const prefix = this.#options.cgroup;
     if (!passes(event, this.#mask) || (prefix !== undefined && !process?.cgroup?.startsWith(prefix))) {
       this.#counts.filtered++;
@@ -382,10 +372,10 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     const enriched: EnrichedProcEvent = event;
     if (process) enriched.process = process;
     this.#counts.events++;
-    this.#stream.push(enriched, EVENT_BYTES);
+    this.#push(enriched);
   }
 
-  #push(item: LostEvent): void {
+  #push(item: ProcMonitorItem): void {
     this.#stream.push(item, EVENT_BYTES);
   }
 
