@@ -3,11 +3,15 @@
  * on Bun, and forkstat when installed, one after another in one invocation. Needs root and `cc`.
  *
  *   deno run -A bench/run.ts [--children N] [--exec] [--idle SEC] [--paced N] [--quick] [--check] [--out FILE]
- *                            [--baseline GIT-REF] [--only NAME]
+ *                            [--baseline GIT-REF [--rounds N]] [--only NAME]
  *
  * `--baseline REF` also runs the cnlink listeners of an earlier commit (extracted with `git archive`
- * into a temporary folder), each right before the current one on the same runtime, and prints the
- * ratios current / baseline: a regression check with both sides measured in the same invocation.
+ * into a temporary folder), next to the current one on the same runtime, and prints the ratios
+ * current / baseline: a regression check with both sides measured in the same invocation.
+ * `--rounds N` measures each pair N times, the baseline first in odd rounds and second in even ones
+ * (a storm heats the machine and the host's noise drifts, so whichever runs first is favoured), and
+ * reports every round's ratio and their median. One pair is not enough on a noisy machine: the same
+ * code measured twice in a row differs by up to ~15 % in CPU per event.
  * Prints a table and writes JSON (default bench/out/results.json). `--quick` is the smoke run CI does
  * (a few thousand events, 1 s idle); `--check` exits 1 when a listener lost events or its count of the
  * storm is off by more than pid reuse explains (no timing is ever asserted: the machines are noisy).
@@ -38,8 +42,11 @@ const { values } = parseArgs({
     out: { type: "string", default: join(here, "out", "results.json") },
     only: { type: "string" },
     baseline: { type: "string" },
+    rounds: { type: "string", default: "1" },
   },
 });
+const rounds = Number(values.rounds);
+if (!Number.isInteger(rounds) || rounds < 1) throw new RangeError(`bench: --rounds must be a positive integer`);
 const quick = values.quick!;
 const children = Number(values.children ?? (quick ? 2000 : 500_000));
 const idleSeconds = Number(values.idle ?? (quick ? 1 : 20));
@@ -224,32 +231,33 @@ function checkout(ref: string): string {
 }
 
 const base = values.baseline ? checkout(values.baseline) : null;
-const listeners: [string, string, string[]][] = [
-  ["C, recvmmsg", join(here, "out", "c_listener"), []],
-  ["C, recvmmsg, cnlink's loop", join(here, "out", "c_listener"), ["-c"]],
-  ...(base
-    ? [[`cnlink on Deno @${values.baseline}`, bin("deno"), ["run", "-A", join(base, "bench", "listener.ts")]]] as [
-      string,
-      string,
-      string[],
-    ][]
-    : []),
-  ["cnlink on Deno", bin("deno"), ["run", "-A", join(here, "listener.ts")]],
-  ...(base
-    ? [[`cnlink on Bun @${values.baseline}`, bin("bun"), [join(base, "bench", "listener.ts")]]] as [
-      string,
-      string,
-      string[],
-    ][]
-    : []),
-  ["cnlink on Bun", bin("bun"), [join(here, "listener.ts")]],
+type Entry = [name: string, command: string, args: string[], round: number];
+const listeners: Entry[] = [
+  ["C, recvmmsg", join(here, "out", "c_listener"), [], 1],
+  ["C, recvmmsg, cnlink's loop", join(here, "out", "c_listener"), ["-c"], 1],
 ];
+for (const [runtime, command, run] of [["Deno", bin("deno"), ["run", "-A"]], ["Bun", bin("bun"), []]] as const) {
+  const current: Entry = [`cnlink on ${runtime}`, command, [...run, join(here, "listener.ts")], 1];
+  if (!base) {
+    listeners.push(current);
+    continue;
+  }
+  for (let round = 1; round <= rounds; round++) {
+    const then: Entry = [`cnlink on ${runtime} @${values.baseline}`, command, [
+      ...run,
+      join(base, "bench", "listener.ts"),
+    ], round];
+    const now: Entry = [current[0], command, current[2], round];
+    listeners.push(...(round % 2 === 1 ? [then, now] : [now, then]));
+  }
+}
 const rows: Record<string, unknown>[] = [];
-for (const [name, cmd, args] of listeners) {
+for (const [name, cmd, args, round] of listeners) {
   if (values.only && !name.toLowerCase().includes(values.only.toLowerCase())) continue;
-  console.error(`bench: ${name} ...`);
+  const label = rounds > 1 && base && name.startsWith("cnlink") ? `${name} #${round}` : name;
+  console.error(`bench: ${label} ...`);
   const listener = new Listener(name, cmd, args);
-  rows.push({ listener: name, ...await measure(listener) });
+  rows.push({ listener: label, round, ...await measure(listener) });
   await new Promise((r) => listener.child.once("exit", r));
 }
 if (!values.only || "forkstat".includes(values.only.toLowerCase())) {
@@ -306,21 +314,37 @@ const widths = header.map((_, i) => Math.max(...table.map((row) => row[i].length
 for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  "));
 console.log(`bare runtime idle CPU %: deno ${fmt(baseline.deno, 3)}, bun ${fmt(baseline.bun, 3)}`);
 if (base) {
-  // current / baseline on the same runtime: > 1 is worse for CPU and latency.
+  // current / baseline on the same runtime, per round and their median: > 1 is worse for CPU and latency.
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  };
   for (const runtime of ["Deno", "Bun"]) {
-    const now = rows.find((r) => r.listener === `cnlink on ${runtime}`);
-    const then = rows.find((r) => r.listener === `cnlink on ${runtime} @${values.baseline}`);
-    if (!now || !then) continue;
-    const ratio = (k: string) => fmt((now[k] as number) / (then[k] as number));
+    const pairs: [Record<string, unknown>, Record<string, unknown>][] = [];
+    for (let round = 1; round <= rounds; round++) {
+      const of = (prefix: string) =>
+        rows.find((r) => r.round === round && String(r.listener).replace(/ #\d+$/, "") === prefix);
+      const now = of(`cnlink on ${runtime}`);
+      const then = of(`cnlink on ${runtime} @${values.baseline}`);
+      if (now && then) pairs.push([now, then]);
+    }
+    if (!pairs.length) continue;
+    const ratio = (k: string) => {
+      const each = pairs.map(([now, then]) => (now[k] as number) / (then[k] as number));
+      return pairs.length === 1 ? fmt(each[0]) : `${fmt(median(each))} (${each.map((x) => fmt(x)).join(", ")})`;
+    };
+    const lost = (rs: Record<string, unknown>[]) =>
+      `${rs.reduce((n, r) => n + (r.lostOverruns as number), 0)}/${rs.reduce((n, r) => n + (r.lostSeq as number), 0)}`;
     const compared = {
       cpu: ratio("cpuUsPerEvent"),
       wakeP50: ratio("latencyP50Us"),
       closeMs: ratio("closeMs"),
       idle: ratio("idleCpuPct"),
-      lost: `${now.lostOverruns}/${now.lostSeq} vs ${then.lostOverruns}/${then.lostSeq}`,
+      lost: `${lost(pairs.map((p) => p[0]))} vs ${lost(pairs.map((p) => p[1]))}`,
     };
-    console.log(`${runtime}: current / ${values.baseline}: ${JSON.stringify(compared)}`);
-    (now as Record<string, unknown>).versusBaseline = compared;
+    const what = pairs.length === 1 ? "" : ` (median of ${pairs.length} rounds; baseline first in odd rounds)`;
+    console.log(`${runtime}: current / ${values.baseline}${what}: ${JSON.stringify(compared)}`);
+    for (const [now] of pairs) (now as Record<string, unknown>).versusBaseline = compared;
   }
   rmSync(base, { recursive: true, force: true });
 }
