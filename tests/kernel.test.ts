@@ -225,6 +225,31 @@ describe("many waiting sockets", () => {
   );
 });
 
+describe("many sockets readable at once", () => {
+  kernelTest(
+    "300 group members woken by one message each get it (more than one batch of the waiting thread)",
+    async () => {
+      // 300 sockets become readable together: more than one epoll_wait() returns (64 each), and on
+      // Bun more than the worker's hand-off ring holds (128), so the worker must wait for room.
+      const members = await Promise.all(Array.from({ length: 300 }, () => Connector.open({ groups: [GROUP_A] })));
+      await using tx = await Connector.open();
+      try {
+        for (let round = 1; round <= 3; round++) {
+          const pending = members.map((c) => c.messages().next());
+          await sleep(100);
+          tx.send({ id: AGENT, seq: round }, { to: { group: GROUP_A } });
+          const got = await Promise.race([Promise.all(pending), sleep(20_000).then(() => null)]);
+          assert.ok(got, `round ${round}: not every member got the message within 20 s`);
+          assert.ok(got.every((r) => !r.done && r.value.seq === round), `round ${round}: a member got something else`);
+        }
+      } finally {
+        await Promise.all(members.map((c) => c.close()));
+      }
+    },
+    120_000,
+  );
+});
+
 /** Reads `it` until the exit of `pid` (other processes' exits are skipped). */
 async function nextExitOf(it: AsyncIterator<ProcMonitorItem>, pid: number): Promise<void> {
   for (;;) {

@@ -3,7 +3,7 @@
  *
  * Bun has no nonblocking FFI calls, so one Worker for the whole process blocks in epoll_wait() over
  * every waiting socket (poller.ts, bun_poller_worker.ts) and hands the tokens that fired to the JS
- * thread through a SharedArrayBuffer and `Atomics.waitAsync`. The worker is ref'd only while some
+ * thread through a ring in a SharedArrayBuffer, watched with `Atomics.waitAsync`. The worker is ref'd only while some
  * socket waits, so an idle process exits as it would without it.
  *
  * @module
@@ -13,7 +13,7 @@ import process from "node:process";
 import { LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { NetlinkError } from "../errors.ts";
 import { RecvBatch } from "./batch.ts";
-import { pollerWorker, type PollerWorkerSetup, SLOT, STATE } from "./bun_poller_worker.ts";
+import { pollerWorker, type PollerWorkerSetup, RING, SLOT } from "./bun_poller_worker.ts";
 import { EPOLL_CLOEXEC, epollEventLayout, MAX_EVENTS, type PollBackend, PollSet } from "./poller.ts";
 import { CLOCK_MONOTONIC, type Libc, type Poller } from "./types.ts";
 
@@ -154,12 +154,14 @@ function createPoller(s: Symbols, errno: Int32Array, path: string): PollSet {
   const layout = epollEventLayout(process.arch === "x64");
   const event = new Uint8Array(layout.size);
   const eventView = new DataView(event.buffer);
-  const shared = new Int32Array(new SharedArrayBuffer(4 * (SLOT.TOKENS + MAX_EVENTS)));
+  const shared = new Int32Array(new SharedArrayBuffer(4 * (SLOT.RING + RING)));
   let worker: BunWorker | null = null;
   let listening = false;
   let stopListening: (() => void) | null = null;
   // At most one Atomics.waitAsync outstanding: one that an idle spell left pending is reused.
   let outstanding: Promise<unknown> | null = null;
+  // Tokens taken from the ring so far (wraps at 2^32 like the worker's count).
+  let taken = 0;
 
   const start = (): BunWorker => {
     const setup: PollerWorkerSetup = {
@@ -171,13 +173,26 @@ function createPoller(s: Symbols, errno: Int32Array, path: string): PollSet {
       maxEvents: MAX_EVENTS,
       littleEndian: LITTLE_ENDIAN,
       slot: SLOT,
-      state: STATE,
+      ring: RING,
     };
     const source = `self.onmessage = (e) => (${String(pollerWorker)})(e.data, require("bun:ffi").dlopen);`;
     workerUrl ??= URL.createObjectURL(new Blob([source], { type: "application/javascript" }));
     const w = new Worker(workerUrl) as BunWorker;
     w.postMessage(setup);
     return w;
+  };
+
+  /** The tokens the worker has written since the last call; wakes it if it waits for room. */
+  const take = (written: number): number[] => {
+    const n = (written - taken) | 0;
+    const tokens = new Array<number>(n);
+    for (let i = 0; i < n; i++) tokens[i] = shared[SLOT.RING + ((taken + i) & (RING - 1))];
+    taken = written;
+    Atomics.store(shared, SLOT.TAKEN, taken);
+    // Almost always nobody waits, and then notify is a lookup in the runtime, not a system call.
+    // (Notifying only when the ring looked full would race: the worker can fill it after our load.)
+    Atomics.notify(shared, SLOT.TAKEN);
+    return tokens;
   };
 
   const listen = async (): Promise<void> => {
@@ -187,19 +202,17 @@ function createPoller(s: Symbols, errno: Int32Array, path: string): PollSet {
     const idle = new Promise<"idle">((resolve) => (stopListening = () => resolve("idle")));
     try {
       while (set.waiting > 0) {
-        if (Atomics.load(shared, SLOT.STATE) !== STATE.READY) {
-          if (!outstanding) {
-            const pending = Atomics.waitAsync(shared, SLOT.STATE, STATE.ARMED);
-            if (pending.async) outstanding = pending.value.finally(() => (outstanding = null));
-          }
-          if (outstanding && await Promise.race([outstanding, idle]) === "idle") break;
-          if (Atomics.load(shared, SLOT.STATE) !== STATE.READY) continue;
+        const written = Atomics.load(shared, SLOT.WRITTEN);
+        if (written !== taken) {
+          set.ready(take(written));
+          continue;
         }
-        const n = shared[SLOT.COUNT];
-        const tokens = Array.from(shared.subarray(SLOT.TOKENS, SLOT.TOKENS + n));
-        Atomics.store(shared, SLOT.STATE, STATE.ARMED);
-        Atomics.notify(shared, SLOT.STATE);
-        set.ready(tokens);
+        if (!outstanding) {
+          const pending = Atomics.waitAsync(shared, SLOT.WRITTEN, written);
+          if (!pending.async) continue;
+          outstanding = pending.value.finally(() => (outstanding = null));
+        }
+        if (await Promise.race([outstanding, idle]) === "idle") break;
       }
     } finally {
       listening = false;
