@@ -14,7 +14,9 @@
  * benchmark.
  *
  * Prints one JSON line per tree: median over rounds of each round's p50, the p50 and p90 of all its
- * samples, and (for every tree after the first) the median over rounds of its p50 / the first tree's.
+ * samples, the median over rounds of the process's CPU per paced fork (a fork and an exit event, each
+ * a wake-up; measured from the first sampled fork to the last, so the storm's spawn is left out), and
+ * (for every tree after the first) the median over rounds of its p50 / the first tree's.
  *
  * @module
  */
@@ -40,8 +42,11 @@ for (const tree of trees) {
   opens.push(() => ProcMonitor.open());
 }
 
-/** Runs bench/out/storm with `args` under `monitor`; returns the latency samples (µs) of its forks. */
-async function storm(monitor: Monitor, args: string[]): Promise<number[]> {
+/**
+ * Runs bench/out/storm with `args` under `monitor`; returns the latency samples (µs) of its forks and
+ * the process's CPU time (µs) from the first sampled fork to the last.
+ */
+async function storm(monitor: Monitor, args: string[]): Promise<{ samples: number[]; cpuUs: number }> {
   const child = spawn(join(import.meta.dirname!, "out", "storm"), args, { stdio: ["pipe", "pipe", "inherit"] });
   const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
   const pid = Number((await lines.next()).value);
@@ -51,13 +56,22 @@ async function storm(monitor: Monitor, args: string[]): Promise<number[]> {
   // The storm forks one worker (per core when unpaced), and the workers fork the children.
   const workers = new Set<number>();
   let over = false;
+  let first: { user: number; system: number } | undefined;
+  let cpuUs = 0;
   void exited.then(() => setTimeout(() => (over = true, void monitor.close()), 300));
   for await (const e of monitor) {
     if (e.type === "fork" && e.parentTgid === pid) workers.add(e.childTgid);
-    else if (e.type === "fork" && workers.has(e.parentTgid)) samples.push(Number(now() - e.timestampNs) / 1000);
+    else if (e.type === "fork" && workers.has(e.parentTgid)) {
+      samples.push(Number(now() - e.timestampNs) / 1000);
+      if (!first) first = process.cpuUsage();
+      else {
+        const c = process.cpuUsage(first);
+        cpuUs = c.user + c.system;
+      }
+    }
     if (over) break;
   }
-  return samples;
+  return { samples, cpuUs };
 }
 
 const quantile = (xs: number[], q: number) => {
@@ -68,12 +82,14 @@ const quantile = (xs: number[], q: number) => {
 for (const open of opens) await storm(await open(), [String(WARM)]);
 const p50s: number[][] = trees.map(() => []);
 const all: number[][] = trees.map(() => []);
+const cpuPerFork: number[][] = trees.map(() => []);
 for (let round = 0; round < ROUNDS; round++) {
   const order = trees.map((_, i) => i);
   if (round % 2) order.reverse();
   for (const i of order) {
-    const samples = await storm(await opens[i](), [String(CHILDREN), "-p", String(PAUSE_US)]);
+    const { samples, cpuUs } = await storm(await opens[i](), [String(CHILDREN), "-p", String(PAUSE_US)]);
     p50s[i].push(quantile(samples, 0.5));
+    cpuPerFork[i].push(cpuUs / Math.max(1, samples.length - 1));
     all[i].push(...samples);
   }
 }
@@ -86,6 +102,7 @@ trees.forEach((tree, i) => {
     p50OfRounds: Math.round(quantile(p50s[i], 0.5)),
     p50: Math.round(quantile(all[i], 0.5)),
     p90: Math.round(quantile(all[i], 0.9)),
+    cpuUsPerFork: Math.round(quantile(cpuPerFork[i], 0.5)),
     ...(i > 0 ? { ratioToFirst: Number(quantile(ratios, 0.5).toFixed(3)) } : {}),
   }));
 });
