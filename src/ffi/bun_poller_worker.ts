@@ -6,9 +6,11 @@
  * Why a ring and not a one-batch mailbox: with a mailbox the worker parks until the JS thread has taken
  * the batch, so on the way to delivering every event the JS thread had to wake a sleeping thread
  * (Atomics.notify, a futex wake). With the ring nobody sleeps on that path: bench/wake_ab.ts measured
- * the wake-up p50 on Bun at ~350 us against ~410 us with the mailbox (2 vCPU, Linux 6.18). The worker cannot spin meanwhile: every socket is
- * registered `EPOLLONESHOT`, so it stays disabled until its owner waits again. It parks only when the
- * ring is full (more sockets fired than the JS thread has taken yet), until the JS thread takes some.
+ * the wake-up p50 on Bun at ~350 us against ~410 us with the mailbox (2 vCPU, Linux 6.18).
+ *
+ * The worker cannot spin meanwhile: every socket is registered `EPOLLONESHOT`, so it stays disabled
+ * until its owner waits again. It parks only when the ring is full (more sockets fired than the JS
+ * thread has taken yet), until the JS thread takes some.
  *
  * It runs in its own thread, so bun.ts ships {@linkcode pollerWorker} as source text
  * (`String(pollerWorker)`) in a Blob: the function may use nothing but its arguments and globals.
