@@ -24,6 +24,7 @@ import { createInterface } from "node:readline";
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
+import { startStorm } from "./storm_process.ts";
 import { cpus, release, tmpdir } from "node:os";
 
 const here = dirname(new URL(import.meta.url).pathname);
@@ -98,18 +99,6 @@ async function storm(
   const generated = await go();
   const result = await listener.next();
   return { generated, result };
-}
-
-/** Starts bench/storm.c, which prints its pid and waits; `go()` runs it and resolves with the events it made. */
-async function startStorm(args: string[]): Promise<{ pid: number; go: () => Promise<number> }> {
-  const s = spawn(join(here, "out", "storm"), args, { stdio: ["pipe", "pipe", "inherit"] });
-  const lines = createInterface({ input: s.stdout! })[Symbol.asyncIterator]();
-  const pid = Number((await lines.next()).value);
-  const go = async () => {
-    s.stdin!.write("go\n");
-    return Number((await lines.next()).value);
-  };
-  return { pid, go };
 }
 
 /**

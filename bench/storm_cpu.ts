@@ -14,7 +14,7 @@
  */
 import process from "node:process";
 import { threadClock } from "./thread_clock.ts";
-import { spawn } from "node:child_process";
+import { startStorm } from "./storm_process.ts";
 import { join, resolve } from "node:path";
 
 const threadUs = await threadClock();
@@ -22,15 +22,12 @@ const threadUs = await threadClock();
 const tree = resolve(process.argv[2] ?? join(import.meta.dirname!, ".."));
 const { ProcMonitor } = await import(join(tree, "proc.ts")) as typeof import("../proc.ts");
 const monitor = await ProcMonitor.open();
-const storm = spawn(join(import.meta.dirname!, "out", "storm"), [process.argv[3] ?? "100000"], {
-  stdio: ["pipe", "ignore", "inherit"],
-});
+const storm = await startStorm([process.argv[3] ?? "100000"]);
 const start = process.cpuUsage();
 const startMain = threadUs();
-storm.stdin!.write("go\n");
 let events = 0;
 let over = false;
-storm.on("exit", () => setTimeout(() => (over = true, void monitor.close()), 500));
+void storm.go().then(() => setTimeout(() => (over = true, void monitor.close()), 500));
 for await (const _ of monitor) {
   events++;
   if (over) break;

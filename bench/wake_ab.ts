@@ -21,10 +21,9 @@
  * @module
  */
 import process from "node:process";
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import { join, resolve } from "node:path";
 import { monotonicClock } from "../proc.ts";
+import { startStorm } from "./storm_process.ts";
 
 const trees = process.argv.slice(2).map((t) => resolve(t));
 if (!trees.length) trees.push(resolve(join(import.meta.dirname!, "..")));
@@ -47,18 +46,14 @@ for (const tree of trees) {
  * the process's CPU time (µs) from the first sampled fork to the last.
  */
 async function storm(monitor: Monitor, args: string[]): Promise<{ samples: number[]; cpuUs: number }> {
-  const child = spawn(join(import.meta.dirname!, "out", "storm"), args, { stdio: ["pipe", "pipe", "inherit"] });
-  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-  const pid = Number((await lines.next()).value);
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  child.stdin!.write("go\n");
+  const { pid, go } = await startStorm(args);
   const samples: number[] = [];
   // The storm forks one worker (per core when unpaced), and the workers fork the children.
   const workers = new Set<number>();
   let over = false;
   let first: { user: number; system: number } | undefined;
   let cpuUs = 0;
-  void exited.then(() => setTimeout(() => (over = true, void monitor.close()), 300));
+  void go().then(() => setTimeout(() => (over = true, void monitor.close()), 300));
   for await (const e of monitor) {
     if (e.type === "fork" && e.parentTgid === pid) workers.add(e.childTgid);
     else if (e.type === "fork" && workers.has(e.parentTgid)) {
