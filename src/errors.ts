@@ -46,8 +46,7 @@ const ERRNO_NAMES: Record<number, [string, string]> = {
 
 /** What to do about the failures users hit, by errno name (call sites may give a better one). */
 const HINTS: Record<string, string> = {
-  EPERM: "needs CAP_NET_ADMIN (run as root); Linux >= 6.6 lets any user join odd groups (1, 3, 5, ...) but " +
-    "never even ones, and before 6.6 every group needs it",
+  EPERM: "needs CAP_NET_ADMIN (run as root)",
   EPROTONOSUPPORT: "the kernel was built without CONFIG_CONNECTOR (or the cn module cannot be loaded)",
   ECONNREFUSED: "nobody listens at that port",
   ENOBUFS: "the socket's receive buffer overflowed and messages were lost; raise rcvbuf",
@@ -58,6 +57,30 @@ const HINTS: Record<string, string> = {
   ENOSPC: "the per-user limit of epoll watches (/proc/sys/fs/epoll/max_user_watches) is reached",
   EMFILE: "the process has too many files open (ulimit -n)",
 };
+
+/**
+ * The advice for a refused bind or join. It starts from what this kernel just did (it refused) and
+ * never claims a version rule as a fact for it: mainline Linux >= 6.6 lets any user join odd groups,
+ * but vendor builds may not (Linux 6.18.44-fc-v1252 refuses group 1 to an unprivileged user), and
+ * older kernels never do. Even groups need CAP_NET_ADMIN on every kernel. Internal: the socket and
+ * the fake kernel give the same advice.
+ *
+ * @param errno the errno of the failed bind or setsockopt
+ * @param groups the groups asked for
+ * @returns the hint, or undefined when there is nothing better than the default
+ */
+export function groupHint(errno: number, groups: readonly number[]): string | undefined {
+  if (errno !== Errno.EPERM || groups.length === 0) return undefined;
+  const even = groups.filter((g) => g % 2 === 0);
+  if (even.length) {
+    return `the kernel refused this process group ${even.join(", ")}: even groups need CAP_NET_ADMIN ` +
+      "(run as root) on every kernel";
+  }
+  return `the kernel refused this process group ${groups.join(", ")}: CAP_NET_ADMIN (run as root) allows it. ` +
+    "Mainline Linux >= 6.6 also lets unprivileged users join odd groups, but this kernel did not: it is " +
+    "older, or built with other rules (as some vendor kernels are), or this process is outside the initial " +
+    "user namespace";
+}
 
 /**
  * Returns the symbolic name of an errno value, e.g. `"EPERM"`, or `"E<n>"` when unknown.

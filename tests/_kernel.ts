@@ -6,30 +6,48 @@ import { test } from "node:test";
 import process from "node:process";
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, readdirSync, readFileSync, readlinkSync, renameSync, statSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-function missing(): string | null {
+function missing(root: boolean): string | null {
   if (process.platform !== "linux") return "needs Linux";
-  if (process.getuid?.() !== 0) return "needs root (CAP_NET_ADMIN) for groups and unicast";
+  if (root && process.getuid?.() !== 0) return "needs root (CAP_NET_ADMIN) for groups and unicast";
   if (!existsSync("/proc/net/connector")) return "the kernel has no connector (CONFIG_CONNECTOR)";
   return null;
 }
 
-const reason = missing();
+const reason = missing(true);
+const socketReason = missing(false);
 const required = process.env.CNLINK_REQUIRE_KERNEL === "1";
 
-/** A test against the real kernel: skipped with a reason when impossible, failed when CI requires it. */
-export function kernelTest(name: string, fn: () => Promise<void> | void, timeout = 20_000): void {
-  if (reason && required) {
+function gatedTest(why: string | null, name: string, fn: () => Promise<void> | void, timeout: number): void {
+  if (why && required) {
     test(name, () => {
-      throw new Error(`kernel test could not run: ${reason} (CNLINK_REQUIRE_KERNEL=1 makes this a failure)`);
+      throw new Error(`kernel test could not run: ${why} (CNLINK_REQUIRE_KERNEL=1 makes this a failure)`);
     });
     return;
   }
-  test(name, { skip: reason ?? false, timeout }, fn);
+  if (why) test(`${name} [skipped: ${why}]`, { skip: why }, fn);
+  else test(name, { timeout }, fn);
+}
+
+/**
+ * A test against the real kernel: skipped when impossible, failed when CI requires it. A skip carries
+ * its reason in the test's name, because the runners print a skip's name but not its reason (Deno says
+ * "ignored", Bun "(skip)").
+ */
+export function kernelTest(name: string, fn: () => Promise<void> | void, timeout = 20_000): void {
+  gatedTest(reason, name, fn, timeout);
+}
+
+/**
+ * A test that needs a connector socket but no privilege (it opens sockets without groups and sends
+ * nothing to ports or groups): it runs as any user, and is gated like {@linkcode kernelTest} otherwise.
+ */
+export function socketTest(name: string, fn: () => Promise<void> | void, timeout = 20_000): void {
+  gatedTest(socketReason, name, fn, timeout);
 }
 
 /** Inodes of this process's open NETLINK_CONNECTOR sockets, from /proc/self/fd and /proc/net/netlink. */
@@ -57,20 +75,26 @@ export function connectorSocketInodes(): string[] {
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+let builtTasks: string | undefined;
+
 /**
- * The path of tests/fixtures/tasks (threads, ptrace, exec from a thread): `CNLINK_TASKS_BIN` when set
- * (the kernel lab's guest has it prebuilt), else built once with `cc -static` into the temp folder.
+ * The path of tests/fixtures/tasks (threads, ptrace, exec from a thread, plain netlink calls):
+ * `CNLINK_TASKS_BIN` when set (the kernel lab's guest has it prebuilt), else built once per process with
+ * `cc -static` into a directory of this process's own (readable by every user, since tests run it as
+ * uid 65534 too), removed when the process exits: nothing is shared between runs or users in /tmp.
  */
 export function tasksBinary(): string {
   const given = process.env.CNLINK_TASKS_BIN;
   if (given) return given;
+  if (builtTasks) return builtTasks;
   const source = fileURLToPath(new URL("./fixtures/tasks.c", import.meta.url));
-  const out = join(tmpdir(), `cnlink-tasks-${statSync(source).mtimeMs.toString(36)}`);
-  if (!existsSync(out)) {
-    const cc = spawnSync("cc", ["-static", "-O2", "-pthread", "-o", `${out}.tmp`, source], { encoding: "utf8" });
-    if (cc.status !== 0) throw new Error(`cannot build ${source} (needs cc and libc6-dev): ${cc.stderr}`);
-    renameSync(`${out}.tmp`, out);
-  }
+  const dir = mkdtempSync(join(tmpdir(), "cnlink-tasks-"));
+  process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+  chmodSync(dir, 0o755);
+  const out = join(dir, "tasks");
+  const cc = spawnSync("cc", ["-static", "-O2", "-pthread", "-o", out, source], { encoding: "utf8" });
+  if (cc.status !== 0) throw new Error(`cannot build ${source} (needs cc and libc6-dev): ${cc.stderr}`);
+  builtTasks = out;
   return out;
 }
 

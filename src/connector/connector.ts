@@ -172,7 +172,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * Joins multicast group `group` (1..32).
    *
    * @throws {RangeError} outside 1..32
-   * @throws {NetlinkError} EPERM without CAP_NET_ADMIN (even groups, or any group before Linux 6.6)
+   * @throws {NetlinkError} EPERM when the kernel refuses the group without CAP_NET_ADMIN (even groups always; odd ones before Linux 6.6 and on some vendor builds)
    */
   join(group: number): void {
     this.#checkOpen(`join group ${group}`);

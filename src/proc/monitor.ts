@@ -124,7 +124,7 @@ function randomAck(): number {
 /**
  * A subscription to process events. Iterate it for events and loss reports; close it to unsubscribe.
  *
- * @example Print every exec for five seconds (as root, or on Linux >= 6.6 as any user)
+ * @example Print every exec for five seconds (as root; mainline Linux >= 6.6 also allows any user)
  * ```ts ignore
  * import { ProcMonitor } from "@cnlink/connector/proc";
  *
@@ -192,7 +192,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   /**
    * Subscribes to process events and resolves once the kernel has confirmed it.
    *
-   * @throws {NetlinkError} EPERM (not permitted: root, or Linux >= 6.6 for any user), EPROTONOSUPPORT
+   * @throws {NetlinkError} EPERM (group 1 refused: root always works; mainline Linux >= 6.6 allows any user, some vendor builds do not), EPROTONOSUPPORT
    *   (no connector), ECONNREFUSED (not the initial network namespace)
    * @throws {TimeoutError} the kernel did not ack LISTEN: not the initial user/pid namespace, or no
    *   CONFIG_PROC_EVENTS

@@ -42,8 +42,8 @@ Columns: time, event, pid, details (wait status, ids, tracer, new name), start-t
 container (runtime:id) or systemd unit, and the process (its command line; [name] when it has none,
 <gone> when it ended before it could be read). Text a process chose (names, arguments) is escaped:
 control characters show as \\n, \\x1b, ..., so nothing it prints can act on the terminal.
-Needs root (or Linux >= 6.6 for an unprivileged subscription) and, on Deno, --allow-ffi (/proc is read
-through libc). Lost events are always shown ("lost" rows), never dropped silently.
+Needs root (CAP_NET_ADMIN; mainline Linux >= 6.6 also lets any user subscribe, some kernel builds
+do not) and, on Deno, --allow-ffi (/proc is read through libc). Lost events are always shown ("lost" rows), never dropped silently.
 Exit status: 0, 1 on error, 2 on bad options.`;
 
 /** The parsed command line. */

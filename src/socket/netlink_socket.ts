@@ -12,7 +12,7 @@ import {
   type NetlinkAddress,
   nlmsgAlign,
 } from "../codec/netlink.ts";
-import { ClosedError, Errno, NetlinkError } from "../errors.ts";
+import { ClosedError, Errno, groupHint, NetlinkError } from "../errors.ts";
 import type { Libc } from "../ffi/types.ts";
 import type { RecvBatch } from "../ffi/batch.ts";
 import {
@@ -143,7 +143,12 @@ export class NetlinkSocket implements Transport {
         const groups = options.groups?.length
           ? ` to group${options.groups.length > 1 ? "s" : ""} ${options.groups.join(", ")}`
           : "";
-        throw new NetlinkError("bind", -r, `bind${groups}${port ? ` at port ${port}` : ""}`);
+        throw new NetlinkError(
+          "bind",
+          -r,
+          `bind${groups}${port ? ` at port ${port}` : ""}`,
+          groupHint(-r, options.groups ?? []),
+        );
       }
       const addr = new Uint8Array(SOCKADDR_NL_LEN);
       const len = new Uint32Array([SOCKADDR_NL_LEN]);
@@ -173,7 +178,7 @@ export class NetlinkSocket implements Transport {
     groupBit(group);
     this.#checkOpen(`join group ${group}`);
     const r = this.#setInt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group);
-    if (r < 0) throw new NetlinkError("setsockopt", -r, `join group ${group}`);
+    if (r < 0) throw new NetlinkError("setsockopt", -r, `join group ${group}`, groupHint(-r, [group]));
   }
 
   leave(group: number): void {

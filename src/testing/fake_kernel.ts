@@ -8,7 +8,7 @@ import { type CallbackId, CN_MSG, decodeDatagram, encodeMessage, type MessageIni
 import { CN_IDX_PROC, CN_MSG_HDRLEN, CONNECTOR_MAX_MSG_SIZE, NLMSG_HDRLEN } from "../codec/constants.ts";
 import type { NetlinkAddress } from "../codec/netlink.ts";
 import { decodeNetlinkHeader, LITTLE_ENDIAN } from "../codec/netlink.ts";
-import { ClosedError, Errno, NetlinkError } from "../errors.ts";
+import { ClosedError, Errno, groupHint, NetlinkError } from "../errors.ts";
 import { type Connector, connectorOver } from "../connector/connector.ts";
 import type { ConnectorOptions } from "../connector/types.ts";
 import { describeAddress } from "../socket/netlink_socket.ts";
@@ -350,7 +350,9 @@ export class FakeKernel {
   };
 
   #checkGroup(group: number, what: string, op: string): void {
-    if (!this.#options.privileged && group % 2 === 0) throw new NetlinkError(op, Errno.EPERM, what);
+    if (!this.#options.privileged && group % 2 === 0) {
+      throw new NetlinkError(op, Errno.EPERM, what, groupHint(Errno.EPERM, [group]));
+    }
   }
 
   #route(from: FakeSocket, datagram: Uint8Array, to: NetlinkAddress): void {

@@ -230,8 +230,8 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
  *
  * Needs a kernel with `CONFIG_W1` and `CONFIG_W1_CON` (the `wire` module loaded) and a bus master
  * driver. Any user may send commands (the w1 core checks no capability: a write to a device is
- * allowed to everyone who can open a netlink socket); events need group 3, which Linux >= 6.6 lets
- * any user join and older kernels only CAP_NET_ADMIN.
+ * allowed to everyone who can open a netlink socket); events need group 3, which CAP_NET_ADMIN always
+ * allows, and mainline Linux >= 6.6 to any user too (older kernels and some vendor builds refuse it).
  *
  * @example List the masters and search each bus
  * ```ts ignore
@@ -506,7 +506,7 @@ export class W1Bus implements AsyncDisposable {
    * Only messages from the kernel are taken (others, which a root process can send to group 3, are
    * counted in `stats.foreign`). Replies to requests are only taken from the kernel too.
    *
-   * @throws {NetlinkError} EPERM joining group 3 without CAP_NET_ADMIN on Linux < 6.6
+   * @throws {NetlinkError} EPERM when the kernel refuses group 3 without CAP_NET_ADMIN (before Linux 6.6, and on some vendor builds)
    *
    * @example Watch slaves come and go
    * ```ts ignore
