@@ -45,14 +45,18 @@ interface Summary {
   runs: { runtime: string; passed: number; failed: string[]; skipped: string[]; exit: number | string | null }[];
 }
 
-// Figures the hardening tests record (tests/_figures.ts), per runtime.
-const figuresFile = (runtime: string) => join(tmpdir(), `cnlink-figures-${runtime}.json`);
-for (const run of runs) rmSync(figuresFile(run.runtime), { force: true });
+// Figures the hardening tests record (tests/_figures.ts), per runtime, in this run's own directory.
+const figuresFile = (runtime: string) => join(out, `figures-${runtime}.json`);
 
 const summary: Summary = { passed: 0, failed: 0, skipped: 0, runs: [] };
 for (const run of runs) {
   console.log(`\n=== ${run.runtime} test ===`);
-  const child = new Deno.Command(bin(run.runtime), { args: run.args(run.report), cwd: root, stdin: "null" }).spawn();
+  const child = new Deno.Command(bin(run.runtime), {
+    args: run.args(run.report),
+    cwd: root,
+    stdin: "null",
+    env: { CNLINK_FIGURES_DIR: out },
+  }).spawn();
   const status = await child.status;
   const exit = status.signal ?? status.code;
   if (!existsSync(run.report)) {

@@ -6,7 +6,7 @@ import { Connector, type ConnectorMessage, encodeMessage, type NetlinkError } fr
 import { loadLibc } from "../src/ffi/load.ts";
 import { NetlinkSocket } from "../src/socket/netlink_socket.ts";
 import { ProcMonitor, type ProcMonitorItem } from "../proc.ts";
-import { connectorSocketInodes, kernelAtLeast, kernelTest, markerProcess, sleep } from "./_kernel.ts";
+import { connectorSocketInodes, kernelAtLeast, kernelTest, markerProcess, sleep, socketTest } from "./_kernel.ts";
 import { recordFigure } from "./_figures.ts";
 
 // Our own agent address and groups: nothing in the kernel uses idx 20..22 or groups 20/22.
@@ -102,12 +102,12 @@ describe("real kernel", () => {
     });
   });
 
-  kernelTest("an explicit port already held gives EADDRINUSE", async () => {
+  socketTest("an explicit port already held gives EADDRINUSE", async () => {
     await using a = await Connector.open();
     await assert.rejects(Connector.open({ port: a.port }), (e: NetlinkError) => e.code === "EADDRINUSE");
   });
 
-  kernelTest("group 33 is a RangeError before any system call", async () => {
+  socketTest("group 33 is a RangeError before any system call", async () => {
     await using a = await Connector.open();
     assert.throws(() => a.join(33), RangeError);
     await assert.rejects(Connector.open({ groups: [0] }), RangeError);

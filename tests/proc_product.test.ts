@@ -83,7 +83,9 @@ describe("procmon output is safe for a terminal", () => {
     const hostile = "j\n\x1b[2J\u009bk";
     const procmon = await Procmon.start(["--json", "-e", "exec,exit"]);
     const pid = await procmon.repeatUntil(
-      () => runToEnd("sh", ["-c", "sleep 0.3", hostile]),
+      // "; exit 0": a last simple command would be exec'd by dash in place of sh, and the exec event of
+      // this pid could then be read after the second exec (sleep's argv, without the hostile text).
+      () => runToEnd("sh", ["-c", "sleep 0.3; exit 0", hostile]),
       (pid, out) => out.includes(`"pid":${pid},`) && out.includes(`"exitCode"`),
     );
     const { stdout } = await procmon.stop();
