@@ -36,6 +36,8 @@ export const RING = 128;
 export interface PollerWorkerSetup {
   /** The libc to open (FFI handles do not cross threads). */
   path: string;
+  /** epoll_wait() as `bun:ffi` declares it (from the one libc table, libc.ts). */
+  epollWait: { args: ["i32", "ptr", "i32", "i32"]; returns: "i32" };
   /** The epoll fd (fds are process-wide). */
   epfd: number;
   /** WRITTEN, TAKEN, then the ring. */
@@ -51,7 +53,7 @@ export interface PollerWorkerSetup {
 
 /** Waits in epoll_wait() forever, appending each batch of tokens to the ring. */
 export function pollerWorker(setup: PollerWorkerSetup, open: typeof dlopen): void {
-  const lib = open(setup.path, { epoll_wait: { args: ["i32", "ptr", "i32", "i32"], returns: "i32" } });
+  const lib = open(setup.path, { epoll_wait: setup.epollWait });
   const shared = new Int32Array(setup.shared);
   const events = new Uint8Array(setup.eventSize * setup.maxEvents);
   const view = new DataView(events.buffer);

@@ -10,61 +10,29 @@
 import { LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { NetlinkError } from "../errors.ts";
 import { RecvBatch } from "./batch.ts";
-import {
-  EPOLL_CLOEXEC,
-  EPOLL_CTL_ADD,
-  epollEventLayout,
-  EPOLLIN,
-  MAX_EVENTS,
-  type PollBackend,
-  PollSet,
-  WAKE_TOKEN,
-} from "./poller.ts";
-import { CLOCK_MONOTONIC, EFD_CLOEXEC, EFD_NONBLOCK, type Libc, type Poller } from "./types.ts";
+import { createEpoll, EPOLL_CTL_ADD, EPOLLIN, MAX_EVENTS, type PollBackend, PollSet, WAKE_TOKEN } from "./poller.ts";
+import { EFD_CLOEXEC, EFD_NONBLOCK, type Libc } from "./types.ts";
+import { type CFunction, type CKind, LIBC, wrapLibc } from "./libc.ts";
 
-const SYMBOLS = {
-  // int socket(int domain, int type, int protocol)
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  // int bind(int fd, const struct sockaddr *addr, socklen_t len)
-  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  // int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
-  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  // int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  // int getsockopt(int fd, int level, int name, void *value, socklen_t *len)
-  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-  // ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen)
-  // (declared i32: a datagram length always fits, and an i32 result avoids a bigint per call)
-  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "i32" },
-  // ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)
-  recvfrom: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "i32" },
-  // int recvmmsg(int fd, struct mmsghdr *msgvec, unsigned int vlen, int flags, struct timespec *timeout)
-  recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
-  // int close(int fd)
-  close: { parameters: ["i32"], result: "i32" },
-  // int eventfd(unsigned int initval, int flags)
-  eventfd: { parameters: ["u32", "i32"], result: "i32" },
-  // ssize_t write(int fd, const void *buf, size_t count)
-  write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
-  // ssize_t read(int fd, void *buf, size_t count)
-  read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
-  // int open(const char *path, int flags)
-  open: { parameters: ["buffer", "i32"], result: "i32" },
-  // ssize_t readlink(const char *path, char *buf, size_t size)
-  readlink: { parameters: ["buffer", "buffer", "usize"], result: "i32" },
-  // ssize_t getdents64(int fd, void *dirp, size_t count)
-  getdents64: { parameters: ["i32", "buffer", "usize"], result: "i32" },
-  // int epoll_create1(int flags)
-  epoll_create1: { parameters: ["i32"], result: "i32" },
-  // int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
-  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
-  // int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout) -- on the blocking pool
-  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32", nonblocking: true },
-  // int clock_gettime(clockid_t clock, struct timespec *ts)
-  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
-  // int *__errno_location(void)
-  __errno_location: { parameters: [], result: "pointer" },
-} as const satisfies Deno.ForeignLibraryInterface;
+/** Deno's spelling of each kind in the libc table. */
+const KIND = { i32: "i32", u32: "u32", size: "usize", buffer: "buffer", pointer: "pointer" } as const;
+type Kinds<T extends readonly CKind[]> = { -readonly [I in keyof T]: typeof KIND[T[I]] };
+type DenoSymbols = {
+  -readonly [N in keyof typeof LIBC]: {
+    parameters: Kinds<typeof LIBC[N]["args"]>;
+    result: typeof KIND[typeof LIBC[N]["result"]];
+    nonblocking: typeof LIBC[N] extends { wait: true } ? true : false;
+  };
+};
+
+/** {@linkcode LIBC} in Deno's words; the waiting call runs on the blocking pool (`nonblocking`). */
+const SYMBOLS = Object.fromEntries(
+  Object.entries(LIBC).map(([name, fn]: [string, CFunction]) => [name, {
+    parameters: fn.args.map((k) => KIND[k]),
+    result: KIND[fn.result],
+    nonblocking: fn.wait === true,
+  }]),
+) as DenoSymbols satisfies Deno.ForeignLibraryInterface;
 
 /**
  * Opens libc and returns the backend.
@@ -93,88 +61,22 @@ export function loadDeno(path: string): Libc {
   const errnoPointer = s.__errno_location();
   if (errnoPointer === null) throw new Error("cnlink: __errno_location() returned NULL");
   // errno lives at a fixed thread-local address of the JS thread. Read it inline after each call:
-  // a helper function read it late during JIT warm-up (see ffi-notes §1).
+  // a helper function read it late during JIT warm-up (libc.ts).
   const errno = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(errnoPointer, 4));
-  const timespec = new BigInt64Array(2);
-  let poller: PollSet | undefined;
-
-  return {
-    socket(domain, type, protocol) {
-      const r = s.socket(domain, type, protocol);
-      return r < 0 ? -errno[0] : r;
-    },
-    bind(fd, addr) {
-      const r = s.bind(fd, addr, addr.byteLength);
-      return r < 0 ? -errno[0] : r;
-    },
-    getsockname(fd, addr, addrlen) {
-      const r = s.getsockname(fd, addr, addrlen);
-      return r < 0 ? -errno[0] : r;
-    },
-    setsockopt(fd, level, name, value) {
-      const r = s.setsockopt(fd, level, name, value, value.byteLength);
-      return r < 0 ? -errno[0] : r;
-    },
-    getsockopt(fd, level, name, value, len) {
-      const r = s.getsockopt(fd, level, name, value, len);
-      return r < 0 ? -errno[0] : r;
-    },
-    sendto(fd, buf, len, flags, to) {
-      const r = s.sendto(fd, buf, len, flags, to, to.byteLength);
-      return r < 0 ? -errno[0] : r;
-    },
-    recvfrom(fd, buf, len, flags, from, fromlen) {
-      const r = s.recvfrom(fd, buf, len, flags, from, fromlen);
-      return r < 0 ? -errno[0] : r;
-    },
-    recvmmsg(fd, batch, flags) {
-      const r = s.recvmmsg(fd, batch.headers, batch.count, flags, null);
-      return r < 0 ? -errno[0] : r;
-    },
-    createRecvBatch(count, slotSize) {
-      return new RecvBatch(count, slotSize, (bytes) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes))));
-    },
-    close(fd) {
-      const r = s.close(fd);
-      return r < 0 ? -errno[0] : r;
-    },
-    open(path, flags) {
-      const r = s.open(path, flags);
-      return r < 0 ? -errno[0] : r;
-    },
-    read(fd, buf, offset) {
-      const r = s.read(fd, offset === 0 ? buf : buf.subarray(offset), BigInt(buf.byteLength - offset));
-      return r < 0 ? -errno[0] : r;
-    },
-    readlink(path, buf) {
-      const r = s.readlink(path, buf, BigInt(buf.byteLength));
-      return r < 0 ? -errno[0] : r;
-    },
-    getdents64(fd, buf) {
-      const r = s.getdents64(fd, buf, BigInt(buf.byteLength));
-      return r < 0 ? -errno[0] : r;
-    },
-    monotonicNs() {
-      s.clock_gettime(CLOCK_MONOTONIC, timespec);
-      return timespec[0] * 1_000_000_000n + timespec[1];
-    },
-    get poller(): Poller {
-      return poller ??= createPoller(s, errno);
-    },
-  };
+  return wrapLibc(s, errno, {
+    createRecvBatch: (count, slotSize) =>
+      new RecvBatch(count, slotSize, (bytes) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes)))),
+    poller: () => createPoller(s, errno),
+  });
 }
 
 type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The process's poll set and the loop that runs epoll_wait() for it on the blocking pool. */
 function createPoller(s: Symbols, errno: Int32Array): PollSet {
-  const epfd = s.epoll_create1(EPOLL_CLOEXEC);
-  if (epfd < 0) throw new NetlinkError("epoll_create1", errno[0], "set up waiting for sockets");
+  const { epfd, layout, ctl } = createEpoll(s, errno, Deno.build.arch === "x86_64");
   const efd = s.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (efd < 0) throw new NetlinkError("eventfd", errno[0], "set up waiting for sockets");
-  const layout = epollEventLayout(Deno.build.arch === "x86_64");
-  const event = new Uint8Array(layout.size);
-  const eventView = new DataView(event.buffer);
   // Written by the pool thread while a wait is in flight: read only after it settled.
   const events = new Uint8Array(layout.size * MAX_EVENTS);
   const eventsView = new DataView(events.buffer);
@@ -184,12 +86,7 @@ function createPoller(s: Symbols, errno: Int32Array): PollSet {
   let wakePending = false;
 
   const backend: PollBackend = {
-    ctl(op, fd, mask, token) {
-      eventView.setUint32(0, mask, LITTLE_ENDIAN);
-      eventView.setBigUint64(layout.data, BigInt(token), LITTLE_ENDIAN);
-      const r = s.epoll_ctl(epfd, op, fd, event);
-      return r < 0 ? -errno[0] : r;
-    },
+    ctl,
     activate() {
       if (running) return;
       running = true;

@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { NetlinkError } from "../errors.ts";
 
 /** `EPOLL_CTL_ADD`, `EPOLL_CTL_DEL`, `EPOLL_CTL_MOD` (`include/uapi/linux/eventpoll.h`). */
@@ -43,6 +44,50 @@ const EEXIST = 17;
  */
 export function epollEventLayout(x86_64: boolean): { size: number; data: number } {
   return x86_64 ? { size: 12, data: 4 } : { size: 16, data: 8 };
+}
+
+/** The process's epoll set as both backends make it. */
+export interface Epoll {
+  /** The epoll fd. */
+  readonly epfd: number;
+  /** `struct epoll_event` on this architecture. */
+  readonly layout: { size: number; data: number };
+  /** `epoll_ctl(epfd, op, fd, {events, data: token})`; returns 0 or `-errno`, read inline. */
+  ctl(op: number, fd: number, events: number, token: number): number;
+}
+
+/**
+ * Creates the epoll set and its `ctl()`, which builds each `epoll_event` in one reused buffer.
+ *
+ * @param s epoll_create1 and epoll_ctl as the backend's FFI gives them
+ * @param errno the JS thread's errno
+ * @param x86_64 whether `struct epoll_event` is packed (see {@linkcode epollEventLayout})
+ * @returns the set
+ * @throws {NetlinkError} epoll_create1 failed
+ */
+export function createEpoll(
+  s: {
+    epoll_create1(flags: number): number;
+    epoll_ctl(epfd: number, op: number, fd: number, event: Uint8Array): number;
+  },
+  errno: Int32Array,
+  x86_64: boolean,
+): Epoll {
+  const epfd = s.epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0) throw new NetlinkError("epoll_create1", errno[0], "set up waiting for sockets");
+  const layout = epollEventLayout(x86_64);
+  const event = new Uint8Array(layout.size);
+  const view = new DataView(event.buffer);
+  return {
+    epfd,
+    layout,
+    ctl(op, fd, mask, token) {
+      view.setUint32(0, mask, LITTLE_ENDIAN);
+      view.setBigUint64(layout.data, BigInt(token), LITTLE_ENDIAN);
+      const r = s.epoll_ctl(epfd, op, fd, event);
+      return r < 0 ? -errno[0] : r;
+    },
+  };
 }
 
 /** What a backend gives the poll set. */
