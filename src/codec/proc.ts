@@ -24,8 +24,8 @@ export const PROC_EVENT = { what: 0, cpu: 4, timestamp: 8, data: 16, size: 40 } 
  *   len 32, ..) | struct proc_event (40, from 36)
  * The receive loop reads it in place through these helpers. Their offsets are the sums of the tables
  * above (NLMSGHDR, CN_MSG, PROC_EVENT; tests/codec.test.ts checks them against the tables and encoded
- * bytes) written as literals: V8 reads a property of an imported table on every use, which cost ~2%
- * of an event's CPU (bench/replay_cpu.ts).
+ * bytes) written as literals: V8 reads a property of an imported table on every use, a measurable
+ * share of an event's CPU (bench/README.md, "Figures the code cites").
  */
 /** Size of a datagram that holds one process event (nlmsghdr + cn_msg header + proc_event). */
 export const PROC_EVENT_DATAGRAM = 76;

@@ -6,15 +6,17 @@
  * - a wake-up from the waiting thread costs tens of microseconds of CPU, so when a drain found a
  *   burst, the loop sleeps on a timer before the next drain instead of waiting at once: under load
  *   many datagrams share one wake-up, while a lone datagram after quiet is still handled at once.
- *   A timer tick costs CPU too (Deno 44 us, Bun 14 us), so while bursts go on the sleep doubles,
- *   up to 16 ms, but never longer than it takes the observed rate to fill half the receive buffer
- *   (a small buffer, e.g. an unprivileged one capped at rmem_max, must not overflow while we sleep);
+ *   A timer tick costs CPU too, so while bursts go on the sleep doubles, up to 16 ms, but never
+ *   longer than it takes the observed rate to fill half the receive buffer (a small buffer, e.g. an
+ *   unprivileged one capped at rmem_max, must not overflow while we sleep);
  * - neither a socket that never runs dry nor a loop of requests to a kernel agent may starve timers
  *   and I/O: an agent's reply is queued inside our sendto(), so each request's loop finds it at
- *   once and the whole exchange runs on microtasks (a 300 ms timer never fired during 5 s of such
- *   requests, before this). So every loop, however short, gives the event loop a turn once the JS
- *   thread has gone `YIELD_MS` without one (checked at the start of each drain and then every
- *   `TURN_CHECK` datagrams: reading the clock per datagram cost ~5% of a fork storm's CPU).
+ *   once and the whole exchange runs on microtasks (timers starved for seconds, before this). So
+ *   every loop, however short, gives the event loop a turn once the JS thread has gone `YIELD_MS`
+ *   without one (checked at the start of each drain and then every
+ *   `TURN_CHECK` datagrams: reading the clock per datagram was a measurable share of a storm's CPU).
+ *
+ * The figures behind each choice: bench/README.md, "Figures the code cites".
  *
  * @module
  */
@@ -115,7 +117,7 @@ export async function pump(
   let cycle = clock.now();
   // Set when a drain starts after a wait: its first datagram reaches the consumer (one microtask
   // tick) before the loop goes on to the next receive and to re-arming the wait, which on a machine
-  // just back from idle took ~100 us before the event was delivered (bench: Bun wake-up p50).
+  // just back from idle delayed the event (bench/README.md, "Figures the code cites").
   let fresh = false;
   while (on.running()) {
     // Reading the clock costs as much as handling a small datagram, so a drain asks whether a turn

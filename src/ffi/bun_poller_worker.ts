@@ -5,8 +5,8 @@
  *
  * Why a ring and not a one-batch mailbox: with a mailbox the worker parks until the JS thread has taken
  * the batch, so on the way to delivering every event the JS thread had to wake a sleeping thread
- * (Atomics.notify, a futex wake). With the ring nobody sleeps on that path: bench/wake_ab.ts measured
- * the wake-up p50 on Bun at ~350 us against ~410 us with the mailbox (2 vCPU, Linux 6.18).
+ * (Atomics.notify, a futex wake). With the ring nobody sleeps on that path, which bench/wake_ab.ts
+ * measured as a lower wake-up latency (bench/README.md, "Figures the code cites").
  *
  * The worker cannot spin meanwhile: every socket is registered `EPOLLONESHOT`, so it stays disabled
  * until its owner waits again. It parks only when the ring is full (more sockets fired than the JS

@@ -1,8 +1,8 @@
 /**
  * Reading small files (/proc) through libc: open, read, close into one reused buffer, with no
  * exception for a file that is gone. A process monitor reads /proc while short-lived processes
- * exit; through the runtimes' fs modules a read took 15 us on Deno and a missing file 40 us (an
- * exception), through libc a few microseconds either way.
+ * exit; through the runtimes' fs modules a read costs several times more, and a missing file an
+ * exception (bench/README.md, "Figures the code cites").
  *
  * @module
  */
