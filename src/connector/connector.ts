@@ -15,6 +15,19 @@ import { ClosedError, Errno, NetlinkError, TimeoutError } from "../errors.ts";
 import { loadLibc } from "../ffi/load.ts";
 import { describeAddress, NetlinkSocket } from "../socket/netlink_socket.ts";
 import { groupBit, type Transport } from "../socket/transport.ts";
+import {
+  checkCount,
+  checkFunction,
+  checkGroup,
+  checkGroups,
+  checkId,
+  checkOptions,
+  checkSignal,
+  checkTimeout,
+  checkType,
+  MOVED_TO,
+  show,
+} from "../args.ts";
 import type {
   CallbackRegistration,
   ConnectorMessage,
@@ -47,20 +60,75 @@ interface Subscriber {
 
 const keyOf = (id: CallbackId): string => `${id.idx}:${id.val}`;
 
+/** The keys of `Connector.open`'s options. */
+const OPEN_KEYS = [
+  "groups",
+  "port",
+  "rcvbuf",
+  "libcPath",
+  "onError",
+  "onOverrun",
+  "maxQueued",
+  "maxQueuedBytes",
+  "maxInFlight",
+  "whenBusy",
+] as const satisfies readonly (keyof ConnectorOptions)[];
+const SEND_KEYS = ["to"] as const satisfies readonly (keyof SendOptions)[];
+const REQUEST_KEYS = ["to", "timeoutMs", "signal", "match"] as const satisfies readonly (keyof RequestOptions)[];
+const REQUEST_ALL_KEYS = [...REQUEST_KEYS, "until"] as const satisfies readonly (keyof RequestAllOptions)[];
+const MESSAGES_KEYS = ["id", "signal"] as const satisfies readonly (keyof MessagesOptions)[];
+
+/**
+ * Checks the options of `Connector.open` (and the fake kernel's `connect`) before anything is
+ * loaded or opened.
+ *
+ * @throws {TypeError} an unknown key, a wrong type (`groups` not an array, a hook not a function)
+ * @throws {RangeError} a group outside 1..32, a port, rcvbuf or limit out of range
+ */
+export function checkConnectorOptions(options: ConnectorOptions | undefined): ConnectorOptions {
+  const opts = checkOptions("Connector options", options, OPEN_KEYS);
+  checkGroups(opts.groups);
+  checkCount(opts.port, "port", 0, 0xffffffff);
+  checkCount(opts.rcvbuf, "rcvbuf", 1, 0x7fffffff);
+  checkType(opts.libcPath, "libcPath", "string");
+  checkFunction(opts.onError, "onError");
+  checkFunction(opts.onOverrun, "onOverrun");
+  checkCount(opts.maxQueued, "maxQueued", 1);
+  checkCount(opts.maxQueuedBytes, "maxQueuedBytes", 1);
+  checkCount(opts.maxInFlight, "maxInFlight", 1);
+  if (opts.whenBusy !== undefined && opts.whenBusy !== "queue" && opts.whenBusy !== "fail") {
+    throw new TypeError(`whenBusy must be "queue" or "fail", got ${show(opts.whenBusy)}`);
+  }
+  return opts;
+}
+
 /** Resolves `to` to a socket address; omitted means the kernel. */
 function addressOf(to: Destination | undefined): NetlinkAddress {
   if (to === undefined) return { port: 0, groups: 0 };
-  if (typeof to !== "object" || to === null) {
-    throw new TypeError(`to must be { port } or { group }; omit it to send to the kernel (got ${to})`);
+  const shape = "to must be { port } or { group }; omit it to send to the kernel";
+  if (typeof to !== "object" || to === null || Array.isArray(to)) throw new TypeError(`${shape} (got ${show(to)})`);
+  checkOptions("to", to, ["port", "group"]);
+  const hasPort = "port" in to;
+  if (hasPort && "group" in to) {
+    throw new TypeError(`${shape}, not both: a message goes to one port or to one group's members`);
   }
   if ("group" in to) return { port: 0, groups: groupBit(to.group) };
-  if ("port" in to) {
+  if (hasPort) {
     if (!Number.isInteger(to.port) || to.port < 1 || to.port > 0xffffffff) {
-      throw new RangeError(`to.port must be a port id in 1..4294967295 (omit "to" for the kernel), got ${to.port}`);
+      throw new RangeError(
+        `to.port must be a port id in 1..4294967295 (omit "to" for the kernel), got ${show(to.port)}`,
+      );
     }
     return { port: to.port, groups: 0 };
   }
-  throw new TypeError("to must be { port } or { group }; omit it to send to the kernel");
+  throw new TypeError(shape);
+}
+
+/** Checks the options `request` and `requestAll` share. */
+function checkRequestOptions(opts: RequestOptions): void {
+  checkTimeout(opts.timeoutMs);
+  checkSignal(opts.signal);
+  checkFunction(opts.match, "match");
 }
 
 /**
@@ -95,12 +163,6 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
 
   /** Use {@linkcode Connector.open}. */
   private constructor(transport: Transport, options: ConnectorOptions) {
-    if (options.maxInFlight !== undefined && !(Number.isInteger(options.maxInFlight) && options.maxInFlight > 0)) {
-      throw new RangeError(`maxInFlight must be a positive integer, got ${options.maxInFlight}`);
-    }
-    if (options.whenBusy !== undefined && options.whenBusy !== "queue" && options.whenBusy !== "fail") {
-      throw new TypeError(`whenBusy must be "queue" or "fail", got ${options.whenBusy}`);
-    }
     this.#options = options;
     this.#requested = options.rcvbuf;
     this.#receiver = new Receiver(transport, {
@@ -121,7 +183,8 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    *
    * @param options groups, port, receive buffer, limits, error hooks
    * @returns the open connector
-   * @throws {RangeError} a group outside 1..32, a bad port or rcvbuf (before any system call)
+   * @throws {TypeError} an unknown option (the message lists the accepted ones), `groups` not an array
+   * @throws {RangeError} a group outside 1..32, a bad port, rcvbuf or limit (before anything is opened)
    * @throws {NetlinkError} the socket cannot be made or bound (no connector, no permission, port in use)
    *
    * @example Joining two groups
@@ -133,7 +196,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * ```
    */
   static async open(options?: ConnectorOptions): Promise<Connector> {
-    const opts = options ?? {};
+    const opts = checkConnectorOptions(options);
     const libc = await loadLibc(opts.libcPath);
     return new Connector(NetlinkSocket.open(libc, opts), opts);
   }
@@ -175,6 +238,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * @throws {NetlinkError} EPERM when the kernel refuses the group without CAP_NET_ADMIN (even groups always; odd ones before Linux 6.6 and on some vendor builds)
    */
   join(group: number): void {
+    checkGroup(group);
     this.#checkOpen(`join group ${group}`);
     this.#receiver.transport.join(group);
   }
@@ -185,6 +249,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * @throws {RangeError} outside 1..32
    */
   leave(group: number): void {
+    checkGroup(group);
     this.#checkOpen(`leave group ${group}`);
     this.#receiver.transport.leave(group);
   }
@@ -206,7 +271,8 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    *
    * @param message the cn_msg; `data` may be any typed array, DataView or ArrayBuffer (taken as bytes)
    * @param options `to: { port }` or `to: { group }`; omitted: the kernel
-   * @throws {TypeError} a message without `{ idx, val }` id, or data that is not bytes
+   * @throws {TypeError} a message without `{ idx, val }` id, data that is not bytes, an unknown option,
+   *   the 0.1 `{ port }` / `{ group }` (write `{ to: { port } }` / `{ to: { group } }`), `to` with both
    * @throws {RangeError} a field out of range; data over 16364 bytes to the kernel (it drops those
    *   without a word) or over 65535 to anyone
    * @throws {ClosedError} the connector is closed
@@ -214,7 +280,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    *   ECONNREFUSED for a port nobody holds, EAGAIN when the receiving port's buffer is full
    */
   send(message: MessageInit, options?: SendOptions): void {
-    const address = addressOf(options?.to);
+    const address = addressOf(checkOptions("send options", options, SEND_KEYS, MOVED_TO).to);
     const datagram = encodeMessage(message);
     const size = datagram.byteLength - 36;
     // cn_rx_skb drops a payload (cn_msg header and data) over CONNECTOR_MAX_MSG_SIZE without a word;
@@ -238,13 +304,24 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * process could otherwise answer in the kernel's name). A reply taken by a request is not passed to
    * callbacks or iterators.
    *
+   * Options are checked before anything is sent: an unknown key, the 0.1 `{ port }` / `{ group }`, a
+   * signal that is not an `AbortSignal` or `match` that is not a function reject with a `TypeError`; a
+   * `timeoutMs` that is not finite with 0 < t <= 2147483647 with a `RangeError`. A `match` that throws
+   * rejects this request (the thrown error is the rejection's `cause`); the connector goes on.
+   *
    * @throws {TimeoutError} no reply within `timeoutMs` (default 5000)
    * @throws {ClosedError} the connector closed before the reply came
    * @throws {NetlinkError} the send failed (see `send`); EAGAIN also when `maxInFlight` requests are
    *   waiting and `whenBusy` is `"fail"`
    */
   request(message: MessageInit, options?: RequestOptions): Promise<ConnectorMessage> {
-    return this.#exchange(message, options ?? {}, () => true).then((replies) => replies[0]);
+    let opts: RequestOptions;
+    try {
+      opts = checkOptions("request options", options, REQUEST_KEYS, MOVED_TO);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#exchange(message, opts, () => true).then((replies) => replies[0]);
   }
 
   /**
@@ -283,6 +360,11 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * ```
    */
   requestAll(message: MessageInit, options: RequestAllOptions): Promise<ConnectorMessage[]> {
+    try {
+      checkOptions("requestAll options", options, REQUEST_ALL_KEYS, MOVED_TO);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     if (typeof options?.until !== "function") {
       return Promise.reject(
         new TypeError("requestAll needs options.until(reply, replies), which says when the last reply came"),
@@ -299,6 +381,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
     let address: NetlinkAddress;
     try {
       address = addressOf(opts.to);
+      checkRequestOptions(opts);
       encodeMessage(message);
     } catch (err) {
       return Promise.reject(err);
@@ -330,7 +413,22 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
       };
       let sent = false;
       const pending: Pending = {
-        matches: (m) => sent && match(m, request),
+        matches: (m) => {
+          if (!sent) return false;
+          try {
+            return Boolean(match(m, request));
+          } catch (err) {
+            // The caller's predicate failed: that is this request's problem, not the connector's.
+            pending.reject(
+              new Error(
+                `The match function of the request for cn_msg ${request.id.idx}:${request.id.val} seq ${seq} threw: ` +
+                  (err instanceof Error ? err.message : String(err)),
+                { cause: err },
+              ),
+            );
+            return false;
+          }
+        },
         take: (m) => {
           replies.push(m);
           let last: boolean;
@@ -412,14 +510,13 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * Starts the receive loop. A callback that throws is reported through `onError`; the loop goes on.
    *
    * @returns a registration; dispose it (or call `removeCallback(reg.handle)`) to unregister
-   * @throws {TypeError} `fn` is not a function
+   * @throws {TypeError} `fn` is not a function, `id` is not `{ idx: number, val: number }`
+   * @throws {RangeError} `idx` or `val` is not an integer in 0..4294967295 (as `send` checks them)
    * @throws {ClosedError} the connector is closed
    */
   addCallback(id: CallbackId, name: string, fn: (message: ConnectorMessage) => void): CallbackRegistration {
-    if (typeof fn !== "function") throw new TypeError("callback must be a function");
-    if (typeof id !== "object" || id === null || typeof id.idx !== "number" || typeof id.val !== "number") {
-      throw new TypeError("id must be { idx: number, val: number }");
-    }
+    checkId("id", id);
+    if (typeof fn !== "function") throw new TypeError(`callback must be a function, got ${show(fn)}`);
     this.#checkOpen("add a callback");
     const entry: Registered = { handle: this.#nextHandle++, name, id: { idx: id.idx, val: id.val }, fn };
     const key = keyOf(id);
@@ -459,13 +556,20 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * An async iterator over received messages (optionally only those for one id). It ends quietly on
    * `close()`, on `break` and when `signal` is aborted; with the error when an error closed the
    * connector.
+   *
+   * @throws {TypeError} an unknown option, an `id` that is not `{ idx, val }`, a signal that is not an
+   *   `AbortSignal`
+   * @throws {RangeError} `idx` or `val` is not an integer in 0..4294967295
    */
   messages(options?: MessagesOptions): AsyncIterableIterator<ConnectorMessage> {
-    const stream = this.#receiver.stream<ConnectorMessage>(options?.signal, (s) => {
+    const opts = checkOptions("messages options", options, MESSAGES_KEYS);
+    if (opts.id !== undefined) checkId("id", opts.id);
+    checkSignal(opts.signal);
+    const stream = this.#receiver.stream<ConnectorMessage>(opts.signal, (s) => {
       for (const sub of this.#subscribers) if (sub.stream === s) this.#subscribers.delete(sub);
     });
     if (!stream.done) {
-      this.#subscribers.add({ stream, id: options?.id });
+      this.#subscribers.add({ stream, id: opts.id && { idx: opts.id.idx, val: opts.id.val } });
       this.#receiver.start();
     }
     return stream;

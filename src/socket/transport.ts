@@ -5,6 +5,7 @@
  * @module
  */
 import type { NetlinkAddress } from "../codec/netlink.ts";
+import { checkGroup } from "../args.ts";
 
 /**
  * One received datagram. It may live in a reused buffer, and the object itself may be reused:
@@ -60,10 +61,7 @@ export interface Transport {
  * @throws {RangeError} outside 1..32 (the connector's groups), before any system call
  */
 export function groupBit(group: number): number {
-  if (!Number.isInteger(group) || group < 1 || group > 32) {
-    throw new RangeError(`group must be an integer in 1..32 (the connector's multicast groups), got ${group}`);
-  }
-  return 2 ** (group - 1);
+  return 2 ** (checkGroup(group) - 1);
 }
 
 /** The group a datagram was multicast to, from its source `nl_groups` (one bit), or 0 for unicast. */
