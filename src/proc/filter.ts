@@ -29,7 +29,7 @@ export const PROC_EVENT_NAMES: readonly ProcEventName[] = Object.keys(BITS) as P
 /**
  * The kernel mask for a list of names; all events when the list is empty or omitted.
  *
- * @throws {TypeError} an unknown name
+ * @throws {TypeError} an unknown name, or `names` not an array (a string is refused, not split)
  *
  * @example
  * ```ts
@@ -40,6 +40,16 @@ export const PROC_EVENT_NAMES: readonly ProcEventName[] = Object.keys(BITS) as P
  * ```
  */
 export function eventMask(names?: readonly string[]): number {
+  const given: unknown = names;
+  if (typeof given === "string") {
+    const list = given.split(",").map((n) => n.trim()).filter(Boolean);
+    throw new TypeError(
+      `events must be an array of event names: pass ${JSON.stringify(list)}, not the string ${JSON.stringify(given)}`,
+    );
+  }
+  if (names !== undefined && !Array.isArray(names)) {
+    throw new TypeError(`events must be an array of event names like ["exec", "exit"], got ${typeof names}`);
+  }
   if (!names || names.length === 0) return PROC_EVENT_ALL;
   let mask = 0;
   for (const name of names) {

@@ -36,6 +36,7 @@ import type { ProcessInfo } from "./enrich.ts";
 import { ProcessTable } from "./table.ts";
 import { type AckEvent, decodeProcEvent, decodeProcEventAt, type ProcEvent } from "./event.ts";
 import { eventMask, passes, type ProcEventName } from "./filter.ts";
+import { checkCount, checkFunction, checkOptions, checkSignal, checkTimeout, checkType, show } from "../args.ts";
 
 /** Loss, reported in the stream where it happened. */
 export interface LostEvent {
@@ -117,6 +118,43 @@ const PROC_ID = { idx: CN_IDX_PROC, val: CN_VAL_PROC };
 // as a literal for the same reason as the codec's datagram offsets.
 const EVENT_BYTES = 40;
 
+const OPTION_KEYS = [
+  "events",
+  "rcvbuf",
+  "maxRcvbuf",
+  "ackTimeoutMs",
+  "signal",
+  "enrich",
+  "cgroup",
+  "maxQueued",
+  "onError",
+  "libcPath",
+] as const satisfies readonly (keyof ProcMonitorOptions)[];
+
+/**
+ * Checks a monitor's options before anything is loaded or opened (`open`, `watchProcesses`, the
+ * fake kernel's `openProcMonitor`).
+ *
+ * @throws {TypeError} an unknown key, `events` not an array of known names, a wrong type
+ * @throws {RangeError} a size, limit or timeout out of range
+ */
+export function checkProcMonitorOptions(options: ProcMonitorOptions | undefined): ProcMonitorOptions {
+  const opts = checkOptions("ProcMonitor options", options, OPTION_KEYS);
+  eventMask(opts.events);
+  checkCount(opts.rcvbuf, "rcvbuf", 1, 0x7fffffff);
+  checkCount(opts.maxRcvbuf, "maxRcvbuf", 0, 0x7fffffff);
+  checkTimeout(opts.ackTimeoutMs, "ackTimeoutMs");
+  checkSignal(opts.signal);
+  checkType(opts.enrich, "enrich", "boolean");
+  if (opts.cgroup !== undefined && typeof opts.cgroup !== "string") {
+    throw new TypeError(`cgroup must be a path prefix like "/system.slice/", got ${show(opts.cgroup)}`);
+  }
+  checkCount(opts.maxQueued, "maxQueued", 1);
+  checkFunction(opts.onError, "onError");
+  checkType(opts.libcPath, "libcPath", "string");
+  return opts;
+}
+
 function randomAck(): number {
   return crypto.getRandomValues(new Uint32Array(1))[0] & 0x7fffffff;
 }
@@ -158,9 +196,6 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     internals.abandon = () => this.#shutdown(false);
     this.#options = options;
     this.#mask = eventMask(options.events);
-    if (options.cgroup !== undefined && typeof options.cgroup !== "string") {
-      throw new TypeError(`cgroup must be a path prefix like "/system.slice/", got ${options.cgroup}`);
-    }
     const enrich = options.enrich || options.cgroup !== undefined;
     if (enrich) {
       this.#table = new ProcessTable({
@@ -196,11 +231,12 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
    *   (no connector), ECONNREFUSED (not the initial network namespace)
    * @throws {TimeoutError} the kernel did not ack LISTEN: not the initial user/pid namespace, or no
    *   CONFIG_PROC_EVENTS
-   * @throws {TypeError} an unknown event name
+   * @throws {TypeError} an unknown option (the message lists the accepted ones), `events` not an array
+   *   of known names, a signal that is not an `AbortSignal` (all before anything is opened)
+   * @throws {RangeError} `ackTimeoutMs` not finite with 0 < t <= 2147483647, a size out of range
    */
   static async open(options?: ProcMonitorOptions): Promise<ProcMonitor> {
-    const opts = options ?? {};
-    eventMask(opts.events);
+    const opts = checkProcMonitorOptions(options);
     const libc = await loadLibc(opts.libcPath);
     // Events are 76-byte datagrams: batch them, 64 per system call. A larger datagram cannot be a
     // process event; it arrives truncated and is reported as such.
@@ -461,7 +497,7 @@ export async function procMonitorOver(
  * Process events as an async iterable that subscribes when iteration starts and unsubscribes when it
  * ends. Its iterator's `return()` (what `break` calls) stops at once, also while a `next()` waits for
  * an event: the monitor closes and the pending `next()` ends `done`. An aborted `signal` ends it the
- * same way, quietly.
+ * same way, quietly. The options are checked at the call, as `ProcMonitor.open` checks them.
  *
  * @example Exits with a non-zero status, until aborted
  * ```ts ignore
@@ -473,6 +509,7 @@ export async function procMonitorOver(
  * ```
  */
 export function watchProcesses(options?: ProcMonitorOptions): AsyncIterable<ProcMonitorItem> {
+  checkProcMonitorOptions(options);
   return {
     [Symbol.asyncIterator](): AsyncIterator<ProcMonitorItem> {
       const done: IteratorReturnResult<undefined> = { value: undefined, done: true };
