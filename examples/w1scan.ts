@@ -13,8 +13,8 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { TimeoutError } from "../mod.ts";
 import { convertAll, familyName, readTemperature, W1Bus, type W1Id } from "../w1.ts";
+import { parseNumberFlag } from "../src/args.ts";
 
 const USAGE = "usage: w1scan [--json] [--watch] [--conversion-ms N] [--timeout-ms N]";
 
@@ -37,10 +37,13 @@ if (options.help) {
   console.log(USAGE);
   process.exit(0);
 }
-const conversionMs = Number(options["conversion-ms"]);
-const timeoutMs = Number(options["timeout-ms"]);
-if (!(conversionMs >= 0) || !(timeoutMs > 0)) {
-  console.error(`w1scan: --conversion-ms and --timeout-ms take milliseconds\n${USAGE}`);
+let conversionMs: number;
+let timeoutMs: number;
+try {
+  conversionMs = parseNumberFlag("--conversion-ms", options["conversion-ms"], "duration-ms");
+  timeoutMs = parseNumberFlag("--timeout-ms", options["timeout-ms"], "timeout-ms");
+} catch (err) {
+  console.error(`w1scan: ${(err as Error).message}\n${USAGE}`);
   process.exit(2);
 }
 
@@ -73,10 +76,8 @@ let masters: number[];
 try {
   masters = await bus.listMasters({ timeoutMs });
 } catch (err) {
-  const why = err instanceof TimeoutError
-    ? "the kernel's 1-Wire core did not answer: load it (modprobe wire) on a kernel with CONFIG_W1_CON"
-    : (err as Error).message;
-  console.error(`w1scan: ${why}`);
+  // With no w1 core loaded, the library's TimeoutError says so (modprobe wire).
+  console.error(`w1scan: ${(err as Error).message}`);
   process.exit(1);
 }
 if (masters.length === 0 && !json) console.log("no 1-Wire bus masters");

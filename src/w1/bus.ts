@@ -38,7 +38,8 @@ import {
 } from "../codec/w1.ts";
 import { CN_W1_IDX, CN_W1_VAL } from "../codec/constants.ts";
 import { LITTLE_ENDIAN } from "../codec/netlink.ts";
-import { errnoName } from "../errors.ts";
+import { errnoName, TimeoutError } from "../errors.ts";
+import { checkFunction, checkOptions, checkSignal, checkTimeout, checkType } from "../args.ts";
 import type {
   W1BusOptions,
   W1Event,
@@ -174,6 +175,64 @@ function checkMaster(master: number): number {
   return master;
 }
 
+const OPEN_KEYS = ["rcvbuf", "libcPath", "onError", "onOverrun", "bundle"] as const satisfies readonly (
+  keyof W1BusOptions
+)[];
+const REQUEST_KEYS = ["timeoutMs", "signal"] as const satisfies readonly (keyof W1RequestOptions)[];
+
+/**
+ * Checks `W1Bus.open`'s options (and the fake kernel's `openW1Bus`) before anything is opened.
+ *
+ * @throws {TypeError} an unknown key or a wrong type
+ * @throws {RangeError} rcvbuf out of range
+ */
+export function checkW1BusOptions(options: W1BusOptions | undefined): W1BusOptions {
+  const opts = checkOptions("W1Bus options", options, OPEN_KEYS);
+  checkType(opts.bundle, "bundle", "boolean");
+  checkType(opts.libcPath, "libcPath", "string");
+  checkFunction(opts.onError, "onError");
+  checkFunction(opts.onOverrun, "onOverrun");
+  return opts;
+}
+
+/**
+ * Checks the options of one request (`timeoutMs`, `signal`, and for the device helpers `extra` keys).
+ *
+ * @throws {TypeError} an unknown key, a signal that is not an `AbortSignal`
+ * @throws {RangeError} `timeoutMs` not finite with 0 < t <= 2147483647
+ */
+export function checkW1RequestOptions<T extends W1RequestOptions>(
+  name: string,
+  options: T | undefined,
+  extra: readonly string[] = [],
+): T {
+  const opts = checkOptions(name, options, [...REQUEST_KEYS, ...extra]);
+  checkTimeout(opts.timeoutMs);
+  checkSignal(opts.signal);
+  return opts;
+}
+
+/** What a timeout without a single reply means: no w1 core in the kernel to answer. */
+const NO_W1_CORE = "nothing answered, so the kernel's 1-Wire core is not loaded: the w1 core must be loaded " +
+  "(modprobe wire, on a kernel with CONFIG_W1 and CONFIG_W1_CON) before W1Bus can talk to it";
+
+/** Runs an exchange; a timeout before any reply came becomes a TimeoutError that says to load the w1 core. */
+async function orNoCore<T>(
+  exchange: Promise<T>,
+  replied: () => boolean,
+  what: string,
+  timeoutMs: number | undefined,
+): Promise<T> {
+  try {
+    return await exchange;
+  } catch (err) {
+    if (err instanceof TimeoutError && !replied()) {
+      throw new TimeoutError(`No reply from the kernel's 1-Wire core to ${what}`, timeoutMs ?? 5000, NO_W1_CORE);
+    }
+    throw err;
+  }
+}
+
 function describeTarget(target: W1Target): string {
   return "master" in target ? `bus master ${target.master}` : `slave ${(target.slave as W1Id).name}`;
 }
@@ -251,9 +310,6 @@ export class W1Bus implements AsyncDisposable {
 
   /** Use {@linkcode W1Bus.open}. */
   private constructor(conn: Connector, options: W1BusOptions) {
-    if (options.bundle !== undefined && typeof options.bundle !== "boolean") {
-      throw new TypeError(`bundle must be a boolean, got ${options.bundle}`);
-    }
     this.#conn = conn;
     this.#bundle = options.bundle ?? true;
   }
@@ -261,10 +317,11 @@ export class W1Bus implements AsyncDisposable {
   /**
    * Opens a connector socket for the w1 core.
    *
+   * @throws {TypeError} an unknown option (the message lists the accepted ones), a wrong type
    * @throws {NetlinkError} the socket cannot be made (no connector in the kernel)
    */
   static async open(options?: W1BusOptions): Promise<W1Bus> {
-    const opts = options ?? {};
+    const opts = checkW1BusOptions(options);
     const connOptions: ConnectorOptions = {
       rcvbuf: opts.rcvbuf,
       libcPath: opts.libcPath,
@@ -287,7 +344,10 @@ export class W1Bus implements AsyncDisposable {
   /**
    * The ids of the registered bus masters (`W1_LIST_MASTERS`).
    *
-   * @throws {TimeoutError} no answer: the w1 core is not loaded (`modprobe wire`) or the kernel has no `CONFIG_W1_CON`
+   * @throws {TimeoutError} no answer: the w1 core is not loaded (`modprobe wire`) or the kernel has no
+   *   `CONFIG_W1_CON`; the message says so
+   * @throws {TypeError} an unknown option or a signal that is not an `AbortSignal`
+   * @throws {RangeError} `timeoutMs` not finite with 0 < t <= 2147483647
    *
    * @example
    * ```ts ignore
@@ -298,14 +358,20 @@ export class W1Bus implements AsyncDisposable {
    * ```
    */
   async listMasters(options?: W1RequestOptions): Promise<number[]> {
+    const wait = this.#wait("listMasters options", options);
     const seq = this.#nextSeq();
     const ack = (seq + 0x80000000) >>> 0;
     const data = encodeW1Messages([{ type: W1_MESSAGE.LIST_MASTERS, id: new Uint8Array(8) }]);
-    const replies = await this.#conn.requestAll({ id: W1_ID, seq, ack, data }, {
-      ...this.#wait(options),
-      match: (m) => m.source.port === 0 && m.seq === seq && (m.ack === ((seq + 1) >>> 0) || m.ack === ack),
-      until: () => true,
-    });
+    const replies = await orNoCore(
+      this.#conn.requestAll({ id: W1_ID, seq, ack, data }, {
+        ...wait,
+        match: (m) => m.source.port === 0 && m.seq === seq && (m.ack === ((seq + 1) >>> 0) || m.ack === ack),
+        until: () => true,
+      }),
+      () => false,
+      "list the bus masters",
+      wait.timeoutMs,
+    );
     const [reply] = replies;
     const messages = this.#decode(reply);
     const failed = messages.find((m) => m.status !== 0);
@@ -333,7 +399,9 @@ export class W1Bus implements AsyncDisposable {
    * @throws {W1Error} the kernel refused the message (`ENODEV`: no such master, a slave the kernel
    *   has not attached, or no device answering the reset before a slave's select) or a command
    *   (`NO_PRESENCE` after a reset, `EINVAL`, ...)
-   * @throws {TimeoutError} not all replies came within `timeoutMs`
+   * @throws {TimeoutError} not all replies came within `timeoutMs`; when none came at all, the message
+   *   says to load the kernel's w1 core (`modprobe wire`)
+   * @throws {RangeError} `timeoutMs` not finite with 0 < t <= 2147483647 (nothing is sent)
    *
    * @example Read a DS18B20's scratchpad by hand, from the master
    * ```ts ignore
@@ -351,6 +419,7 @@ export class W1Bus implements AsyncDisposable {
    * ```
    */
   async transaction(target: W1Target, ops: readonly W1Op[], options?: W1RequestOptions): Promise<W1Result[]> {
+    const wait = this.#wait("options", options);
     const resolved = this.#target(target);
     if (!Array.isArray(ops) || ops.length === 0) throw new TypeError("a transaction needs at least one command");
     const onSlave = "slave" in resolved;
@@ -372,13 +441,15 @@ export class W1Bus implements AsyncDisposable {
     let messageError: number | undefined;
     let selectFailed = false;
     let next = 0; // the command whose status comes next
+    let replied = false;
     const nudging = !onSlave && ops.some((op) => LOCKING_OPS.has(op.op))
       ? this.#nudge((resolved as { master: number }).master)
       : undefined;
     const exchange = this.#conn.requestAll({ id: W1_ID, seq, ack, flags: this.#bundle ? W1_CN_BUNDLE : 0, data }, {
-      ...this.#wait(options),
+      ...wait,
       match: (m) => m.source.port === 0 && m.seq === seq && (m.ack === ((seq + 1) >>> 0) || m.ack === ack),
       until: (m) => {
+        replied = true;
         for (const w of this.#decode(m)) {
           if (m.ack === ack) {
             // A status: with its command, or for the whole message.
@@ -402,7 +473,7 @@ export class W1Bus implements AsyncDisposable {
       },
     });
     try {
-      await exchange;
+      await orNoCore(exchange, () => replied, what, wait.timeoutMs);
     } finally {
       nudging?.stop();
     }
@@ -519,8 +590,10 @@ export class W1Bus implements AsyncDisposable {
    * ```
    */
   events(options?: W1EventsOptions): AsyncIterableIterator<W1Event> {
+    const opts = checkOptions("events options", options, ["signal"]);
+    checkSignal(opts.signal);
     if (!this.#conn.groups.includes(W1_GROUP)) this.#conn.join(W1_GROUP);
-    const messages = this.#conn.messages({ id: W1_ID, signal: options?.signal });
+    const messages = this.#conn.messages({ id: W1_ID, signal: opts.signal });
     // A plain iterator over the connector's stream (not an async generator), so that return()
     // ends a pending next() at once, as the connector's own iterators do.
     const pending: W1Event[] = [];
@@ -630,8 +703,9 @@ export class W1Bus implements AsyncDisposable {
     }
   }
 
-  #wait(options: W1RequestOptions | undefined): { timeoutMs?: number; signal?: AbortSignal } {
-    return { timeoutMs: options?.timeoutMs, signal: options?.signal };
+  #wait(name: string, options: W1RequestOptions | undefined): { timeoutMs?: number; signal?: AbortSignal } {
+    const opts = checkW1RequestOptions(name, options);
+    return { timeoutMs: opts.timeoutMs, signal: opts.signal };
   }
 }
 

@@ -7,7 +7,8 @@
  */
 import { crc16, crc8, type W1Id } from "../codec/w1.ts";
 import type { W1Bus } from "./bus.ts";
-import { W1Error } from "./bus.ts";
+import { checkW1RequestOptions, W1Error } from "./bus.ts";
+import { checkDuration, checkType } from "../args.ts";
 import type { W1RequestOptions } from "./types.ts";
 
 /** Family codes of the devices this module knows, and a few common others. */
@@ -147,7 +148,8 @@ function hex(byte: number): string {
  * @throws {W1Error} `NO_PRESENCE` when no device is on the bus
  */
 export async function convertAll(bus: W1Bus, master: number, options?: W1RequestOptions): Promise<void> {
-  await bus.transaction({ master }, [{ op: "reset" }, { op: "write", data: [0xcc, 0x44] }], options);
+  const request = checkW1RequestOptions("convertAll options", options);
+  await bus.transaction({ master }, [{ op: "reset" }, { op: "write", data: [0xcc, 0x44] }], request);
 }
 
 /**
@@ -172,9 +174,10 @@ export async function readTemperature(
   slave: W1Id | string,
   options?: ReadTemperatureOptions,
 ): Promise<Ds18b20Reading> {
+  checkW1RequestOptions("readTemperature options", options, ["convert", "conversionMs", "retries"]);
   const retries = checkRetries(options?.retries);
-  const conversionMs = options?.conversionMs ?? 750;
-  if (!(conversionMs >= 0)) throw new RangeError(`conversionMs must be >= 0, got ${conversionMs}`);
+  const conversionMs = checkDuration(options?.conversionMs, "conversionMs") ?? 750;
+  checkType(options?.convert, "convert", "boolean");
   const request = { timeoutMs: options?.timeoutMs, signal: options?.signal };
   if (options?.convert ?? true) {
     await bus.write({ slave }, [0x44], request);
@@ -225,6 +228,7 @@ export async function readEeprom(
   ) {
     throw new RangeError(`a DS2431 read must stay within 0x00..0x8f, got ${length} bytes at ${address}`);
   }
+  checkW1RequestOptions("readEeprom options", options);
   const [, read] = await bus.transaction({ slave }, [
     { op: "write", data: [0xf0, address & 0xff, address >> 8] },
     { op: "read", length },
@@ -271,8 +275,9 @@ export async function writeEeprom(
       `a DS2431 write must stay within data memory 0x00..0x7f (the registers are refused), got ${data.byteLength} bytes at ${address}`,
     );
   }
+  checkW1RequestOptions("writeEeprom options", options, ["retries", "programMs"]);
   const retries = checkRetries(options?.retries);
-  const programMs = options?.programMs ?? 12;
+  const programMs = checkDuration(options?.programMs, "programMs") ?? 12;
   const request = { timeoutMs: options?.timeoutMs, signal: options?.signal };
   const first = address - (address % ROW);
   for (let row = first; row < address + data.byteLength; row += ROW) {
