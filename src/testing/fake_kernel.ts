@@ -9,14 +9,20 @@ import { CN_IDX_PROC, CN_MSG_HDRLEN, CONNECTOR_MAX_MSG_SIZE, NLMSG_HDRLEN } from
 import type { NetlinkAddress } from "../codec/netlink.ts";
 import { decodeNetlinkHeader, LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { ClosedError, Errno, groupHint, NetlinkError } from "../errors.ts";
-import { type Connector, connectorOver } from "../connector/connector.ts";
+import { checkConnectorOptions, type Connector, connectorOver } from "../connector/connector.ts";
+import { checkCount, checkGroup, checkId, checkOptions, checkType, MOVED_TO } from "../args.ts";
 import type { ConnectorOptions } from "../connector/types.ts";
 import { describeAddress } from "../socket/netlink_socket.ts";
 import { groupBit, groupsOf, type ReceiveResult, type Transport } from "../socket/transport.ts";
-import { type ProcMonitor, type ProcMonitorOptions, procMonitorOver } from "../proc/monitor.ts";
+import {
+  checkProcMonitorOptions,
+  type ProcMonitor,
+  type ProcMonitorOptions,
+  procMonitorOver,
+} from "../proc/monitor.ts";
 import { FakeProcEvents, type FakeProcOptions } from "./fake_proc.ts";
 import { FakeW1Core, type FakeW1Options } from "./fake_w1.ts";
-import { type W1Bus, w1BusOver } from "../w1/bus.ts";
+import { checkW1BusOptions, type W1Bus, w1BusOver } from "../w1/bus.ts";
 import type { W1BusOptions } from "../w1/types.ts";
 
 /** A message the fake kernel received from userspace. */
@@ -203,31 +209,48 @@ export class FakeKernel {
    * Makes an empty kernel: no sockets, no callbacks.
    *
    * @param options permission, namespace and buffer settings
+   * @throws {TypeError} an unknown option (the message lists the accepted ones) or a wrong type
+   * @throws {RangeError} `rcvbuf` not a positive integer below 2^31
    */
   constructor(options?: FakeKernelOptions) {
+    const opts = checkOptions("FakeKernel options", options, ["privileged", "initialNetworkNamespace", "rcvbuf"]);
+    checkType(opts.privileged, "privileged", "boolean");
+    checkType(opts.initialNetworkNamespace, "initialNetworkNamespace", "boolean");
+    checkCount(opts.rcvbuf, "rcvbuf", 1, 0x7fffffff);
     this.#options = {
-      privileged: options?.privileged ?? true,
-      initialNetworkNamespace: options?.initialNetworkNamespace ?? true,
-      rcvbuf: options?.rcvbuf ?? 212992,
+      privileged: opts.privileged ?? true,
+      initialNetworkNamespace: opts.initialNetworkNamespace ?? true,
+      rcvbuf: opts.rcvbuf ?? 212992,
     };
   }
 
   /**
-   * Opens a connector on this kernel, like `Connector.open` does on the real one.
+   * Opens a connector on this kernel, like `Connector.open` does on the real one (with the same
+   * checks of its options, before a socket is made).
    *
+   * @throws {TypeError} an unknown option or a wrong type, as `Connector.open`
+   * @throws {RangeError} a group, port, rcvbuf or limit out of range, as `Connector.open`
    * @throws {NetlinkError} EPERM for an even group when unprivileged, EADDRINUSE for a taken port
    */
   connect(options?: ConnectorOptions): Connector {
-    return connectorOver(this.#open(options ?? {}), options ?? {});
+    const opts = checkConnectorOptions(options);
+    return connectorOver(this.#open(opts), opts);
   }
 
   /**
    * Opens a process-events monitor on this kernel (see {@linkcode FakeKernel.enableProcEvents}).
    *
-   * @throws {NetlinkError} ETIMEDOUT when no fake cn_proc acks the LISTEN
+   * @throws {TimeoutError} when no fake cn_proc acks the LISTEN
+   * @throws {TypeError} bad options, as `ProcMonitor.open` (before a socket is made)
    */
   openProcMonitor(options?: ProcMonitorOptions): Promise<ProcMonitor> {
-    return procMonitorOver(this.#open({ groups: [CN_IDX_PROC] }), options ?? {});
+    let opts: ProcMonitorOptions;
+    try {
+      opts = checkProcMonitorOptions(options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return procMonitorOver(this.#open({ groups: [CN_IDX_PROC] }), opts);
   }
 
   /**
@@ -249,9 +272,14 @@ export class FakeKernel {
     return new FakeW1Core(this, options);
   }
 
-  /** Opens a 1-Wire client on this kernel, like `W1Bus.open` does on the real one. */
+  /**
+   * Opens a 1-Wire client on this kernel, like `W1Bus.open` does on the real one.
+   *
+   * @throws {TypeError} an unknown option or a wrong type, as `W1Bus.open` (before a socket is made)
+   */
   openW1Bus(options?: W1BusOptions): W1Bus {
-    return w1BusOver(this.connect(), options ?? {});
+    const opts = checkW1BusOptions(options);
+    return w1BusOver(this.connect({ rcvbuf: opts.rcvbuf, onError: opts.onError, onOverrun: opts.onOverrun }), opts);
   }
 
   /** The ports of the sockets in `group`. */
@@ -283,12 +311,16 @@ export class FakeKernel {
    * Registers a kernel-side agent for `id` (the `cn_add_callback` analogue).
    *
    * @returns a handle; dispose it to unregister
+   * @throws {TypeError} `id` is not `{ idx: number, val: number }`, `fn` is not a function
+   * @throws {RangeError} `idx` or `val` is not an integer in 0..4294967295
    */
   addCallback(
     id: CallbackId,
     name: string,
     fn: (message: KernelMessage, context: KernelCallbackContext) => void,
   ): Disposable {
+    checkId("id", id);
+    if (typeof fn !== "function") throw new TypeError("a kernel callback must be a function");
     const key = `${id.idx}:${id.val}`;
     if (this.#callbacks.has(key)) throw new Error(`A kernel callback for ${key} is already registered`);
     this.#callbacks.set(key, { name, fn });
@@ -301,8 +333,10 @@ export class FakeKernel {
    *
    * @returns how many sockets received it
    * @throws {NetlinkError} ESRCH when nobody receives it, as the kernel reports
+   * @throws {TypeError} an unknown option, or the 0.1 `{ port }` / `{ group }` (write `{ to: ... }`)
    */
   send(message: MessageInit, options?: { to?: KernelDestination }): number {
+    checkOptions("send options", options, ["to"], MOVED_TO);
     return this.sendRaw(encodeMessage(message), options);
   }
 
@@ -314,7 +348,10 @@ export class FakeKernel {
    * @throws {NetlinkError} ESRCH when nobody receives a datagram the kernel sent
    */
   sendRaw(datagram: Uint8Array, options?: { to?: KernelDestination; from?: NetlinkAddress }): number {
-    const to: { port?: number; group?: number } = options?.to ?? {};
+    checkOptions("sendRaw options", options, ["to", "from"], MOVED_TO);
+    const to: { port?: number; group?: number } = checkOptions("to", options?.to, ["port", "group"]);
+    if (to.group !== undefined) checkGroup(to.group, "to.group");
+    if (to.port !== undefined) checkCount(to.port, "to.port", 0, 0xffffffff);
     const source = options?.from;
     const group = to.group ?? (to.port === undefined ? this.#idxOf(datagram) : undefined);
     let delivered = 0;

@@ -11,6 +11,7 @@ import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL } from "../p
 import { encodeProcEvent, type ProcEvent } from "../proc/event.ts";
 import { passes } from "../proc/filter.ts";
 import type { FakeKernel, KernelMessage } from "./fake_kernel.ts";
+import { checkOptions, checkType } from "../args.ts";
 
 /** Options of `FakeKernel.enableProcEvents`. */
 export interface FakeProcOptions {
@@ -62,8 +63,12 @@ export class FakeProcEvents implements Disposable {
    *
    * @param kernel the fake kernel
    * @param options ack and filter behaviour
+   * @throws {TypeError} an unknown option or a non-boolean flag
    */
   constructor(kernel: FakeKernel, options?: FakeProcOptions) {
+    const opts = checkOptions("FakeProcEvents options", options, ["ack", "inputFilter"]);
+    checkType(opts.ack, "ack", "boolean");
+    checkType(opts.inputFilter, "inputFilter", "boolean");
     this.#kernel = kernel;
     this.#options = { ack: options?.ack ?? true, inputFilter: options?.inputFilter ?? true };
     this.#registration = kernel.addCallback(PROC_ID, "cn_proc", (m) => this.#control(m));

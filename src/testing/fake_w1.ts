@@ -11,6 +11,7 @@
  */
 import { CN_W1_IDX, CN_W1_VAL, NLMSG_DONE, NLMSG_HDRLEN } from "../codec/constants.ts";
 import { encodeMessage } from "../codec/cn_msg.ts";
+import { checkCount, checkOptions } from "../args.ts";
 import { encodeNetlinkHeader, LITTLE_ENDIAN } from "../codec/netlink.ts";
 import {
   crc16,
@@ -117,8 +118,13 @@ export class FakeW1Core implements Disposable {
    *
    * @param kernel the fake kernel
    * @param options slave time to live, reply splitting
+   * @throws {TypeError} an unknown option
+   * @throws {RangeError} `slaveTtl` or `idsPerReply` not a positive integer (`idsPerReply` may be Infinity)
    */
   constructor(kernel: FakeKernel, options?: FakeW1Options) {
+    const opts = checkOptions("FakeW1Core options", options, ["slaveTtl", "idsPerReply"]);
+    checkCount(opts.slaveTtl, "slaveTtl", 1);
+    if (opts.idsPerReply !== Infinity) checkCount(opts.idsPerReply, "idsPerReply", 1);
     this.#kernel = kernel;
     this.#slaveTtl = options?.slaveTtl ?? 10;
     this.#idsPerReply = options?.idsPerReply ?? Infinity;
