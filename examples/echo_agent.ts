@@ -12,14 +12,25 @@
  * @module
  */
 import process from "node:process";
+import { parseArgs } from "node:util";
 import { Connector } from "../mod.ts";
+import { parseNumberFlag } from "../src/args.ts";
 
-function option(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+const USAGE = "usage: echo_agent [--idx N] [--val N]   (u32 numbers, decimal or 0x hex)";
+
+// Every flag is checked before the socket is opened; a bad one exits with status 2.
+let id: { idx: number; val: number };
+try {
+  const { values } = parseArgs({
+    options: { idx: { type: "string", default: "20" }, val: { type: "string", default: "0x456" } },
+    strict: true,
+    allowPositionals: false,
+  });
+  id = { idx: parseNumberFlag("--idx", values.idx!, "u32"), val: parseNumberFlag("--val", values.val!, "u32") };
+} catch (err) {
+  console.error(`echo_agent: ${(err as Error).message}\n${USAGE}`);
+  process.exit(2);
 }
-
-const id = { idx: option("idx", 20), val: option("val", 0x456) };
 const conn = await Connector.open();
 conn.addCallback(id, "echo", (msg) => {
   const reply = msg.data.slice().reverse();

@@ -11,6 +11,7 @@ import { ProcMonitor, type ProcMonitorItem } from "../proc/monitor.ts";
 import { escapeText, safeJson } from "../proc/text.ts";
 import type { ProcessInfo } from "../proc/enrich.ts";
 import { type Context, type NameStyle, textHeader, type TextOptions, toJson, toText } from "./format.ts";
+import { parseNumberFlag } from "../args.ts";
 
 /** The usage text. */
 export const HELP = `procmon: show process events (fork, exec, exit, uid, gid, sid, ptrace, comm, coredump) live.
@@ -101,18 +102,14 @@ export function parseOptions(args: string[]): Options | "help" {
   };
   if (values.events !== undefined && values.events !== "all") {
     options.events = values.events.split(",").map((s) => s.trim()).filter(Boolean) as ProcEventName[];
+    if (options.events.length === 0) {
+      throw new TypeError(`--events wants a comma-separated list of events (or "all"), got "${values.events}"`);
+    }
     eventMask(options.events);
   }
-  if (values.duration !== undefined) {
-    const seconds = Number(values.duration);
-    if (!(seconds > 0)) throw new TypeError(`--duration wants a positive number of seconds, got "${values.duration}"`);
-    options.durationMs = seconds * 1000;
-  }
-  if (values.pid !== undefined) {
-    const pid = Number(values.pid);
-    if (!Number.isInteger(pid) || pid <= 0) throw new TypeError(`--pid wants a process id, got "${values.pid}"`);
-    options.pid = pid;
-  }
+  // A timer cannot wait longer than 2^31 - 1 ms: a longer -D would end procmon at once.
+  if (values.duration !== undefined) options.durationMs = parseNumberFlag("--duration", values.duration, "seconds");
+  if (values.pid !== undefined) options.pid = parseNumberFlag("--pid", values.pid, "pid");
   if (values.cgroup !== undefined) {
     if (!values.cgroup.startsWith("/")) {
       throw new TypeError(`--cgroup wants a path like /system.slice/, got "${values.cgroup}"`);
