@@ -13,6 +13,7 @@ import { readEeprom, readTemperature, W1Bus, writeEeprom } from "../w1.ts";
 import { fakeDs18b20, FakeKernel } from "../testing.ts";
 import { parseOptions } from "../src/procmon/cli.ts";
 import { runChild, scriptCommand } from "./_runtime.ts";
+import { connectorSocketInodes, kernelTest } from "./_kernel.ts";
 
 type ErrorClass = typeof TypeError | typeof RangeError;
 /** One bad call: what it is, the call, the error class it must throw or reject with, and its message. */
@@ -118,6 +119,17 @@ describe("argument contract: Connector", () => {
       ),
     );
   });
+
+  kernelTest(
+    "on the real kernel, a bad limit leaves no socket open (it was checked after the socket was made)",
+    async () => {
+      const before = connectorSocketInodes();
+      for (const options of [{ maxQueued: 0 }, { maxInFlight: -1 }, { maxQueuedBytes: 1.5 }, { groups: [1, 40] }]) {
+        await assert.rejects(Connector.open(options), RangeError);
+      }
+      assert.deepEqual(connectorSocketInodes(), before);
+    },
+  );
 
   test("FakeKernel.connect refuses the same options, and no socket is made", async () => {
     const kernel = new FakeKernel();
