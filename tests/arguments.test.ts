@@ -13,7 +13,7 @@ import { readEeprom, readTemperature, W1Bus, writeEeprom } from "../w1.ts";
 import { fakeDs18b20, FakeKernel } from "../testing.ts";
 import { parseOptions } from "../src/procmon/cli.ts";
 import { runChild, scriptCommand } from "./_runtime.ts";
-import { connectorSocketInodes, kernelTest } from "./_kernel.ts";
+import { connectorSocketInodes, socketTest } from "./_kernel.ts";
 
 type ErrorClass = typeof TypeError | typeof RangeError;
 /** One bad call: what it is, the call, the error class it must throw or reject with, and its message. */
@@ -120,7 +120,7 @@ describe("argument contract: Connector", () => {
     );
   });
 
-  kernelTest(
+  socketTest(
     "on the real kernel, a bad limit leaves no socket open (it was checked after the socket was made)",
     async () => {
       const before = connectorSocketInodes();
