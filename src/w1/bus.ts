@@ -212,7 +212,11 @@ export function checkW1RequestOptions<T extends W1RequestOptions>(
   return opts;
 }
 
-/** What a timeout without a single reply means: no w1 core in the kernel to answer. */
+/**
+ * What a timeout without a single reply means: no w1 core in the kernel to answer (the connector drops
+ * messages for an id nobody registered without a word; seen on the host's 6.18 without the wire module).
+ * With the core loaded, every request is answered, also for a master that does not exist (ENODEV).
+ */
 const NO_W1_CORE = "nothing answered, so the kernel's 1-Wire core is not loaded: the w1 core must be loaded " +
   "(modprobe wire, on a kernel with CONFIG_W1 and CONFIG_W1_CON) before W1Bus can talk to it";
 
