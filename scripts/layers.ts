@@ -24,6 +24,7 @@ const ENTRIES = ["mod.ts", "proc.ts", "testing.ts", "w1.ts", "cli/procmon.ts"];
 const LAYERS: { layer: number; prefix: string; family?: string }[] = [
   { layer: 0, prefix: "src/errors.ts" },
   { layer: 0, prefix: "src/codec/" },
+  { layer: 0, prefix: "src/args.ts" }, // the argument contract: imports nothing
   { layer: 1, prefix: "src/ffi/" },
   { layer: 2, prefix: "src/socket/" },
   { layer: 3, prefix: "src/core/" },
