@@ -255,6 +255,9 @@ describe("hardening", () => {
     const inNetns = (action: string) => probe(["unshare", "-n"], ["send-kernel", "send-group", "subscribe"], action);
     const inUserns = (action: string) => probe(["unshare", "-U", "-r"], ["subscribe"], action);
     const outcome = (r: ProbeAnswer) => r.ok ? "ok" : r.code;
+    // Each test waits for a runtime started under setpriv or unshare: seconds on the host, but under the
+    // lab's emulation on a busy machine Deno's start alone passed the default 20 s.
+    const PROBE_TIMEOUT = 120_000;
     /** What plain bind() and NETLINK_ADD_MEMBERSHIP calls (tests/fixtures/tasks.c) get for `group` under `wrapper`. */
     async function rawGroupProbe(wrapper: string[], group: number): Promise<{ bind: string; join: string }> {
       const r = await runChild(wrapper[0], [...wrapper.slice(1), tasksBinary(), "netlink-group", String(group)]);
@@ -272,14 +275,14 @@ describe("hardening", () => {
         /^Cannot bind to group 2: .*the kernel refused this process group 2: even groups need CAP_NET_ADMIN/,
       );
       recordFigure("privilege.bindEven", r.code);
-    });
+    }, PROBE_TIMEOUT);
 
     kernelTest("as uid 65534, sending to a port gives EPERM saying what to do", async () => {
       const r = await asNobody("send-port");
       assert.equal(r.code, "EPERM");
       assert.match(r.message!, /send.*CAP_NET_ADMIN/);
       recordFigure("privilege.sendPort", r.code);
-    });
+    }, PROBE_TIMEOUT);
 
     // Who may join a group is the kernel's decision, by version and by build: the library must do what
     // plain bind() and setsockopt() calls do under the same uid and namespaces, and its hint must fit
@@ -305,7 +308,7 @@ describe("hardening", () => {
       }
       recordFigure("privilege.joinGroup1", raw.join);
       recordFigure("privilege.subscribeUnprivileged", outcome(subscribe));
-    });
+    }, PROBE_TIMEOUT);
 
     kernelTest(
       "in a new network namespace sends to the kernel and to groups give ECONNREFUSED naming the namespace",
@@ -320,6 +323,7 @@ describe("hardening", () => {
         assert.equal(s.code, "ECONNREFUSED");
         recordFigure("namespace.netns", r.code);
       },
+      PROBE_TIMEOUT,
     );
 
     // Root of a new user namespace has no CAP_NET_ADMIN over the initial network namespace. Where the
@@ -339,6 +343,6 @@ describe("hardening", () => {
       }
       if (process.env.CNLINK_LAB === "1") assert.equal(raw.bind, kernelAtLeast(6, 6) ? "ok" : "EPERM");
       recordFigure("namespace.userns", r.code);
-    });
+    }, PROBE_TIMEOUT);
   });
 });
