@@ -1,6 +1,48 @@
 /**
  * An in-memory kernel for testing connector agents without root: sockets, ports, groups, kernel
- * callbacks, permission rules, receive-buffer overruns and raw injection of arbitrary datagrams.
+ * callbacks, permission rules, receive-buffer accounting and overruns, and raw injection of
+ * arbitrary datagrams.
+ *
+ * It follows the kernel where a test can see it, and `tests/differential.test.ts` checks that by
+ * running the same scenarios against the real kernel and against this fake, observation by
+ * observation (verified identical on Linux 6.18; in the kernel lab also on Debian's 6.1 and 6.12,
+ * with the fake configured from what each kernel was observed to do):
+ *
+ * - deliveries: unicast to a port, multicast to every member of a group but the sender, each
+ *   socket's messages in the order they were sent; a multicast from userspace also reaches the
+ *   kernel's callback for its id (the kernel's `netlink_sendmsg` sends it to port 0 too);
+ * - errors: ECONNREFUSED for a port nobody holds, EAGAIN for a unicast the receiver has no room for
+ *   (nothing is sent), EPERM without privilege, ECONNREFUSED outside the initial network namespace;
+ *   messages to the kernel for an id without a callback, or malformed, vanish without a word;
+ * - the sender of each message (port, and the group it was multicast to);
+ * - the receive buffer, charged as the kernel charges it: each datagram costs its skb's *truesize*
+ *   (the slab-rounded head plus `struct sk_buff`), not its length; a datagram is taken when the
+ *   charge with it stays within the buffer or when the buffer is empty (option `rcvbufRule`); a
+ *   multicast or a kernel message that finds no room marks the socket *congested*: the next receive
+ *   reports the overrun (ENOBUFS) before the queued datagrams, and every datagram is refused (also
+ *   unicasts, with EAGAIN) until the reader has emptied the queue; `SO_RCVBUF` reports twice the
+ *   request, at least 2304, capped by `rmemMax` without privilege; {@linkcode FakeKernel.socketInfo}
+ *   shows the charge as `/proc/net/netlink` does;
+ * - process events (`enableProcEvents`): acks with `ack = request's ack + 1` and `err` (EINVAL for an
+ *   unknown op), multicast to group 1 through each socket's filter (the sender of IGNORE, or of a
+ *   LISTEN with a narrower mask, does not get its ack), the kernel's global listener count (no acks
+ *   and no events while it is below 1), and the 4-byte / 8-byte `proc_input` forms.
+ *
+ * Known differences, each with its reason (the differential suite asserts them as differences):
+ *
+ * - port ids: the real kernel gives a process's first socket its pid and the others random ids in
+ *   0x80000000..0xffffefff; the fake numbers sockets from 1000, so that tests are repeatable;
+ * - process events come only from `emit()`: the fake cannot see real forks and execs; an ack's `seq`
+ *   is the fake's per-CPU counter and its `cpu` and timestamp are 0 (the kernel's are those of the
+ *   CPU and the moment it handled the request, which no test can predict);
+ * - timing: the fake delivers synchronously, within the `send`; the real kernel too for everything
+ *   above, but the receive loop's wake-up comes later;
+ * - the skb sizes depend on the kernel build: `struct sk_buff` (256 bytes with alignment) and
+ *   `struct skb_shared_info` (320) are fixed here; the small-head cache (Linux >= 6.3) is the option
+ *   `smallSkbHead`; the rule that admits a datagram changed in 2025 (option `rcvbufRule`);
+ * - without privilege the real `SO_RCVBUF` is capped by the host's `net.core.rmem_max`; the fake
+ *   uses the option `rmemMax` (default 212992, the kernel's default) and is not compared, as the
+ *   suite runs as root.
  *
  * @module
  */
@@ -53,8 +95,31 @@ export interface FakeKernelOptions {
    * to groups give ECONNREFUSED. Default true.
    */
   initialNetworkNamespace?: boolean;
-  /** Default receive buffer per socket in bytes (each datagram is charged its length + 256). Default 212992. */
+  /**
+   * Default receive buffer per socket in bytes, as `SO_RCVBUF` reports it (the kernel's
+   * `net.core.rmem_default`). Each datagram is charged its skb's truesize (see `smallSkbHead`).
+   * Default 212992.
+   */
   rcvbuf?: number;
+  /**
+   * `net.core.rmem_max`: without privilege a requested receive buffer is capped at this before it is
+   * doubled (with privilege the connector uses SO_RCVBUFFORCE, which is not capped). Default 212992.
+   */
+  rmemMax?: number;
+  /**
+   * When a datagram is taken into a receive buffer. `"fits-or-empty"` (current mainline, since the 2025
+   * fix of netlink's `sk_rmem_alloc` wraparound, verified on 6.18): when the buffer's charge with it
+   * stays within the size, or the buffer is empty. `"not-over"` (the rule of older kernels): when the
+   * charge before it is not over the size, so the last datagram may overshoot. Default `"fits-or-empty"`.
+   */
+  rcvbufRule?: "fits-or-empty" | "not-over";
+  /**
+   * Size of the kernel's small skb head cache (`SKB_SMALL_HEAD_CACHE_SIZE`, Linux >= 6.3): datagrams
+   * whose head fits are charged this plus `struct sk_buff`. It depends on the build (576 on the 6.18
+   * this was measured on, which charges 832 bytes for an empty message); 0 for kernels without the
+   * cache (heads then come from kmalloc: 768 bytes for an empty message). Default 576.
+   */
+  smallSkbHead?: number;
 }
 
 /** What a kernel callback gets besides the message. */
@@ -65,7 +130,45 @@ export interface KernelCallbackContext {
   senderPort: number;
 }
 
-const OVERHEAD = 256;
+/** `SKB_DATA_ALIGN(sizeof(struct sk_buff))` on x86_64: charged for every datagram on top of its head. */
+const SKB_STRUCT = 256;
+/** `SKB_DATA_ALIGN(sizeof(struct skb_shared_info))` on x86_64: part of every skb head. */
+const SKB_SHARED_INFO = 320;
+/** `SOCK_MIN_RCVBUF`: the smallest receive buffer the kernel sets (2048 + the aligned `struct sk_buff`). */
+const SOCK_MIN_RCVBUF = 2048 + SKB_STRUCT;
+/** The kernel doubles a requested buffer after capping it at INT_MAX / 2. */
+const RCVBUF_REQUEST_MAX = 0x3fffffff;
+
+/** How the kernel built the skb of a datagram, which decides its truesize. */
+type SkbKind = "user-unicast" | "other";
+
+/**
+ * The truesize the kernel charges a receive buffer for a datagram of `length` bytes (measured on
+ * 6.18 through /proc/net/netlink's Rmem, for 36 to 65571 bytes, unicast and multicast): the head is
+ * the data rounded to 64 plus `struct skb_shared_info`, from the small-head cache when it fits, else
+ * from kmalloc (a power of two); a unicast from userspace whose head is over a page gets a head of
+ * exactly that size (`netlink_alloc_large_skb`). Plus `struct sk_buff`.
+ */
+function truesize(length: number, kind: SkbKind, smallHead: number): number {
+  const head = Math.ceil(length / 64) * 64 + SKB_SHARED_INFO;
+  if (kind === "user-unicast" && head > 4096) return head + SKB_STRUCT;
+  if (head <= smallHead) return smallHead + SKB_STRUCT;
+  return 2 ** Math.ceil(Math.log2(head)) + SKB_STRUCT;
+}
+
+/** What a socket's row of `/proc/net/netlink` shows, from {@linkcode FakeKernel.socketInfo}. */
+export interface FakeSocketInfo {
+  /** The socket's port id. */
+  port: number;
+  /** Its multicast groups, as the `nl_groups` bitmask (the Groups column). */
+  groups: number;
+  /** Bytes charged to its receive buffer now: the truesize of every queued datagram (the Rmem column). */
+  rmem: number;
+  /** Its receive buffer size, as `SO_RCVBUF` reports it. */
+  rcvbuf: number;
+  /** Datagrams dropped for want of room, from multicasts and the kernel (the Drops column). */
+  drops: number;
+}
 
 /**
  * Where the fake kernel sends, with `cn_netlink_send` semantics: a port (unicast), a group
@@ -75,15 +178,22 @@ export type KernelDestination = { port: number } | { group: number } | { port: n
 
 /** What a fake socket asks of its kernel (kept off FakeKernel's public surface). */
 interface SocketHost {
+  settings(): Required<FakeKernelOptions>;
   checkGroup(group: number, what: string, op: string): void;
   route(from: FakeSocket, datagram: Uint8Array, to: NetlinkAddress): void;
   release(socket: FakeSocket): void;
 }
 
 class FakeSocket implements Transport {
-  readonly queue: { data: Uint8Array; source: NetlinkAddress }[] = [];
-  queuedBytes = 0;
+  readonly queue: { data: Uint8Array; source: NetlinkAddress; charge: number }[] = [];
+  /** `sk_rmem_alloc`: the truesize of every queued datagram. */
+  rmem = 0;
+  /** Datagrams refused to multicasts and the kernel (`sk_drops`). */
+  drops = 0;
+  /** ENOBUFS is pending: the next receive reports it (`sk_err`). */
   overrun = false;
+  /** `NETLINK_S_CONGESTED`: set by an overrun, cleared when a receive finds the queue empty. */
+  congested = false;
   mask = 0;
   closed = false;
   #wake: ((ok: boolean) => void) | null = null;
@@ -91,20 +201,29 @@ class FakeSocket implements Transport {
   constructor(readonly host: SocketHost, readonly port: number, public rcvbuf: number) {}
 
   /**
-   * Queues a datagram, or returns false when the buffer is full. Like netlink_attachskb, a full
-   * buffer marks an overrun (the next receive reports ENOBUFS) for the kernel's unicasts and for any
-   * multicast, but not for a userspace unicast: that sender gets EAGAIN instead.
+   * Queues a datagram, or returns false when the kernel would not take it: the socket is congested,
+   * or the buffer has no room by `rcvbufRule`. Like `netlink_attachskb`, a refusal marks an overrun
+   * (and congestion) for the kernel's messages and for multicasts, but not for a userspace unicast:
+   * that sender gets EAGAIN instead.
    */
-  enqueue(data: Uint8Array, source: NetlinkAddress, overrunWhenFull = true): boolean {
+  enqueue(data: Uint8Array, source: NetlinkAddress, kind: SkbKind, overrunWhenFull = true): boolean {
     if (this.closed) return false;
-    if (this.queuedBytes + data.byteLength + OVERHEAD > this.rcvbuf) {
+    const charge = truesize(data.byteLength, kind, this.host.settings().smallSkbHead);
+    const room = this.host.settings().rcvbufRule === "not-over"
+      ? this.rmem <= this.rcvbuf
+      : this.rmem === 0 || this.rmem + charge <= this.rcvbuf;
+    if (this.congested || !room) {
       if (!overrunWhenFull) return false;
-      this.overrun = true;
-      this.#notify();
+      this.drops++;
+      if (!this.congested) {
+        this.congested = true;
+        this.overrun = true;
+        this.#notify();
+      }
       return false;
     }
-    this.queue.push({ data: data.slice(), source: { ...source } });
-    this.queuedBytes += data.byteLength + OVERHEAD;
+    this.queue.push({ data: data.slice(), source: { ...source }, charge });
+    this.rmem += charge;
     this.#notify();
     return true;
   }
@@ -139,15 +258,30 @@ class FakeSocket implements Transport {
 
   receive(): ReceiveResult {
     if (this.closed) throw new ClosedError("receive");
+    // The kernel reports a pending error before the queue, and clears congestion at the end of any
+    // receive that leaves the queue empty (netlink_rcv_wake).
+    let result: ReceiveResult;
     if (this.overrun) {
       this.overrun = false;
-      return "overrun";
+      result = "overrun";
+    } else {
+      const next = this.queue.shift();
+      if (next) {
+        this.rmem -= next.charge;
+        const size = next.data.byteLength;
+        result = {
+          data: next.data,
+          buffer: next.data,
+          offset: 0,
+          size,
+          source: next.source,
+          truncated: false,
+          length: size,
+        };
+      } else result = "again";
     }
-    const next = this.queue.shift();
-    if (!next) return "again";
-    this.queuedBytes -= next.data.byteLength + OVERHEAD;
-    const size = next.data.byteLength;
-    return { data: next.data, buffer: next.data, offset: 0, size, source: next.source, truncated: false, length: size };
+    if (this.queue.length === 0) this.congested = false;
+    return result;
   }
 
   wait(): Promise<boolean> {
@@ -160,7 +294,10 @@ class FakeSocket implements Transport {
     if (!Number.isInteger(bytes) || bytes <= 0 || bytes > 0x7fffffff) {
       throw new RangeError(`rcvbuf must be a positive integer below 2^31, got ${bytes}`);
     }
-    this.rcvbuf = bytes * 2;
+    // SO_RCVBUFFORCE with privilege; else SO_RCVBUF, capped at rmem_max. Then sock_setsockopt's rule.
+    const options = this.host.settings();
+    const asked = Math.min(bytes, options.privileged ? RCVBUF_REQUEST_MAX : options.rmemMax, RCVBUF_REQUEST_MAX);
+    this.rcvbuf = Math.max(asked * 2, SOCK_MIN_RCVBUF);
     return this.rcvbuf;
   }
 
@@ -210,17 +347,32 @@ export class FakeKernel {
    *
    * @param options permission, namespace and buffer settings
    * @throws {TypeError} an unknown option (the message lists the accepted ones) or a wrong type
-   * @throws {RangeError} `rcvbuf` not a positive integer below 2^31
+   * @throws {RangeError} `rcvbuf` or `rmemMax` not a positive integer below 2^31, `smallSkbHead` outside 0..4096
    */
   constructor(options?: FakeKernelOptions) {
-    const opts = checkOptions("FakeKernel options", options, ["privileged", "initialNetworkNamespace", "rcvbuf"]);
+    const opts = checkOptions("FakeKernel options", options, [
+      "privileged",
+      "initialNetworkNamespace",
+      "rcvbuf",
+      "rmemMax",
+      "rcvbufRule",
+      "smallSkbHead",
+    ]);
     checkType(opts.privileged, "privileged", "boolean");
     checkType(opts.initialNetworkNamespace, "initialNetworkNamespace", "boolean");
     checkCount(opts.rcvbuf, "rcvbuf", 1, 0x7fffffff);
+    checkCount(opts.rmemMax, "rmemMax", 1, 0x7fffffff);
+    checkCount(opts.smallSkbHead, "smallSkbHead", 0, 4096);
+    if (opts.rcvbufRule !== undefined && opts.rcvbufRule !== "fits-or-empty" && opts.rcvbufRule !== "not-over") {
+      throw new TypeError(`rcvbufRule must be "fits-or-empty" or "not-over", got ${JSON.stringify(opts.rcvbufRule)}`);
+    }
     this.#options = {
       privileged: opts.privileged ?? true,
       initialNetworkNamespace: opts.initialNetworkNamespace ?? true,
       rcvbuf: opts.rcvbuf ?? 212992,
+      rmemMax: opts.rmemMax ?? 212992,
+      rcvbufRule: opts.rcvbufRule ?? "fits-or-empty",
+      smallSkbHead: opts.smallSkbHead ?? 576,
     };
   }
 
@@ -359,11 +511,11 @@ export class FakeKernel {
       const bit = groupBit(group);
       const from = source ?? { port: 0, groups: bit };
       for (const s of this.#sockets.values()) {
-        if (s.port !== to.port && (s.mask & bit) !== 0 && s.enqueue(datagram, from)) delivered++;
+        if (s.port !== to.port && (s.mask & bit) !== 0 && s.enqueue(datagram, from, "other")) delivered++;
       }
     } else {
       const s = this.#sockets.get(to.port!);
-      if (s?.enqueue(datagram, source ?? { port: 0, groups: 0 })) delivered++;
+      if (s?.enqueue(datagram, source ?? { port: 0, groups: 0 }, "other")) delivered++;
     }
     if (delivered === 0 && source === undefined) {
       throw new NetlinkError("netlink_broadcast", Errno.ESRCH, "send from the kernel", "nobody received it");
@@ -380,7 +532,29 @@ export class FakeKernel {
     return [...this.#sockets.keys()];
   }
 
+  /**
+   * What `/proc/net/netlink` shows for the socket at `port` (its groups, receive-buffer charge and
+   * drops), or undefined when no socket holds it.
+   *
+   * @example The charge of one queued empty message
+   * ```ts
+   * import { FakeKernel } from "@cnlink/connector/testing";
+   * import assert from "node:assert/strict";
+   *
+   * const kernel = new FakeKernel();
+   * await using rx = kernel.connect();
+   * await using tx = kernel.connect();
+   * tx.send({ id: { idx: 20, val: 1 } }, { to: { port: rx.port } });
+   * assert.equal(kernel.socketInfo(rx.port)?.rmem, 832); // a 36-byte datagram's skb, as on Linux 6.18
+   * ```
+   */
+  socketInfo(port: number): FakeSocketInfo | undefined {
+    const s = this.#sockets.get(port);
+    return s && { port: s.port, groups: s.mask, rmem: s.rmem, rcvbuf: s.rcvbuf, drops: s.drops };
+  }
+
   readonly #host: SocketHost = {
+    settings: () => this.#options,
     checkGroup: (group, what, op) => this.#checkGroup(group, what, op),
     route: (from, datagram, to) => this.#route(from, datagram, to),
     release: (socket) => void this.#sockets.delete(socket.port),
@@ -402,7 +576,7 @@ export class FakeKernel {
     if (to.port !== 0) {
       const peer = this.#sockets.get(to.port);
       if (!peer) fail(Errno.ECONNREFUSED, `nobody listens at port ${to.port}`);
-      if (!peer!.enqueue(datagram, { port: from.port, groups: 0 }, false)) fail(Errno.EAGAIN);
+      if (!peer!.enqueue(datagram, { port: from.port, groups: 0 }, "user-unicast", false)) fail(Errno.EAGAIN);
       return;
     }
     if (!this.#options.initialNetworkNamespace) {
@@ -413,7 +587,9 @@ export class FakeKernel {
     }
     if (to.groups !== 0) {
       const source = { port: from.port, groups: to.groups };
-      for (const s of this.#sockets.values()) if (s !== from && (s.mask & to.groups) !== 0) s.enqueue(datagram, source);
+      for (const s of this.#sockets.values()) {
+        if (s !== from && (s.mask & to.groups) !== 0) s.enqueue(datagram, source, "other");
+      }
     }
     this.#toKernel(from.port, datagram);
   }
