@@ -19,6 +19,7 @@
 export {
   FakeKernel,
   type FakeKernelOptions,
+  type FakeSocketInfo,
   type KernelCallbackContext,
   type KernelDestination,
   type KernelMessage,

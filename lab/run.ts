@@ -31,8 +31,11 @@ import { type KernelRun, renderReadmeTable, type RuntimeRun, updateReadme } from
 // times short-lived processes against /proc reads, which under TCG measures the emulator (a 100 ms
 // `sleep` is gone before a cold runtime reads it), not the kernel. The connector side of process
 // events is in proc_kernel.
+// tests/differential.test.ts probes each kernel (admission rule, skb sizes, 8-byte proc_input) and
+// configures the fake kernel from what it saw, then compares the two observation by observation.
 const DEFAULT_FILES = [
   "tests/kernel.test.ts",
+  "tests/differential.test.ts",
   "tests/proc_kernel.test.ts",
   "tests/hardening.test.ts",
   ...[...Deno.readDirSync(join(import.meta.dirname!, "tests"))]

@@ -533,3 +533,77 @@ describe("requests under load", () => {
     assert.equal(client.stats.unhandled, 1, "the impostor's reply was counted, not taken");
   });
 });
+
+describe("receive buffer accounting (the options for other kernels; the defaults are checked against the kernel in differential.test.ts)", () => {
+  const ID = { idx: 23, val: 1 };
+  /** How many `size`-byte messages a socket takes before EAGAIN. */
+  function fits(kernel: FakeKernel, size: number, rcvbuf?: number): number {
+    const tx = kernel.connect();
+    const rx = kernel.connect({ rcvbuf });
+    let n = 0;
+    for (;;) {
+      try {
+        tx.send({ id: ID, data: new Uint8Array(size) }, { to: { port: rx.port } });
+        n++;
+      } catch (err) {
+        assert.equal((err as NetlinkError).code, "EAGAIN");
+        break;
+      }
+    }
+    void tx.close();
+    void rx.close();
+    return n;
+  }
+
+  test("rcvbufRule 'not-over' takes a datagram while the charge is not over the size, as kernels before the 2025 fix", () => {
+    // 2304 bytes and empty messages charged 832: fits-or-empty takes 2 (1664), not-over takes 3 (2496).
+    assert.equal(fits(new FakeKernel(), 0, 1), 2);
+    assert.equal(fits(new FakeKernel({ rcvbufRule: "not-over" }), 0, 1), 3);
+    // An oversized datagram into an empty buffer is taken under both rules; nothing after it.
+    for (const rcvbufRule of ["fits-or-empty", "not-over"] as const) {
+      const kernel = new FakeKernel({ rcvbufRule });
+      assert.equal(fits(kernel, 20_000, 1), 1, rcvbufRule);
+    }
+  });
+
+  test("smallSkbHead 0 charges kmalloc-sized heads, as kernels before 6.3 (768 for an empty message)", async () => {
+    for (const [smallSkbHead, charge] of [[576, 832], [640, 896], [0, 768]]) {
+      const kernel = new FakeKernel({ smallSkbHead });
+      await using rx = kernel.connect();
+      await using tx = kernel.connect();
+      tx.send({ id: ID }, { to: { port: rx.port } });
+      assert.equal(kernel.socketInfo(rx.port)?.rmem, charge, `smallSkbHead ${smallSkbHead}`);
+    }
+  });
+
+  test("without privilege the buffer asked for is capped at rmemMax before the kernel doubles it", async () => {
+    const kernel = new FakeKernel({ privileged: false, rmemMax: 100_000 });
+    await using conn = kernel.connect({ rcvbuf: 1 << 20 });
+    assert.equal(conn.receiveBuffer.reported, 200_000);
+    await using privileged = new FakeKernel().connect({ rcvbuf: 1 << 20 });
+    assert.equal(privileged.receiveBuffer.reported, 2 << 20);
+  });
+
+  test("a kernel message that finds no room is an overrun and counted in Drops; the socket takes nothing until read empty", async () => {
+    const kernel = new FakeKernel();
+    await using rx = kernel.connect({ rcvbuf: 2000 }); // 4000 bytes
+    const send = (seq: number, size: number) => {
+      try {
+        return kernel.send({ id: ID, seq, data: new Uint8Array(size) }, { to: { port: rx.port } });
+      } catch (err) {
+        assert.equal((err as NetlinkError).code, "ESRCH");
+        return 0;
+      }
+    };
+    // 1000 bytes are charged 2304: the second finds no room; then an empty one (832) would fit, but
+    // the socket is congested since the overrun.
+    assert.deepEqual([send(1, 1000), send(2, 1000), send(3, 0)], [1, 0, 0]);
+    assert.deepEqual(kernel.socketInfo(rx.port), { port: rx.port, groups: 0, rmem: 2304, rcvbuf: 4000, drops: 2 });
+    const log: string[] = [];
+    rx.addCallback(ID, "log", (m) => log.push(`seq ${m.seq}`));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(log, ["seq 1"]);
+    assert.equal(rx.stats.overruns, 1);
+    assert.equal(send(4, 0), 1, "read empty: no longer congested");
+  });
+});

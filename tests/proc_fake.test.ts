@@ -187,3 +187,43 @@ describe("lifecycle", () => {
     assert.equal(proc.listeners.length, 0);
   });
 });
+
+describe("the kernel's listener count", () => {
+  const PROC = { idx: 1, val: 1 };
+  const op = (code: number) => new Uint8Array(new Uint32Array([code]).buffer);
+
+  test("no acks and no events while it is below 1; from 6.6 a socket counts once while its op is LISTEN", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents();
+    await using a = kernel.connect({ groups: [1] });
+    const acks: number[] = [];
+    a.addCallback(PROC, "acks", (m) => acks.push(m.ack));
+    assert.equal(proc.emit(exec(1)), -1, "nobody listens: nothing sent");
+    a.send({ id: PROC, ack: 10, data: op(PROC_CN_MCAST_LISTEN) });
+    a.send({ id: PROC, ack: 20, data: op(PROC_CN_MCAST_LISTEN) });
+    assert.equal(proc.listenerCount, 1, "a second LISTEN of the same socket does not count");
+    a.send({ id: PROC, ack: 30, data: op(3) }); // EINVAL, the count stays
+    a.send({ id: PROC, ack: 40, data: op(PROC_CN_MCAST_IGNORE) });
+    assert.equal(proc.listenerCount, 0);
+    a.send({ id: PROC, ack: 50, data: op(3) }); // nobody listens: no ack
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(acks, [11, 21, 31]);
+  });
+
+  test("before 6.6 (inputFilter false) every LISTEN and IGNORE moves it, and the sender of IGNORE gets its ack", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents({ inputFilter: false });
+    await using a = kernel.connect({ groups: [1] });
+    await using b = kernel.connect({ groups: [1] });
+    const acks: number[] = [];
+    b.addCallback(PROC, "acks", (m) => acks.push(m.ack));
+    a.send({ id: PROC, ack: 10, data: op(PROC_CN_MCAST_LISTEN) });
+    b.send({ id: PROC, ack: 20, data: op(PROC_CN_MCAST_LISTEN) });
+    b.send({ id: PROC, ack: 30, data: op(PROC_CN_MCAST_LISTEN) });
+    assert.equal(proc.listenerCount, 3);
+    b.send({ id: PROC, ack: 40, data: op(PROC_CN_MCAST_IGNORE) });
+    assert.equal(proc.listenerCount, 2);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(acks, [11, 21, 31, 41]);
+  });
+});

@@ -5,8 +5,8 @@
  *
  * It follows the kernel where a test can see it, and `tests/differential.test.ts` checks that by
  * running the same scenarios against the real kernel and against this fake, observation by
- * observation (verified identical on Linux 6.18; in the kernel lab also on Debian's 6.1 and 6.12,
- * with the fake configured from what each kernel was observed to do):
+ * observation (verified identical on Linux 6.18; the kernel lab runs it on Debian's 6.1 and 6.12 too,
+ * with the fake configured from what each kernel is observed to do):
  *
  * - deliveries: unicast to a port, multicast to every member of a group but the sender, each
  *   socket's messages in the order they were sent; a multicast from userspace also reaches the
