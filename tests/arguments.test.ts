@@ -467,7 +467,19 @@ describe("argument contract: the fake kernel", () => {
         "FakeKernel unknown key",
         () => new FakeKernel({ prvileged: false } as never),
         TypeError,
-        /^FakeKernel options has an unknown key "prvileged"; the accepted keys are privileged, initialNetworkNamespace, rcvbuf$/,
+        /^FakeKernel options has an unknown key "prvileged"; the accepted keys are privileged, initialNetworkNamespace, rcvbuf, rmemMax, rcvbufRule, smallSkbHead$/,
+      ],
+      [
+        "FakeKernel rcvbufRule",
+        () => new FakeKernel({ rcvbufRule: "fits" } as never),
+        TypeError,
+        /^rcvbufRule must be "fits-or-empty" or "not-over", got "fits"$/,
+      ],
+      [
+        "FakeKernel smallSkbHead",
+        () => new FakeKernel({ smallSkbHead: -1 }),
+        RangeError,
+        /^smallSkbHead must be an integer in 0\.\.4096, got -1$/,
       ],
       [
         "FakeKernel privileged",
