@@ -11,9 +11,11 @@
  * - deliveries: unicast to a port, multicast to every member of a group but the sender, each
  *   socket's messages in the order they were sent; a multicast from userspace also reaches the
  *   kernel's callback for its id (the kernel's `netlink_sendmsg` sends it to port 0 too);
- * - errors: ECONNREFUSED for a port nobody holds, EAGAIN for a unicast the receiver has no room for
- *   (nothing is sent), EPERM without privilege, ECONNREFUSED outside the initial network namespace;
- *   messages to the kernel for an id without a callback, or malformed, vanish without a word;
+ * - errors: ECONNREFUSED for a port nobody holds, EADDRINUSE for a port taken, EAGAIN for a unicast
+ *   the receiver has no room for (nothing is sent), RangeError for a group outside 1..32; messages to
+ *   the kernel for an id without a callback vanish without a word (EPERM without privilege and
+ *   ECONNREFUSED outside the initial network namespace are modelled but not compared: the suite runs
+ *   as root in the initial namespace);
  * - the sender of each message (port, and the group it was multicast to);
  * - the receive buffer, charged as the kernel charges it: each datagram costs its skb's *truesize*
  *   (the slab-rounded head plus `struct sk_buff`), not its length; a datagram is taken when the
