@@ -121,6 +121,19 @@ describe("trust and loss", () => {
     assert.equal(monitor.stats.foreign, 1);
   });
 
+  test("a kernel datagram longer than the monitor's 128-byte receive slots is counted as truncated, as ProcMonitor.open's socket receives it", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents();
+    const issues: string[] = [];
+    await using monitor = await kernel.openProcMonitor({ onError: (e, info) => issues.push(`${info.kind}: ${e}`) });
+    kernel.sendRaw(encodeMessage({ id: { idx: 1, val: 1 }, data: new Uint8Array(200) }), { to: { group: 1 } });
+    proc.emit(exec(8));
+    const [first] = await take(monitor[Symbol.asyncIterator](), 1);
+    assert.equal(first.type === "exec" && first.pid, 8);
+    assert.equal(monitor.stats.truncated, 1);
+    assert.deepEqual(issues, ["truncated: RangeError: datagram of 236 bytes truncated to 128"]);
+  });
+
   test("a per-CPU seq gap is delivered as a lost item with its count and cpu, and events go on", async () => {
     const kernel = new FakeKernel();
     const proc = kernel.enableProcEvents();

@@ -112,6 +112,11 @@ export interface ProcMonitorStats extends ReceiveStats {
 export type FilterMode = "kernel" | "userspace" | "none";
 
 const DEFAULT_RCVBUF = 32 << 20;
+/**
+ * Bytes per receive slot of a monitor's socket: an event is a 76-byte datagram, and a longer one is
+ * received truncated (the fake kernel's monitors receive the same way).
+ */
+export const MONITOR_SLOT_SIZE = 128;
 const DEFAULT_MAX_RCVBUF = 256 << 20;
 const PROC_ID = { idx: CN_IDX_PROC, val: CN_VAL_PROC };
 // Bytes a queued event counts for (the stream's byte bound): its proc_event (PROC_EVENT.size),
@@ -240,7 +245,10 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     const libc = await loadLibc(opts.libcPath);
     // Events are 76-byte datagrams: batch them, 64 per system call. A larger datagram cannot be a
     // process event; it arrives truncated and is reported as such.
-    const socket = NetlinkSocket.open(libc, { groups: [CN_IDX_PROC], batch: { count: 64, slotSize: 128 } });
+    const socket = NetlinkSocket.open(libc, {
+      groups: [CN_IDX_PROC],
+      batch: { count: 64, slotSize: MONITOR_SLOT_SIZE },
+    });
     const files = libcFileReader(libc);
     return procMonitorOver(socket, opts, {
       monotonicNs: await monotonicClock(opts.libcPath),

@@ -16,7 +16,8 @@
  *   the kernel for an id without a callback vanish without a word (EPERM without privilege and
  *   ECONNREFUSED outside the initial network namespace are modelled but not compared: the suite runs
  *   as root in the initial namespace);
- * - the sender of each message (port, and the group it was multicast to);
+ * - the sender of each message (port, and the group it was multicast to); a process monitor receives
+ *   into 128-byte slots, as `ProcMonitor.open` does, so a longer datagram from the kernel is truncated;
  * - the receive buffer, charged as the kernel charges it: each datagram costs its skb's *truesize*
  *   (the slab-rounded head plus `struct sk_buff`), not its length; a datagram is taken when the
  *   charge with it stays within the buffer or when the buffer is empty (option `rcvbufRule`); a
@@ -60,6 +61,7 @@ import { describeAddress } from "../socket/netlink_socket.ts";
 import { groupBit, groupsOf, type ReceiveResult, type Transport } from "../socket/transport.ts";
 import {
   checkProcMonitorOptions,
+  MONITOR_SLOT_SIZE,
   type ProcMonitor,
   type ProcMonitorOptions,
   procMonitorOver,
@@ -200,7 +202,16 @@ class FakeSocket implements Transport {
   closed = false;
   #wake: ((ok: boolean) => void) | null = null;
 
-  constructor(readonly host: SocketHost, readonly port: number, public rcvbuf: number) {}
+  /**
+   * @param slotSize bytes the reader receives a datagram into (a process monitor's receive slots);
+   *   longer datagrams come back truncated, as from recvmmsg() with MSG_TRUNC. Default: whole.
+   */
+  constructor(
+    readonly host: SocketHost,
+    readonly port: number,
+    public rcvbuf: number,
+    readonly slotSize = Infinity,
+  ) {}
 
   /**
    * Queues a datagram, or returns false when the kernel would not take it: the socket is congested,
@@ -270,16 +281,10 @@ class FakeSocket implements Transport {
       const next = this.queue.shift();
       if (next) {
         this.rmem -= next.charge;
-        const size = next.data.byteLength;
-        result = {
-          data: next.data,
-          buffer: next.data,
-          offset: 0,
-          size,
-          source: next.source,
-          truncated: false,
-          length: size,
-        };
+        const length = next.data.byteLength;
+        const size = Math.min(length, this.slotSize);
+        const data = size < length ? next.data.subarray(0, size) : next.data;
+        result = { data, buffer: next.data, offset: 0, size, source: next.source, truncated: size < length, length };
       } else result = "again";
     }
     if (this.queue.length === 0) this.congested = false;
@@ -404,7 +409,7 @@ export class FakeKernel {
     } catch (err) {
       return Promise.reject(err);
     }
-    return procMonitorOver(this.#open({ groups: [CN_IDX_PROC] }), opts);
+    return procMonitorOver(this.#open({ groups: [CN_IDX_PROC], slotSize: MONITOR_SLOT_SIZE }), opts);
   }
 
   /**
@@ -442,7 +447,7 @@ export class FakeKernel {
     return [...this.#sockets.values()].filter((s) => (s.mask & bit) !== 0).map((s) => s.port);
   }
 
-  #open(options: { groups?: readonly number[]; port?: number; rcvbuf?: number }): FakeSocket {
+  #open(options: { groups?: readonly number[]; port?: number; rcvbuf?: number; slotSize?: number }): FakeSocket {
     let port = options.port ?? 0;
     let mask = 0;
     for (const g of options.groups ?? []) mask = (mask | groupBit(g)) >>> 0;
@@ -454,7 +459,7 @@ export class FakeKernel {
       while (this.#sockets.has(this.#nextPort)) this.#nextPort++;
       port = this.#nextPort++;
     }
-    const socket = new FakeSocket(this.#host, port, this.#options.rcvbuf);
+    const socket = new FakeSocket(this.#host, port, this.#options.rcvbuf, options.slotSize);
     socket.mask = mask;
     if (options.rcvbuf !== undefined) socket.setReceiveBuffer(options.rcvbuf);
     this.#sockets.set(port, socket);
