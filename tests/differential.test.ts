@@ -20,7 +20,7 @@ import { FakeKernel, type FakeKernelOptions } from "../testing.ts";
 import { ProcMonitor, type ProcMonitorOptions } from "../proc.ts";
 import { kernelTest } from "./_kernel.ts";
 import { recordFigure } from "./_figures.ts";
-import { sleep, waitFor } from "./_wait.ts";
+import { waitFor } from "./_wait.ts";
 
 // Our agent address and groups: nothing in the kernel uses idx 23, and no other suite of ours (which
 // may run at the same time on a shared host) uses these groups: a stranger's multicast would take
@@ -124,12 +124,16 @@ function probe(): Promise<FakeKernelOptions & { inputFilter: boolean }> {
       await using p = await Connector.open({ groups: [1] });
       const base = 0x51000000 + Math.floor(Math.random() * 0xffff) * 16;
       const acks: number[] = [];
+      let marked = false;
       p.addCallback(PROC, "probe", (m) => void (whatOf(m) === 0 && acks.push(m.ack)));
+      p.addCallback(MARKER, "marker", () => void (marked = true));
       p.send({ id: PROC, ack: base, data: procInput(LISTEN) });
       p.send({ id: PROC, ack: base + 1, data: procInput(LISTEN, PROC_EVENT_ALL) });
       p.send({ id: PROC, ack: base + 2, data: procInput(IGNORE) });
-      await waitFor(() => acks.includes(base + 1), "the ack of the 4-byte LISTEN", { timeoutMs: 5000 });
-      await sleep(100);
+      // The acks were queued inside those sends; a message to ourselves comes after them.
+      p.send({ id: MARKER }, { to: { port: p.port } });
+      await waitFor(() => marked, "our own message after the acks", { timeoutMs: 10_000 });
+      if (!acks.includes(base + 1)) throw new Error("the kernel did not ack a 4-byte LISTEN: no CONFIG_PROC_EVENTS?");
       inputFilter = acks.includes(base + 2);
     }
     return { rcvbuf, rcvbufRule, smallSkbHead, inputFilter };
@@ -195,17 +199,30 @@ function differential(name: string, scenario: (w: World) => Promise<Observations
   }, timeout);
 }
 
-/** Resolves once `count()` has not changed for 100 ms (everything sent has been read). */
-async function settled(count: () => number): Promise<void> {
-  let last = -1;
-  let since = Date.now();
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline) {
-    const n = count();
-    if (n !== last) [last, since] = [n, Date.now()];
-    else if (Date.now() - since >= 100) return;
-    await sleep(10);
+const MARKER = { idx: 23, val: 0xd1fe };
+
+/**
+ * Resolves once each of `conns` has handled everything queued to it before this call: a marker goes
+ * to each (a socket's datagrams are read in the order they were queued) and is waited for. Only for
+ * sockets with room for one more empty message (832 bytes).
+ */
+async function flushed(w: World, conns: Connector[]): Promise<void> {
+  await using marker = await w.open();
+  const pending = new Set(conns);
+  const registrations = conns.map((conn) => conn.addCallback(MARKER, "marker", () => void pending.delete(conn)));
+  try {
+    for (const conn of conns) marker.send({ id: MARKER }, { to: { port: conn.port } });
+    await waitFor(() => pending.size === 0, `the marker on ${pending.size} socket(s)`, { timeoutMs: 10_000 });
+  } finally {
+    for (const r of registrations) r[Symbol.dispose]();
   }
+}
+
+/** Resolves once the sockets at `ports` have nothing queued (/proc/net/netlink's Rmem is 0): all was read. */
+async function drained(w: World, ports: number[]): Promise<void> {
+  await waitFor(() => ports.every((port) => w.info(port).rmem === 0), `ports ${ports} to be read empty`, {
+    timeoutMs: 10_000,
+  });
 }
 
 /** What `fn` threw, as an observation: the error's class and code, or "ok". */
@@ -253,7 +270,7 @@ describe("differential: the fake kernel against the real one", () => {
     t.send({ id: AGENT, seq: 7 }, { to: { group: NOBODY } });
     c.send({ id: AGENT, seq: 8 }, { to: { port: c.port } });
     b.send({ id: AGENT, seq: 9, ack: 10, flags: 3, data: new Uint8Array([1, 2, 3]) }, { to: { port: a.port } });
-    await settled(() => Object.values(logs).flat().length);
+    await flushed(w, [a, b, c, t]);
     let fields = "";
     a.addCallback({ idx: 23, val: 0xd200 }, "fields", (m) => {
       fields = `seq ${m.seq} ack ${m.ack} flags ${m.flags} data ${[...m.data]}`;
@@ -261,7 +278,7 @@ describe("differential: the fake kernel against the real one", () => {
     b.send({ id: { idx: 23, val: 0xd200 }, seq: 9, ack: 10, flags: 3, data: new Uint8Array([1, 2, 3]) }, {
       to: { port: a.port },
     });
-    await settled(() => fields.length);
+    await flushed(w, [a]);
     return { logs, fields, stats: { a: a.stats.messages, t: t.stats.messages } };
   });
 
@@ -276,7 +293,7 @@ describe("differential: the fake kernel against the real one", () => {
     rx.join(G3);
     groups.joined = rx.groups;
     tx.send({ id: AGENT, seq: 1 }, { to: { group: G3 } });
-    await settled(() => log.length);
+    await flushed(w, [rx]);
     rx.leave(G3);
     groups.left = rx.groups;
     tx.send({ id: AGENT, seq: 2 }, { to: { group: G3 } });
@@ -288,7 +305,7 @@ describe("differential: the fake kernel against the real one", () => {
     tx.send({ id: AGENT, seq: 4 }, { to: { group: G3 } });
     rx.leave(NOBODY);
     groups.leftNotJoined = rx.groups;
-    await settled(() => log.length + own.length);
+    await flushed(w, [rx, tx]);
     return {
       log,
       own,
@@ -322,7 +339,7 @@ describe("differential: the fake kernel against the real one", () => {
       // Nobody is in the group: the multicast goes nowhere (and on to the kernel), without an error.
       emptyGroup: outcome(() => a.send({ id: AGENT }, { to: { group: NOBODY } })),
     };
-    await sleep(100);
+    await flushed(w, [a]);
     return { ...observations, cameBack: got };
   });
 
@@ -334,7 +351,7 @@ describe("differential: the fake kernel against the real one", () => {
     const big = new Uint8Array(65535).fill(7);
     tx.send({ id: AGENT, data: big }, { to: { port: rx.port } });
     tx.send({ id: AGENT, data: big }, { to: { group: G1 } });
-    await settled(() => sizes.length);
+    await flushed(w, [rx]);
     return { sizes, truncated: rx.stats.truncated, malformed: rx.stats.malformed };
   });
 
@@ -376,7 +393,7 @@ describe("differential: the fake kernel against the real one", () => {
     };
     const got: number[] = [];
     rx.addCallback(AGENT, "rx", (m) => got.push(m.data.byteLength));
-    await settled(() => got.length);
+    await drained(w, [rx.port]);
     return { ...observations, received: got, afterReading: w.info(rx.port).rmem };
   });
 
@@ -409,14 +426,14 @@ describe("differential: the fake kernel against the real one", () => {
       observations.unicastWhileCongested = outcome(() => tx.send({ id: AGENT, seq: 200 }, { to: { port: rx.port } }));
       observations.beforeReading = w.info(rx.port);
       rx.addCallback(AGENT, "rx", (m) => log.push(`${m.seq}/${m.source.group}`));
-      await settled(() => log.length);
+      await drained(w, [rx.port]);
       const read = [...log];
       observations.read = read;
       observations.overruns = rx.stats.overruns;
       observations.afterReading = w.info(rx.port);
       observations.unicastAfterReading = outcome(() => tx.send({ id: AGENT, seq: 300 }, { to: { port: rx.port } }));
       tx.send({ id: AGENT, seq: 301 }, { to: { group: G4 } });
-      await settled(() => log.length);
+      await flushed(w, [rx]);
       observations.afterwards = log.slice(read.length);
       return observations;
     },
@@ -458,14 +475,14 @@ describe("differential: the fake kernel against the real one", () => {
     const observations: Observations = {};
     for (const [i, [what, conn, data]] of steps.entries()) {
       conn.send({ id: PROC, seq: 5, ack: base + i, flags: 7, data });
-      await settled(() => Object.values(seen).flat().length);
+      await flushed(w, [a, b, quiet, outside]);
       observations[`${i} ${what}`] = Object.fromEntries(Object.entries(seen).map(([k, v]) => [k, v.splice(0)]));
     }
     // ack 0xffffffff + 1 wraps to 0 (an unknown op, which leaves the listener count alone).
     let wrapped = "";
     a.addCallback(PROC, "wrap", (m) => void (whatOf(m) === 0 && m.ack === 0 && (wrapped = `ack ${m.ack}`)));
     a.send({ id: PROC, ack: 0xffffffff, data: procInput(3) });
-    await settled(() => wrapped.length);
+    await flushed(w, [a]);
     a.send({ id: PROC, data: procInput(IGNORE) });
     return { ...observations, wrapped, fields: [...new Set(fields)] };
   });
@@ -484,7 +501,14 @@ describe("differential: the fake kernel against the real one", () => {
     // Not the process-events id: a multicast from userspace also goes to the kernel's callback for its id.
     root.send({ id: AGENT, data: new Uint8Array(200) }, { to: { group: 1 } });
     root.send({ id: AGENT }, { to: { group: 1 } });
-    await settled(() => monitor.stats.foreign);
+    await waitFor(
+      () => {
+        const { foreign, truncated, malformed } = monitor.stats;
+        return foreign + truncated + malformed >= 2;
+      },
+      "the monitor to count both datagrams",
+      { timeoutMs: 10_000 },
+    );
     const { foreign, truncated, malformed, control } = monitor.stats;
     // The 236-byte one is longer than the monitor's 128-byte receive slots, but it is not the
     // kernel's: counted as foreign before its length is looked at.
@@ -527,7 +551,8 @@ describe("differential: the fake kernel against the real one", () => {
   );
 
   kernelTest("documented difference: the kernel reports real processes; the fake only what emit() sends", async () => {
-    const execs = async (w: World) => {
+    /** Runs a child while subscribed; resolves with the pids of the exec events seen. */
+    const execs = async (w: World, until: (pids: number[], child: number, p: Connector) => Promise<unknown>) => {
       await using p = await w.open({ groups: [1] });
       const pids: number[] = [];
       p.addCallback(PROC, "events", (m) => {
@@ -536,13 +561,19 @@ describe("differential: the fake kernel against the real one", () => {
         }
       });
       p.send({ id: PROC, data: procInput(LISTEN) });
-      const child = spawn("sh", ["-c", "exit 0"], { stdio: "ignore" });
-      await once(child, "close");
-      await settled(() => pids.length);
-      p.send({ id: PROC, data: procInput(IGNORE) });
-      return pids.includes(child.pid!);
+      try {
+        const child = spawn("sh", ["-c", "exit 0"], { stdio: "ignore" });
+        await once(child, "close");
+        await until(pids, child.pid!, p);
+        return { pids, child: child.pid! };
+      } finally {
+        p.send({ id: PROC, data: procInput(IGNORE) });
+      }
     };
-    assert.equal(await execs(kernel), true, "the kernel reported the child's exec");
-    assert.equal(await execs(await fakeWorld()), false, "the fake reports no real process");
+    const real = await execs(kernel, (pids, child) => waitFor(() => pids.includes(child), `the exec of ${child}`));
+    assert.ok(real.pids.includes(real.child));
+    const fake = await fakeWorld();
+    const faked = await execs(fake, (_pids, _child, p) => flushed(fake, [p]));
+    assert.deepEqual(faked.pids, [], "the fake reports no real process");
   });
 });
