@@ -7,6 +7,10 @@
  * What differs between kernels (the rule that admits a datagram into a receive buffer, the skb
  * small-head cache, the 8-byte proc_input) is probed on the running kernel first, and the fake is
  * configured from what was observed, never from the version string.
+ *
+ * Observations are read after a marker message sent behind the traffic has arrived (a socket's
+ * datagrams are read in order), or after the receive queue is empty, never after a fixed sleep. The
+ * kernel's count of process-event listeners is global: every scenario leaves it as it found it.
  */
 import { describe } from "node:test";
 import assert from "node:assert/strict";

@@ -113,15 +113,17 @@ export interface FakeKernelOptions {
   /**
    * When a datagram is taken into a receive buffer. `"fits-or-empty"` (current mainline, since the 2025
    * fix of netlink's `sk_rmem_alloc` wraparound, verified on 6.18): when the buffer's charge with it
-   * stays within the size, or the buffer is empty. `"not-over"` (the rule of older kernels): when the
-   * charge before it is not over the size, so the last datagram may overshoot. Default `"fits-or-empty"`.
+   * stays within the size, or the buffer is empty. `"not-over"` (the rule of older kernels, from the
+   * kernel source): when the charge before it is not over the size, so the last datagram may overshoot.
+   * `tests/differential.test.ts` tells them apart on the running kernel. Default `"fits-or-empty"`.
    */
   rcvbufRule?: "fits-or-empty" | "not-over";
   /**
    * Size of the kernel's small skb head cache (`SKB_SMALL_HEAD_CACHE_SIZE`, Linux >= 6.3): datagrams
    * whose head fits are charged this plus `struct sk_buff`. It depends on the build (576 on the 6.18
    * this was measured on, which charges 832 bytes for an empty message); 0 for kernels without the
-   * cache (heads then come from kmalloc: 768 bytes for an empty message). Default 576.
+   * cache (heads then come from kmalloc: 768 bytes for an empty message, computed from the kernel
+   * source). Default 576.
    */
   smallSkbHead?: number;
 }
