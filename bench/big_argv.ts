@@ -1,15 +1,16 @@
 /**
  * How long one process with a huge command line holds up everyone else's events (as root).
  *
- *   deno run -A bench/big_argv.ts [--mb 1.9] [--execs 20]
+ *   deno run -A bench/big_argv.ts [--mb 1.9] [--execs 100]
  *   bun bench/big_argv.ts
  *
  * A `ProcMonitor` with `enrich: true` (what procmon runs) reads /proc/PID/cmdline in its receive loop,
  * before the event is queued. Here a shell re-execs itself `--execs` times with `--mb` MB of arguments
- * (29 arguments of 64 KiB: one argument may hold at most 128 KiB), while a shell loop of its own starts an
- * unrelated `sleep 0.3` and a `sleep 0.05` every 50 ms. For each unrelated exec the delay is the monotonic time at which the monitor delivers it
- * minus the kernel's timestamp of the event. Prints one JSON line: delays (p50, max) and how many of
- * the unrelated execs came without their command line (read after the process was gone).
+ * (arguments of 64 KiB: one argument may hold at most 128 KiB), while a shell loop of its own starts
+ * an unrelated `sleep 0.3` and a `sleep 0.05` every 50 ms. For each unrelated exec the delay is the
+ * monotonic time at which the monitor delivers it minus the kernel's timestamp of the event. Prints
+ * one JSON line: delays (p50, max) and how many of the unrelated execs came without their command
+ * line (read after the process was gone). Figures: docs/PROCMON.md.
  *
  * @module
  */
