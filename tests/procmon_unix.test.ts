@@ -54,13 +54,19 @@ describe("nothing raw on a terminal", () => {
         const workload = () =>
           runToEnd("sh", [
             "-c",
-            `echo $$ > ${dir}/cgroup.procs && sh -c 'sleep 0.3; true' '\u202Etxt.exe'`,
+            `echo $$ > ${dir}/cgroup.procs && sh -c 'sleep 1; true' '\u202Etxt.exe'`,
             "sh",
             root,
           ]);
         const deadline = Date.now() + 60_000;
         while (!procmons.every((p) => p.stdout.includes(shown))) {
-          assert.ok(Date.now() < deadline, `not shown in every mode: ${procmons.map((p) => p.stdout.includes(shown))}`);
+          const missing = procmons.flatMap((p, i) => p.stdout.includes(shown) ? [] : [modes[i].join(" ") || "default"]);
+          assert.ok(
+            Date.now() < deadline,
+            `not shown by procmon ${missing.join(", ")}: exit ${procmons.map((p) => p.child.exitCode)}\n${
+              procmons.find((p) => !p.stdout.includes(shown))?.stdout.slice(-3000)
+            }`,
+          );
           await workload();
           await sleep(300);
         }
