@@ -41,11 +41,15 @@ Example: the exits with a non-zero status of everything in docker containers, fo
 
 Columns: time, event, pid, details (wait status, ids, tracer, new name), start-to-exit duration, user,
 container (runtime:id) or systemd unit, and the process (its command line; [name] when it has none,
-<gone> when it ended before it could be read). Text a process chose (names, arguments) is escaped:
-control characters show as \\n, \\x1b, ..., so nothing it prints can act on the terminal.
+<gone> when it ended before it could be read). Text a process chose (arguments, names, cgroups, units,
+users) is escaped: control characters show as \\n, \\x1b, bidi and other format characters as \\u{202e},
+bytes that are not UTF-8 as \\xff, so nothing it prints can act on the terminal. Command lines are read up
+to 64 KiB (longer ones end with …[truncated]). --json keeps the exact bytes: a string, or {"base64": ...}
+when they are not UTF-8.
 Needs root (CAP_NET_ADMIN; mainline Linux >= 6.6 also lets any user subscribe, some kernel builds
 do not) and, on Deno, --allow-ffi (/proc is read through libc). Lost events are always shown ("lost" rows), never dropped silently.
-Exit status: 0, 1 on error, 2 on bad options.`;
+Exit status: 0 (also when the reader of the output goes away, as in procmon | head), 1 on error,
+2 on bad options.`;
 
 /** The parsed command line. */
 export interface Options {
@@ -264,8 +268,6 @@ export async function main(args: string[]): Promise<number> {
   let monitor: ProcMonitor | undefined;
   try {
     const toEpochMs = await wallClock();
-    // Durations: the exit's kernel timestamp minus the start on the same clock (CLOCK_MONOTONIC):
-    // the kernel's fork timestamp when the fork was seen, else /proc's start time (rounded down).
     monitor = await ProcMonitor.open({ events: o.events, enrich: o.enrich, cgroup: o.cgroup, signal: stop.signal });
     const table = monitor.processes;
     // The ancestors of a process, from the table, else from the forks seen.
@@ -287,6 +289,8 @@ export async function main(args: string[]): Promise<number> {
         ctx.depth = o.pid !== undefined ? chain.indexOf(o.pid) + 1 : chain.length;
         ctx.process = item.process;
         if (item.type === "exit" && item.pid === item.tgid) {
+          // The exit's kernel timestamp minus the start on the same clock (CLOCK_MONOTONIC): the fork's
+          // kernel timestamp when it was seen, else /proc's start time (rounded down: never later).
           const start = tracker.forkedAt.get(tgid) ?? item.process?.startNs;
           if (start !== undefined) ctx.durationNs = item.timestampNs - start;
           tracker.forget(tgid);
@@ -336,15 +340,14 @@ function printStatistics(out: Output, stats: Statistics, monitor: ProcMonitor, j
     );
     return;
   }
-  const row = statsRow;
   out.line("");
-  out.line(row([...STAT_COLUMNS.map((c) => c[0].toUpperCase() + c.slice(1)), "Total"], "Process"));
+  out.line(statsRow([...STAT_COLUMNS.map((c) => c[0].toUpperCase() + c.slice(1)), "Total"], "Process"));
   for (const p of stats.table()) {
-    out.line(row([...STAT_COLUMNS.map((c) => p.events[c] ?? 0), p.total], p.process));
+    out.line(statsRow([...STAT_COLUMNS.map((c) => p.events[c] ?? 0), p.total], p.process));
   }
   const totals = stats.totals();
   const all = Object.values(totals).reduce((a, b) => a + b, 0);
-  out.line(row([...STAT_COLUMNS.map((c) => totals[c] ?? 0), all], "(all processes)"));
+  out.line(statsRow([...STAT_COLUMNS.map((c) => totals[c] ?? 0), all], "(all processes)"));
   out.line("");
   out.line(
     `lost: ${s.overruns} overrun(s), ${s.seqLost} by sequence gaps; forged rejected: ${s.foreign}; ` +
