@@ -39,12 +39,12 @@ export {
   waitStatus,
 } from "./src/proc/event.ts";
 export { eventMask, passes, PROC_EVENT_NAMES, type ProcEventName } from "./src/proc/filter.ts";
-export { type ProcessInfo, readProcessInfo, userName } from "./src/proc/enrich.ts";
+export { CMDLINE_LIMIT, type ProcessInfo, readProcessInfo, userName } from "./src/proc/enrich.ts";
 export { ProcessTable, type ProcessTableOptions } from "./src/proc/table.ts";
 /** How `/proc` is read: implement it to feed `readProcessInfo` or `ProcessTable` in tests. */
 export type { FileReader } from "./src/ffi/files.ts";
 export { type CgroupInfo, type ContainerRef, parseCgroup } from "./src/proc/cgroup.ts";
-export { escapeBytes, escapeText } from "./src/proc/text.ts";
+export { decodeBytes, encodeText, escapeBytes, escapeText, jsonText, safeJson } from "./src/proc/text.ts";
 export {
   type EnrichedProcEvent,
   type FilterMode,
@@ -55,5 +55,5 @@ export {
   type ProcMonitorStats,
   watchProcesses,
 } from "./src/proc/monitor.ts";
-export { monotonicClock, wallClock } from "./src/proc/clock.ts";
+export { bootOffsetClock, monotonicClock, wallClock } from "./src/proc/clock.ts";
 export { decodeProcInput, encodeProcInput, type ProcInput } from "./src/codec/proc.ts";

@@ -21,7 +21,7 @@ import {
   nlmsgAlign,
 } from "../mod.ts";
 const { NLMSG_DONE } = constants;
-import { decodeProcEvent, encodeProcEvent, escapeBytes, type ProcEvent } from "../proc.ts";
+import { decodeBytes, decodeProcEvent, encodeProcEvent, type ProcEvent } from "../proc.ts";
 import { PROC_ACK, PROC_EXIT, PROC_FORK, USER_MULTICAST, USER_UNICAST } from "./fixtures/golden.ts";
 import { recordFigure } from "./_figures.ts";
 import { decodeW1Messages, encodeW1Messages, W1_MESSAGE } from "../w1.ts";
@@ -95,9 +95,9 @@ const procEvent: fc.Arbitrary<ProcEvent> = fc.oneof(
     type: fc.constant("comm" as const),
     pid: s32,
     tgid: s32,
-    // Any bytes but NUL (the kernel pads the name with NULs): comm is their escaped display form.
+    // Any bytes but NUL (the kernel pads the name with NULs): comm is their exact text.
     commBytes: fc.uint8Array({ min: 1, maxLength: 15 }),
-  }).map((e) => ({ ...e, comm: escapeBytes(e.commBytes) })),
+  }).map((e) => ({ ...e, comm: decodeBytes(e.commBytes) })),
   fc.record({ type: fc.constant("coredump" as const), pid: s32, tgid: s32, parentPid: s32, parentTgid: s32 }),
   fc.record({
     type: fc.constant("exit" as const),

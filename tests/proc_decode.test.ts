@@ -4,6 +4,7 @@ import { decodeCnMsg, DecodeError } from "../mod.ts";
 import {
   decodeProcEvent,
   encodeProcEvent,
+  encodeText,
   escapeBytes,
   escapeText,
   eventMask,
@@ -54,12 +55,12 @@ describe("golden process events from the kernel", () => {
     assert.deepEqual(fields(G.SETPRIV_GID), { type: "gid", pid: 4463, tgid: 4463, rgid: 1, egid: 1 });
   });
   test("sid", () => assert.deepEqual(fields(G.SETPRIV_SID), { type: "sid", pid: 4463, tgid: 4463 }));
-  test("comm written to /proc/self/comm keeps the newline echo wrote: raw in commBytes, escaped in comm", () => {
+  test("comm written to /proc/self/comm keeps the newline echo wrote: exact in comm and commBytes", () => {
     assert.deepEqual(fields(G.COMM_COMM), {
       type: "comm",
       pid: 4464,
       tgid: 4464,
-      comm: "renamed\\n",
+      comm: "renamed\n",
       commBytes: new TextEncoder().encode("renamed\n"),
     });
   });
@@ -170,7 +171,7 @@ describe("strict and tolerant decoding", () => {
 });
 
 describe("names a process chose", () => {
-  test("a comm that is not UTF-8 keeps its bytes and shows escaped, lossless", () => {
+  test("a comm that is not UTF-8 keeps its bytes (lone surrogates in comm) and shows escaped, lossless", () => {
     const data = new Uint8Array(40);
     const view = new DataView(data.buffer);
     view.setUint32(0, 0x200, true); // COMM
@@ -179,7 +180,9 @@ describe("names a process chose", () => {
     const e = decodeProcEvent(data, 0);
     assert.ok(e.type === "comm");
     assert.deepEqual([...e.commBytes], bytes);
-    assert.equal(e.comm, "\\xff\\xfebad\\xc3utf8");
+    assert.equal(e.comm, "\udcff\udcfebad\udcc3utf8");
+    assert.deepEqual(encodeText(e.comm), new Uint8Array(bytes));
+    assert.equal(escapeText(e.comm), "\\xff\\xfebad\\xc3utf8");
     assert.deepEqual(encodeProcEvent(e), data, "the raw bytes round-trip");
   });
 

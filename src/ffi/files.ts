@@ -12,8 +12,11 @@ import { type Libc, O_DIRECTORY_CLOEXEC, O_RDONLY_CLOEXEC } from "./types.ts";
 
 /** Reads files and links; null when they cannot be read (gone, or not permitted). */
 export interface FileReader {
-  /** The file's bytes; the view is valid until the next call. */
-  read(path: string): Uint8Array | null;
+  /**
+   * The file's bytes, or its first `limit` bytes when it is longer; the view is valid until the
+   * next call.
+   */
+  read(path: string, limit?: number): Uint8Array | null;
   /** A symbolic link's target, as bytes; the view is valid until the next call. */
   readlink(path: string): Uint8Array | null;
   /** The names in a directory (without `.` and `..`). */
@@ -27,18 +30,19 @@ export function libcFileReader(libc: Libc): FileReader {
   let buffer = new Uint8Array(16384);
   const cPath = (path: string) => encoder.encode(path + "\0");
   return {
-    read(path) {
+    read(path, limit = Infinity) {
       const fd = libc.open(cPath(path), O_RDONLY_CLOEXEC);
       if (fd < 0) return null;
       let n = 0;
       try {
-        for (;;) {
+        while (n < limit) {
           if (n === buffer.byteLength) {
             const bigger = new Uint8Array(buffer.byteLength * 2);
             bigger.set(buffer);
             buffer = bigger;
           }
-          const r = libc.read(fd, buffer, n);
+          // Never past `limit`: /proc/PID/cmdline can be megabytes, and the kernel copies what is asked.
+          const r = libc.read(fd, limit < buffer.byteLength ? buffer.subarray(0, limit) : buffer, n);
           if (r === 0) break;
           if (r === -Errno.EINTR) continue;
           if (r < 0) return null;

@@ -182,6 +182,10 @@ export function wrapLibc(s: Symbols, errno: Int32Array, parts: BackendParts): Li
       s.clock_gettime(CLOCK_MONOTONIC, timespec);
       return timespec[0] * 1_000_000_000n + timespec[1];
     },
+    clockNs(clock) {
+      const r = s.clock_gettime(clock, timespec);
+      return r < 0 ? -errno[0] : timespec[0] * 1_000_000_000n + timespec[1];
+    },
     get poller(): Poller {
       return poller ??= parts.poller();
     },

@@ -50,12 +50,16 @@ export interface Libc {
   getdents64(fd: number, buf: Uint8Array): number;
   /** `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the clock of proc_event timestamps. */
   monotonicNs(): bigint;
+  /** `clock_gettime(clock)` in nanoseconds, or `-errno` (a number) when it fails. */
+  clockNs(clock: number): bigint | number;
   /** The process's one poll set, made on first use (it holds an epoll fd, an eventfd and one thread). */
   readonly poller: Poller;
 }
 
 /** `CLOCK_MONOTONIC` */
 export const CLOCK_MONOTONIC = 1;
+/** `CLOCK_BOOTTIME`: CLOCK_MONOTONIC plus the time spent suspended (the clock of /proc/PID/stat's start time). */
+export const CLOCK_BOOTTIME = 7;
 /** `EFD_CLOEXEC` */
 export const EFD_CLOEXEC = 0o2000000;
 /** `EFD_NONBLOCK` */

@@ -4,7 +4,9 @@
  *
  * @module
  */
+import { NetlinkError } from "../errors.ts";
 import { loadLibc } from "../ffi/load.ts";
+import { CLOCK_BOOTTIME, CLOCK_MONOTONIC } from "../ffi/types.ts";
 
 /**
  * Returns a function that reads CLOCK_MONOTONIC in nanoseconds (the clock of `timestampNs`).
@@ -38,4 +40,38 @@ export async function wallClock(libcPath?: string): Promise<(timestampNs: bigint
   const now = await monotonicClock(libcPath);
   const offsetMs = Date.now() - Number(now()) / 1e6;
   return (timestampNs) => Number(timestampNs) / 1e6 + offsetMs;
+}
+
+/**
+ * Returns a function that reads CLOCK_BOOTTIME minus CLOCK_MONOTONIC in nanoseconds: the time the
+ * machine spent suspended, which converts /proc/PID/stat's start time (CLOCK_BOOTTIME) to the
+ * events' clock (`monotonic = boottime - offset`). Both clocks are read with `clock_gettime` (ns
+ * resolution, no /proc/uptime and its 10 ms, no file permission on Deno), CLOCK_MONOTONIC first, so
+ * the offset is never below the real one: a start time converted with it is never later than the
+ * real start. The offset grows after a suspend, so it is read again at each use.
+ *
+ * @throws {NetlinkError} at the first read already, when a clock cannot be read (`op` `clock_gettime`)
+ *
+ * @example The start of a process on the events' clock
+ * ```ts ignore
+ * import { bootOffsetClock } from "@cnlink/connector/proc";
+ *
+ * const bootOffsetNs = await bootOffsetClock();
+ * // /proc/PID/stat field 22 is in clock ticks (1/100 s) since boot:
+ * // const startNs = BigInt(ticks) * 10_000_000n - bootOffsetNs();
+ * ```
+ */
+export async function bootOffsetClock(libcPath?: string): Promise<() => bigint> {
+  const libc = await loadLibc(libcPath);
+  const read = (clock: number, name: string): bigint => {
+    const ns = libc.clockNs(clock);
+    if (typeof ns === "number") throw new NetlinkError("clock_gettime", -ns, `read ${name}`);
+    return ns;
+  };
+  const offset = () => {
+    const monotonic = read(CLOCK_MONOTONIC, "CLOCK_MONOTONIC");
+    return read(CLOCK_BOOTTIME, "CLOCK_BOOTTIME") - monotonic;
+  };
+  offset();
+  return offset;
 }

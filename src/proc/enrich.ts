@@ -1,20 +1,33 @@
 /**
  * Best-effort process details from /proc and /etc/passwd. A short-lived process may be gone before
  * it is read: the result then says what could not be read instead of guessing. Every string is
- * escaped for display (see text.ts): a process can name itself anything.
+ * exact (see text.ts: bytes that are not UTF-8 are kept as lone surrogates) and not escaped: a
+ * process can name itself anything, so whatever prints them escapes them (`escapeText`).
  *
  * @module
  */
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from "node:fs";
 import type { FileReader } from "../ffi/files.ts";
 import { cgroupPathOf, type ContainerRef, parseCgroup } from "./cgroup.ts";
-import { escapeBytes, escapeText } from "./text.ts";
+import { decodeBytes } from "./text.ts";
+
+/**
+ * How much of `/proc/PID/cmdline` is read: 64 KiB. Linux allows about 2 MiB of arguments, and
+ * reading and decoding them all on every exec held up every other event (a process re-exec'ing
+ * itself with 1.9 MB of arguments delayed unrelated events by seconds). A longer command line is cut
+ * here and `cmdlineTruncated` says so.
+ */
+export const CMDLINE_LIMIT = 65536;
 
 /**
  * What is known about a process. The process-events connector only gives ids; everything else here
  * is read from /proc (best effort, it races the process) or updated from later events (exact: a
- * `comm` event's name, a `uid` event's ids). Strings are escaped for display: control characters,
- * bytes that are not UTF-8 and backslashes show as `\n`, `\xHH`, `\\`.
+ * `comm` event's name, a `uid` event's ids).
+ *
+ * Strings are the exact text the process chose, **not escaped**: decoded from UTF-8, with each byte
+ * that is not UTF-8 kept as a lone surrogate (`decodeBytes`; `encodeText` gives the bytes back).
+ * They may hold newlines, terminal escape sequences and bidi overrides: show them with
+ * `escapeText`, write JSON with `safeJson`.
  */
 export interface ProcessInfo {
   /** The process id (the tgid). */
@@ -23,21 +36,29 @@ export interface ProcessInfo {
   ppid?: number;
   /** The task name (`comm`, at most 15 bytes). */
   comm?: string;
-  /** `/proc/PID/cmdline`, one string per argument. Empty for kernel threads and zombies. */
+  /**
+   * `/proc/PID/cmdline`, one string per argument, its first {@linkcode CMDLINE_LIMIT} bytes (then
+   * `cmdlineTruncated` is set and the last argument is cut). Empty for kernel threads and zombies.
+   */
   cmdline?: string[];
+  /** Set when the command line is longer than {@linkcode CMDLINE_LIMIT} bytes and `cmdline` is its start. */
+  cmdlineTruncated?: true;
   /** The `/proc/PID/exe` target. */
   exe?: string;
   /** Real uid. */
   uid?: number;
-  /** User name of `uid` from /etc/passwd (escaped). */
+  /** User name of `uid` from /etc/passwd. */
   user?: string;
   /** Real gid. */
   gid?: number;
   /** The controlling terminal (`pts/3`, `tty1`), when it has one. */
   tty?: string;
   /**
-   * When it started, in CLOCK_MONOTONIC nanoseconds: the kernel's fork timestamp when its fork was
-   * seen, else /proc/PID/stat's start time (10 ms resolution).
+   * When it started, in CLOCK_MONOTONIC nanoseconds (the clock of the events' `timestampNs`): the
+   * kernel's fork timestamp when its fork was seen, else /proc/PID/stat's start time converted to
+   * CLOCK_MONOTONIC, rounded down to its 10 ms resolution (so never after the real start: a duration
+   * to a later event is never negative, and at most 10 ms long). Absent when /proc's start time
+   * could not be converted (no clock offset given to `readProcessInfo`).
    */
   startNs?: bigint;
   /** The cgroup v2 path. */
@@ -54,9 +75,18 @@ let passwd: Map<number, string> | null = null;
 
 /** Reads files with the runtime's fs module (when no libc reader is given). */
 const fsFiles: FileReader = {
-  read(path) {
+  read(path, limit) {
     try {
-      return readFileSync(path);
+      if (limit === undefined) return readFileSync(path);
+      const fd = openSync(path, "r");
+      try {
+        const buffer = new Uint8Array(limit);
+        let n = 0;
+        for (let r; n < limit && (r = readSync(fd, buffer, n, limit - n, null)) > 0;) n += r;
+        return buffer.subarray(0, n);
+      } finally {
+        closeSync(fd);
+      }
     } catch {
       return null;
     }
@@ -78,10 +108,9 @@ const fsFiles: FileReader = {
 };
 
 const latin1 = new TextDecoder("latin1");
-const utf8 = new TextDecoder();
 
 /**
- * User name for `uid` from /etc/passwd (read once, with `files` when given), escaped for display, or
+ * User name for `uid` from /etc/passwd (read once, with `files` when given), exact (not escaped), or
  * undefined.
  *
  * @example
@@ -97,9 +126,9 @@ export function userName(uid: number, files: FileReader = fsFiles): string | und
     passwd = new Map();
     const bytes = files.read("/etc/passwd");
     // No /etc/passwd (or not readable): names stay unknown.
-    for (const line of bytes ? utf8.decode(bytes).split("\n") : []) {
+    for (const line of bytes ? decodeBytes(bytes).split("\n") : []) {
       const [name, , id] = line.split(":");
-      if (name && id !== undefined && !passwd.has(Number(id))) passwd.set(Number(id), escapeText(name));
+      if (name && id !== undefined && !passwd.has(Number(id))) passwd.set(Number(id), name);
     }
   }
   return passwd.get(uid);
@@ -119,10 +148,12 @@ function ttyName(ttyNr: number): string | undefined {
 }
 
 /**
- * Reads what it can about process `pid` right now. `bootToMonotonicNs` converts /proc's start time
- * (nanoseconds since boot, CLOCK_BOOTTIME) to CLOCK_MONOTONIC; without it they are taken as equal
- * (they differ by the time the machine spent suspended). `files` reads /proc (the monitor gives one
- * on libc, several times faster than the runtime's fs module); by default the fs module.
+ * Reads what it can about process `pid` right now. `bootToMonotonicNs` is CLOCK_BOOTTIME minus
+ * CLOCK_MONOTONIC now (the time the machine spent suspended; `bootOffsetClock()` reads it), which
+ * converts /proc's start time (since boot, CLOCK_BOOTTIME) to the events' clock; without it
+ * `startNs` is left out rather than guessed. `files` reads /proc (the monitor gives one on libc,
+ * several times faster than the runtime's fs module); by default the fs module. Strings are exact,
+ * not escaped (see {@linkcode ProcessInfo}); the command line is read up to {@linkcode CMDLINE_LIMIT}.
  *
  * @example
  * ```ts
@@ -132,25 +163,36 @@ function ttyName(ttyNr: number): string | undefined {
  * console.log(readProcessInfo(process.pid).cmdline);
  * ```
  */
-export function readProcessInfo(pid: number, bootToMonotonicNs = 0n, files: FileReader = fsFiles): ProcessInfo {
+export function readProcessInfo(
+  pid: number,
+  bootToMonotonicNs?: bigint,
+  files: FileReader = fsFiles,
+): ProcessInfo {
   const info: ProcessInfo = { pid };
   const missing: NonNullable<ProcessInfo["missing"]> = [];
   const dir = `/proc/${pid}`;
   // The most useful first: a short-lived process may be gone before the last read.
-  const cmdline = files.read(`${dir}/cmdline`);
+  // One byte over the limit tells a command line of exactly the limit from a longer one.
+  let cmdline = files.read(`${dir}/cmdline`, CMDLINE_LIMIT + 1);
   if (cmdline) {
-    const end = cmdline.at(-1) === 0 ? cmdline.length - 1 : cmdline.length;
+    if (cmdline.length > CMDLINE_LIMIT) {
+      cmdline = cmdline.subarray(0, CMDLINE_LIMIT);
+      info.cmdlineTruncated = true;
+    }
+    const end = cmdline.at(-1) === 0 && !info.cmdlineTruncated ? cmdline.length - 1 : cmdline.length;
     info.cmdline = [];
-    for (let start = 0; start < end;) {
+    // Empty for kernel threads; "\0" is one empty argument.
+    for (let start = 0; cmdline.length > 0;) {
       let nul = cmdline.indexOf(0, start);
       if (nul < 0 || nul > end) nul = end;
-      info.cmdline.push(escapeBytes(cmdline.subarray(start, nul)));
+      info.cmdline.push(decodeBytes(cmdline.subarray(start, nul)));
+      if (nul >= end) break;
       start = nul + 1;
     }
   } else missing.push("cmdline");
   // A zombie still has its comm (the program it ran last) after its cmdline is gone.
   const comm = files.read(`${dir}/comm`);
-  if (comm) info.comm = escapeBytes(comm.subarray(0, comm.at(-1) === 0x0a ? -1 : undefined));
+  if (comm) info.comm = decodeBytes(comm.subarray(0, comm.at(-1) === 0x0a ? -1 : undefined));
   else missing.push("comm");
   const stat = files.read(`${dir}/stat`);
   if (stat) {
@@ -160,7 +202,8 @@ export function readProcessInfo(pid: number, bootToMonotonicNs = 0n, files: File
     info.ppid = Number(fields[1]);
     const tty = ttyName(Number(fields[4]));
     if (tty) info.tty = tty;
-    info.startNs = BigInt(fields[19]) * BigInt(1e9 / USER_HZ) - bootToMonotonicNs;
+    // Clock ticks since boot, rounded down by the kernel: the start is at or after this.
+    if (bootToMonotonicNs !== undefined) info.startNs = BigInt(fields[19]) * BigInt(1e9 / USER_HZ) - bootToMonotonicNs;
   } else missing.push("stat");
   const status = files.read(`${dir}/status`);
   const statusText = status ? latin1.decode(status) : "";
@@ -172,19 +215,12 @@ export function readProcessInfo(pid: number, bootToMonotonicNs = 0n, files: File
   } else missing.push("uid");
   if (gid) info.gid = Number(gid[1]);
   const exe = files.readlink(`${dir}/exe`);
-  if (exe) info.exe = escapeBytes(exe);
+  if (exe) info.exe = decodeBytes(exe);
   else missing.push("exe");
   const cgroup = files.read(`${dir}/cgroup`);
-  const path = cgroup ? cgroupPathOf(utf8.decode(cgroup)) : undefined;
+  const path = cgroup ? cgroupPathOf(decodeBytes(cgroup)) : undefined;
   if (path !== undefined) Object.assign(info, parseCgroup(path));
   else missing.push("cgroup");
   if (missing.length) info.missing = missing;
   return info;
-}
-
-/** /proc/uptime (CLOCK_BOOTTIME, 10 ms resolution) in nanoseconds. */
-export function uptimeNs(): bigint {
-  const seconds = readFileSync("/proc/uptime", "utf8").split(" ")[0];
-  const [whole, frac = "0"] = seconds.split(".");
-  return BigInt(whole) * 1_000_000_000n + BigInt(frac.padEnd(9, "0").slice(0, 9));
 }

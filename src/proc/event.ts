@@ -6,7 +6,7 @@
 import { DecodeError } from "../codec/decode_error.ts";
 import { LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { PROC_EVENT } from "../codec/proc.ts";
-import { escapeBytes } from "./text.ts";
+import { decodeBytes } from "./text.ts";
 import {
   PROC_EVENT_COMM,
   PROC_EVENT_COREDUMP,
@@ -118,8 +118,9 @@ export interface CommEvent extends ProcEventBase {
   /** Process id. */
   tgid: number;
   /**
-   * The new name, safe to show and lossless: UTF-8 decoded, control characters, bytes that are not
-   * UTF-8 and backslashes escaped (`\x1b`, `\xff`, `\\`). A process can name itself anything.
+   * The new name, exact: its bytes decoded by `decodeBytes` (UTF-8; a byte that is not UTF-8 becomes a
+   * lone surrogate, so nothing is lost). Not escaped: a process can name itself anything, including
+   * control characters, so show it with `escapeText(comm)`.
    */
   comm: string;
   /** The name's raw bytes (up to 15, without the NUL padding). */
@@ -343,7 +344,7 @@ export function decodeProcEventAt(view: DataView, offset: number, length: number
         seq,
         pid: i32(view, d, end),
         tgid: i32(view, d + 4, end),
-        comm: escapeBytes(commBytes),
+        comm: decodeBytes(commBytes),
         commBytes,
       };
     }

@@ -31,7 +31,7 @@ import { loadLibc } from "../ffi/load.ts";
 import { NetlinkSocket } from "../socket/netlink_socket.ts";
 import type { ReceivedDatagram, Transport } from "../socket/transport.ts";
 import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL } from "./constants.ts";
-import { monotonicClock } from "./clock.ts";
+import { bootOffsetClock } from "./clock.ts";
 import type { ProcessInfo } from "./enrich.ts";
 import { ProcessTable } from "./table.ts";
 import { type AckEvent, decodeProcEvent, decodeProcEventAt, type ProcEvent } from "./event.ts";
@@ -204,7 +204,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     const enrich = options.enrich || options.cgroup !== undefined;
     if (enrich) {
       this.#table = new ProcessTable({
-        monotonicNs: internals.monotonicNs,
+        bootOffsetNs: internals.bootOffsetNs,
         files: internals.files,
         list: internals.list,
       });
@@ -239,9 +239,11 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
    * @throws {TypeError} an unknown option (the message lists the accepted ones), `events` not an array
    *   of known names, a signal that is not an `AbortSignal` (all before anything is opened)
    * @throws {RangeError} `ackTimeoutMs` not finite with 0 < t <= 2147483647, a size out of range
+   * @throws the reason of `signal` when it is aborted already (nothing is opened) or while subscribing
    */
   static async open(options?: ProcMonitorOptions): Promise<ProcMonitor> {
     const opts = checkProcMonitorOptions(options);
+    opts.signal?.throwIfAborted();
     const libc = await loadLibc(opts.libcPath);
     // Events are 76-byte datagrams: batch them, 64 per system call. A larger datagram cannot be a
     // process event; it arrives truncated and is reported as such.
@@ -251,7 +253,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     });
     const files = libcFileReader(libc);
     return procMonitorOver(socket, opts, {
-      monotonicNs: await monotonicClock(opts.libcPath),
+      bootOffsetNs: await bootOffsetClock(opts.libcPath),
       files,
       list: () => (files.list("/proc") ?? []).filter((name) => /^\d+$/.test(name)).map(Number),
     });
@@ -469,7 +471,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
  * reader; the constructor hands back the handshake and the way out if it fails.
  */
 interface Internals {
-  monotonicNs?: () => bigint;
+  bootOffsetNs?: () => bigint;
   files?: FileReader;
   list?: () => number[];
   subscribe(): Promise<void>;
@@ -483,8 +485,11 @@ interface Internals {
 export async function procMonitorOver(
   transport: Transport,
   options: ProcMonitorOptions = {},
-  given: Pick<Internals, "monotonicNs" | "files" | "list"> = {},
+  given: Pick<Internals, "bootOffsetNs" | "files" | "list"> = {},
 ): Promise<ProcMonitor> {
+  // Aborted already: open nothing (a stream made with an aborted signal ends at once, but no abort
+  // event would ever close the subscribed socket).
+  options.signal?.throwIfAborted();
   const internals: Partial<Internals> = { ...given };
   const construct = ProcMonitor as unknown as new (
     t: Transport,
@@ -496,7 +501,12 @@ export async function procMonitorOver(
     await internals.subscribe!();
   } catch (err) {
     await internals.abandon!();
-    throw err;
+    throw options.signal?.aborted ? options.signal.reason : err;
+  }
+  if (options.signal?.aborted) {
+    // Aborted while subscribing: the stream has ended; take the subscription down too.
+    await monitor.close();
+    throw options.signal.reason;
   }
   return monitor;
 }
@@ -523,7 +533,8 @@ export function watchProcesses(options?: ProcMonitorOptions): AsyncIterable<Proc
       const done: IteratorReturnResult<undefined> = { value: undefined, done: true };
       let monitor: ProcMonitor | null = null;
       let opening: Promise<AsyncIterator<ProcMonitorItem>> | null = null;
-      let stopped = false;
+      // An aborted signal ends the iteration quietly, before anything is opened.
+      let stopped = options?.signal?.aborted ?? false;
       const open = () =>
         opening ??= ProcMonitor.open(options).then((m) => {
           monitor = m;
@@ -533,7 +544,15 @@ export function watchProcesses(options?: ProcMonitorOptions): AsyncIterable<Proc
       return {
         async next() {
           if (stopped) return done;
-          const it = await open();
+          let it: AsyncIterator<ProcMonitorItem>;
+          try {
+            it = await open();
+          } catch (err) {
+            // Aborted while opening: ends quietly too.
+            if (!options?.signal?.aborted) throw err;
+            stopped = true;
+            return done;
+          }
           return stopped ? done : it.next();
         },
         async return() {

@@ -16,20 +16,21 @@
 import { readdirSync } from "node:fs";
 import type { ProcEvent } from "./event.ts";
 import type { FileReader } from "../ffi/files.ts";
-import { type ProcessInfo, readProcessInfo, uptimeNs, userName } from "./enrich.ts";
+import { type ProcessInfo, readProcessInfo, userName } from "./enrich.ts";
 
 /** Options of a {@linkcode ProcessTable}. */
 export interface ProcessTableOptions {
   /**
-   * CLOCK_MONOTONIC now, in nanoseconds (`monotonicClock()`), to convert /proc's start times (which
-   * count from boot, suspended time included) to the clock of the events. Without it the two are
-   * taken as equal.
+   * CLOCK_BOOTTIME minus CLOCK_MONOTONIC now, in nanoseconds (`bootOffsetClock()`), to convert
+   * /proc's start times (which count from boot, suspended time included) to the clock of the
+   * events; read at each /proc read. Without it, a process whose fork was not seen has no `startNs`
+   * (rather than a guess).
    */
-  monotonicNs?: () => bigint;
+  bootOffsetNs?: () => bigint;
   /** How /proc is read (the monitor gives one on libc); default the runtime's fs module. */
   files?: FileReader;
   /** Reads one process (default: {@linkcode readProcessInfo} with `files`); tests give a fake. */
-  read?: (pid: number, bootToMonotonicNs: bigint) => ProcessInfo;
+  read?: (pid: number, bootToMonotonicNs: bigint | undefined) => ProcessInfo;
   /** The processes to scan at the start (default: every numeric entry of /proc). */
   list?: () => number[];
 }
@@ -66,17 +67,11 @@ export class ProcessTable implements Iterable<ProcessInfo> {
    * @param options clock offset, file reader and process lister
    */
   constructor(options: ProcessTableOptions = {}) {
-    let offset = 0n;
-    if (options.monotonicNs) {
-      try {
-        offset = uptimeNs() - options.monotonicNs();
-      } catch {
-        // No /proc/uptime: take the clocks as equal.
-      }
-    }
     this.#files = options.files;
-    const read = options.read ?? ((pid: number, boot: bigint) => readProcessInfo(pid, boot, options.files));
-    this.#read = (pid) => read(pid, offset);
+    const read = options.read ??
+      ((pid: number, boot: bigint | undefined) => readProcessInfo(pid, boot, options.files));
+    const offset = options.bootOffsetNs;
+    this.#read = (pid) => read(pid, offset?.());
     this.#list = options.list ?? listProc;
   }
 

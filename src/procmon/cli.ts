@@ -10,7 +10,7 @@ import { eventMask, PROC_EVENT_NAMES, type ProcEventName } from "../proc/filter.
 import { ProcMonitor, type ProcMonitorItem } from "../proc/monitor.ts";
 import { escapeText, safeJson } from "../proc/text.ts";
 import type { ProcessInfo } from "../proc/enrich.ts";
-import { type Context, type NameStyle, textHeader, type TextOptions, toJson, toText } from "./format.ts";
+import { type Context, type NameStyle, statsRow, textHeader, type TextOptions, toJson, toText } from "./format.ts";
 import { parseNumberFlag } from "../args.ts";
 
 /** The usage text. */
@@ -41,11 +41,15 @@ Example: the exits with a non-zero status of everything in docker containers, fo
 
 Columns: time, event, pid, details (wait status, ids, tracer, new name), start-to-exit duration, user,
 container (runtime:id) or systemd unit, and the process (its command line; [name] when it has none,
-<gone> when it ended before it could be read). Text a process chose (names, arguments) is escaped:
-control characters show as \\n, \\x1b, ..., so nothing it prints can act on the terminal.
+<gone> when it ended before it could be read). Text a process chose (arguments, names, cgroups, units,
+users) is escaped: control characters show as \\n, \\x1b, bidi and other format characters as \\u{202e},
+bytes that are not UTF-8 as \\xff, so nothing it prints can act on the terminal. Command lines are read up
+to 64 KiB (longer ones end with …[truncated]). --json keeps the exact bytes: a string, or {"base64": ...}
+when they are not UTF-8.
 Needs root (CAP_NET_ADMIN; mainline Linux >= 6.6 also lets any user subscribe, some kernel builds
 do not) and, on Deno, --allow-ffi (/proc is read through libc). Lost events are always shown ("lost" rows), never dropped silently.
-Exit status: 0, 1 on error, 2 on bad options.`;
+Exit status: 0 (also when the reader of the output goes away, as in procmon | head), 1 on error,
+2 on bad options.`;
 
 /** The parsed command line. */
 export interface Options {
@@ -167,14 +171,40 @@ class Tracker {
   }
 }
 
-/** Buffers output lines and writes them per batch of events (or each at once with -l). */
+/** The Output writing to stdout now: stdout's errors go to it (one listener for the process). */
+let current: Output | undefined;
+let listening = false;
+
+/**
+ * Buffers output lines and writes them per batch of events (or each at once with -l). When the
+ * reader goes away (`procmon | head`: EPIPE) it stops writing and calls `closed`, so procmon ends
+ * quietly like any Unix filter; another write error is kept in `error`.
+ */
 class Output {
   #lines: string[] = [];
   #scheduled = false;
+  #closed = false;
+  /** A write error other than the reader going away. */
+  error: Error | undefined;
 
-  constructor(readonly lineBuffered: boolean) {}
+  constructor(readonly lineBuffered: boolean, readonly closed: () => void) {
+    current = this;
+    if (!listening) {
+      listening = true;
+      process.stdout.on("error", (err: Error) => current?.failed(err));
+    }
+  }
+
+  failed(err: Error): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#lines = [];
+    if ((err as { code?: string }).code !== "EPIPE") this.error = err;
+    this.closed();
+  }
 
   line(text: string): void {
+    if (this.#closed) return;
     if (this.lineBuffered) {
       process.stdout.write(text + "\n");
       return;
@@ -189,7 +219,7 @@ class Output {
 
   flush(): void {
     this.#scheduled = false;
-    if (this.#lines.length === 0) return;
+    if (this.#closed || this.#lines.length === 0) return;
     process.stdout.write(this.#lines.join("\n") + "\n");
     this.#lines = [];
   }
@@ -225,7 +255,7 @@ export async function main(args: string[]): Promise<number> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   const timer = o.durationMs !== undefined ? setTimeout(onSignal, o.durationMs) : undefined;
-  const out = new Output(o.lineBuffered);
+  const out = new Output(o.lineBuffered, onSignal);
   const tracker = new Tracker();
   const stats = new Statistics();
   const text: TextOptions = {
@@ -233,6 +263,7 @@ export async function main(args: string[]): Promise<number> {
     tree: o.tree,
     extra: o.extra,
     names: o.names,
+    enriched: o.enrich,
   };
   let monitor: ProcMonitor | undefined;
   try {
@@ -258,17 +289,23 @@ export async function main(args: string[]): Promise<number> {
         ctx.depth = o.pid !== undefined ? chain.indexOf(o.pid) + 1 : chain.length;
         ctx.process = item.process;
         if (item.type === "exit" && item.pid === item.tgid) {
-          const start = item.process?.startNs ?? tracker.forkedAt.get(tgid);
+          // The exit's kernel timestamp minus the start on the same clock (CLOCK_MONOTONIC): the fork's
+          // kernel timestamp when it was seen, else /proc's start time (rounded down: never later).
+          const start = tracker.forkedAt.get(tgid) ?? item.process?.startNs;
           if (start !== undefined) ctx.durationNs = item.timestampNs - start;
           tracker.forget(tgid);
         }
-        stats.count(statName(item.process), item.type);
+        stats.count(statName(item.process, o.enrich), item.type);
       } else stats.count(item.type === "lost" ? "(lost)" : "(unknown)", item.type);
       if (o.quiet) continue;
       out.line(o.json ? toJson(item, ctx) : toText(item, ctx, text));
     }
     if (o.stats) printStatistics(out, stats, monitor, o.json);
     out.flush();
+    if (out.error) {
+      console.error(`procmon: cannot write the output: ${escapeText(out.error.message)}`);
+      return 1;
+    }
     return 0;
   } catch (err) {
     out.flush();
@@ -282,11 +319,14 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-/** A process's row in -S: its program (a zombie has no command line left, but its comm). */
-function statName(p: ProcessInfo | undefined): string {
+/**
+ * A process's row in -S (exact; escaped where printed): its program (a zombie has no command line
+ * left, but its comm); without /proc (--no-enrich), one row for all.
+ */
+function statName(p: ProcessInfo | undefined, enriched: boolean): string {
   const program = p?.cmdline?.[0];
   if (program) return program.slice(program.lastIndexOf("/") + 1);
-  return p?.comm ?? "<gone>";
+  return p?.comm ?? (enriched ? "<gone>" : "(not looked up: --no-enrich)");
 }
 
 const STAT_COLUMNS = ["fork", "exec", "exit", "coredump", "comm", "ptrace", "uid", "gid", "sid"];
@@ -300,14 +340,14 @@ function printStatistics(out: Output, stats: Statistics, monitor: ProcMonitor, j
     );
     return;
   }
-  const row = (cells: (string | number)[], name: string) =>
-    cells.map((c) => String(c).padStart(9)).join("") + `  ${name}`;
   out.line("");
-  out.line(row([...STAT_COLUMNS.map((c) => c[0].toUpperCase() + c.slice(1)), "Total"], "Process"));
-  for (const p of stats.table()) out.line(row([...STAT_COLUMNS.map((c) => p.events[c] ?? 0), p.total], p.process));
+  out.line(statsRow([...STAT_COLUMNS.map((c) => c[0].toUpperCase() + c.slice(1)), "Total"], "Process"));
+  for (const p of stats.table()) {
+    out.line(statsRow([...STAT_COLUMNS.map((c) => p.events[c] ?? 0), p.total], p.process));
+  }
   const totals = stats.totals();
   const all = Object.values(totals).reduce((a, b) => a + b, 0);
-  out.line(row([...STAT_COLUMNS.map((c) => totals[c] ?? 0), all], "(all processes)"));
+  out.line(statsRow([...STAT_COLUMNS.map((c) => totals[c] ?? 0), all], "(all processes)"));
   out.line("");
   out.line(
     `lost: ${s.overruns} overrun(s), ${s.seqLost} by sequence gaps; forged rejected: ${s.foreign}; ` +

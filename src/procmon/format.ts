@@ -1,16 +1,18 @@
 /**
  * How procmon shows an item: a forkstat-style text line or one NDJSON object with stable field names.
  *
- * Every string that comes from a process (names, arguments, paths, user names, cgroups) arrives
- * escaped from the library (`\n`, `\x1b`, `\xff`, `\\`): no byte a process chose can act on the
- * terminal. Numbers and our own words are the only other things on a line.
+ * Every string that comes from a process (names, arguments, paths, user names, cgroups, units,
+ * container ids) arrives exact from the library and is escaped here, at the output, by the one
+ * `escapeText` (`\n`, `\x1b`, `\u{202e}`, `\xff`, `\\`): no byte a process chose can act on the
+ * terminal. Numbers and our own words are the only other things on a line. JSON goes through
+ * `safeJson`: exact strings, `{ "base64": ... }` for bytes that are not UTF-8.
  *
  * @module
  */
 import type { ProcMonitorItem } from "../proc/monitor.ts";
 import { waitStatus } from "../proc/event.ts";
 import type { ProcessInfo } from "../proc/enrich.ts";
-import { safeJson } from "../proc/text.ts";
+import { escapeText, safeJson } from "../proc/text.ts";
 
 /** How a process is named in the Process column. */
 export type NameStyle = "cmdline" | "comm" | "strip-dir" | "short";
@@ -34,13 +36,23 @@ export interface TextOptions {
   /** -x: UID and TTY columns, and the whole cgroup path instead of the container or unit. */
   extra: boolean;
   names: NameStyle;
+  /**
+   * Whether processes were looked up in /proc (default true). Without (--no-enrich), an event without
+   * its process is not a process that is gone: the Process column shows what the event says.
+   */
+  enriched?: boolean;
 }
 
-/** The NDJSON line for an item. Field names are stable; bigints become decimal strings; bytes arrays. */
+/**
+ * The NDJSON line for an item. Field names are stable; bigints become decimal strings; an unknown
+ * event's raw bytes an array of numbers. Strings a process chose are exact: a JSON string when valid
+ * UTF-8, else `{ "base64": ... }` (see `safeJson`); a comm event's name is `comm` (its bytes are not
+ * repeated).
+ */
 export function toJson(item: ProcMonitorItem, ctx: Context): string {
   const out: Record<string, unknown> = { type: item.type, time: new Date(ctx.timeMs).toISOString() };
   for (const [key, value] of Object.entries(item)) {
-    if (key === "type" || key === "process") continue;
+    if (key === "type" || key === "process" || key === "commBytes") continue;
     out[key] = value instanceof Uint8Array ? [...value] : value;
   }
   if (item.type === "exit") out.status = waitStatus(item.exitCode);
@@ -90,7 +102,7 @@ function describe(item: ProcMonitorItem): [pid: string, info: string] {
     case "ptrace":
       return [String(item.pid), item.tracerTgid ? `traced by ${item.tracerTgid}` : "detached"];
     case "comm":
-      return [String(item.pid), `name ${item.comm}`];
+      return [String(item.pid), `name ${escapeText(item.comm)}`];
     case "coredump":
       return [String(item.pid), "dumping core"];
     case "lost":
@@ -102,22 +114,33 @@ function describe(item: ProcMonitorItem): [pid: string, info: string] {
 
 const basename = (path: string) => path.slice(path.lastIndexOf("/") + 1);
 
-/** The process's name in the chosen style: `[comm]` without a command line, `<gone>` without anything. */
+/** What ends a command line that was cut at `CMDLINE_LIMIT` bytes. */
+export const TRUNCATED = "…[truncated]";
+
+/**
+ * The process's name in the chosen style, escaped: `[comm]` without a command line, `<gone>` without
+ * anything; a command line cut at the read limit ends with {@linkcode TRUNCATED}.
+ */
 export function processName(info: ProcessInfo | undefined, style: NameStyle = "cmdline"): string {
   if (!info) return "<gone>";
   const argv = info.cmdline ?? [];
-  if (style === "comm" || argv.length === 0) return info.comm !== undefined ? `[${info.comm}]` : "<gone>";
-  if (style === "short") return basename(argv[0]);
-  if (style === "strip-dir") return [basename(argv[0]), ...argv.slice(1)].join(" ");
-  return argv.join(" ");
+  if (style === "comm" || argv.length === 0) return info.comm !== undefined ? `[${escapeText(info.comm)}]` : "<gone>";
+  if (style === "short") return escapeText(basename(argv[0]));
+  const shown = style === "strip-dir" ? [basename(argv[0]), ...argv.slice(1)] : argv;
+  return shown.map(escapeText).join(" ") + (info.cmdlineTruncated ? TRUNCATED : "");
 }
 
-/** The Container/Unit column: the container (runtime and short id), else the systemd unit. */
+/** The Container/Unit column, escaped: the container (runtime and short id), else the systemd unit. */
 export function placeOf(info: ProcessInfo | undefined, extra: boolean): string {
   if (!info) return "";
-  if (extra) return info.cgroup ?? "";
-  if (info.container) return `${info.container.runtime}:${info.container.id.slice(0, 12)}`;
-  return info.unit ?? "";
+  if (extra) return escapeText(info.cgroup ?? "");
+  if (info.container) return `${info.container.runtime}:${escapeText(info.container.id.slice(0, 12))}`;
+  return escapeText(info.unit ?? "");
+}
+
+/** The Process column of an event whose process was not looked up (--no-enrich): what the event says. */
+function eventName(item: ProcMonitorItem): string {
+  return item.type === "comm" ? `[${escapeText(item.comm)}]` : "";
 }
 
 /** The header line of the text format. */
@@ -134,11 +157,20 @@ export function toText(item: ProcMonitorItem, ctx: Context, options: TextOptions
   const event = options.colour && COLOURS[item.type] ? `\x1b[${COLOURS[item.type]}m${name}\x1b[0m` : name;
   const duration = ctx.durationNs !== undefined ? `${(Number(ctx.durationNs) / 1e9).toFixed(3)}s` : "";
   const p = ctx.process;
-  const user = p?.user ?? (p?.uid !== undefined ? String(p.uid) : "");
+  const user = p?.user !== undefined ? escapeText(p.user) : p?.uid !== undefined ? String(p.uid) : "";
   const extra = options.extra ? `${String(p?.uid ?? "").padEnd(6)} ${(p?.tty ?? "").padEnd(7)} ` : "";
   const indent = options.tree ? "  ".repeat(ctx.depth) : "";
-  const process = item.type === "lost" || item.type === "unknown" ? "" : processName(p, options.names);
+  const process = item.type === "lost" || item.type === "unknown"
+    ? ""
+    : !p && options.enriched === false
+    ? eventName(item)
+    : processName(p, options.names);
   return `${clock(ctx.timeMs)} ${event} ${pid.padEnd(8)} ${info.padEnd(23)} ${duration.padStart(8)}  ${extra}${
     user.padEnd(9)
   } ${placeOf(p, options.extra).padEnd(20)} ${indent}${process}`;
+}
+
+/** One row of the -S table: right-aligned counts, then the process's name, escaped. */
+export function statsRow(cells: (string | number)[], name: string): string {
+  return cells.map((c) => String(c).padStart(9)).join("") + `  ${escapeText(name)}`;
 }
