@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import process from "node:process";
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync, readFileSync, rmdirSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ProcMonitor, type ProcMonitorItem, watchProcesses } from "../proc.ts";
 import { connectorSocketInodes, kernelTest, sleep } from "./_kernel.ts";
@@ -282,14 +283,24 @@ describe("stopping", () => {
 
 describe("procmon like forkstat", () => {
   kernelTest("-q -S prints only the table: events per process and type, with totals", async () => {
+    // A program of our own name: other processes on a shared host run `sleep` too, and the table
+    // counts by name.
+    const dir = mkdtempSync(join(tmpdir(), "cnlink-table-"));
+    const name = `zz${process.pid}`.slice(0, 15);
+    copyFileSync("/bin/sleep", join(dir, name));
+    chmodSync(join(dir, name), 0o755);
     const procmon = await Procmon.start(["-q", "-S"]);
     // In -q mode nothing shows until the end: run the workload a few times, then stop.
-    for (let i = 0; i < 5; i++) await runToEnd("sleep", ["0.2"]);
+    try {
+      for (let i = 0; i < 5; i++) await runToEnd(join(dir, name), ["0.2"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     const { stdout, code, signal } = await procmon.stop();
     assert.ok(code === 0 || signal === "SIGINT", `exit ${code} ${signal}`);
     const lines = stdout.split("\n").filter((l) => l.trim() !== "");
     assert.match(lines[0], /^ +Fork +Exec +Exit +Coredump +Comm +Ptrace +Uid +Gid +Sid +Total {2}Process$/);
-    assert.ok(lines.some((l) => /^ +\d+ +[1-5] +[1-5] .* +sleep$/.test(l)), stdout);
+    assert.ok(lines.some((l) => new RegExp(`^ +\\d+ +[1-5] +[1-5] .* +${name}$`).test(l)), stdout);
     assert.ok(lines.some((l) => /\(all processes\)$/.test(l)));
     assert.ok(!lines.some((l) => /^\d\d:\d\d:\d\d\./.test(l)), "no event lines");
   }, 20_000);
