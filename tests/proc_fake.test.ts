@@ -36,6 +36,31 @@ async function take(it: AsyncIterator<ProcMonitorItem>, n: number): Promise<Proc
 }
 
 describe("subscribing", () => {
+  test("an ack lost to an overrun while subscribing: LISTEN is sent again and open() succeeds", async () => {
+    // On a busy host a group-1 socket gets other listeners' events from bind() on; a small buffer can
+    // be full when the kernel multicasts the ack of our LISTEN, and the ack is dropped. Here the first
+    // LISTEN is preceded by 40 events (as another listener's traffic would), the next ones are not.
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents();
+    await using other = await kernel.openProcMonitor(); // someone else listens: events flow
+    let flooded = false;
+    const listens: number[] = [];
+    const push = proc.ops.push.bind(proc.ops);
+    proc.ops.push = (...ops) => {
+      for (const o of ops) if (o.op === PROC_CN_MCAST_LISTEN) listens.push(o.port);
+      if (!flooded && listens.length > 0) {
+        flooded = true;
+        for (let i = 0; i < 40; i++) proc.emit(exec(100 + i));
+      }
+      return push(...ops);
+    };
+    await using monitor = await kernel.openProcMonitor({ rcvbuf: 4096, maxRcvbuf: 0, ackTimeoutMs: 1000 });
+    assert.ok(flooded);
+    assert.ok(monitor.stats.overruns > 0, "the overrun was seen");
+    // Two LISTENs (8-byte and 4-byte) whose ack was lost, then the two that were acked.
+    assert.equal(listens.length, 4);
+  });
+
   test("LISTEN goes out in both forms, {LISTEN, ALL} and the 4-byte one, confirmed by its ack; close() sends IGNORE", async () => {
     const kernel = new FakeKernel();
     const proc = kernel.enableProcEvents();

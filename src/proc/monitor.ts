@@ -164,6 +164,9 @@ function randomAck(): number {
   return crypto.getRandomValues(new Uint32Array(1))[0] & 0x7fffffff;
 }
 
+/** LISTEN handshakes tried when the kernel's ack was lost to an overrun (within `ackTimeoutMs`). */
+const SUBSCRIBE_ATTEMPTS = 5;
+
 /**
  * A subscription to process events. Iterate it for events and loss reports; close it to unsubscribe.
  *
@@ -192,6 +195,9 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   #mode: FilterMode = "none";
   #listenFormat: 4 | 8 = 8;
   #subscribed = false;
+  /** Overruns while subscribing, and who waits to hear of one (the handshake resends LISTEN). */
+  #handshakeOverruns = 0;
+  #onHandshakeOverrun: (() => void) | null = null;
   #onAck: ((ack: AckEvent) => void) | null = null;
   #closing: Promise<void> | null = null;
 
@@ -292,27 +298,44 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
    */
   async #subscribe(): Promise<void> {
     const timeoutMs = this.#options.ackTimeoutMs ?? 1000;
-    const wide = randomAck();
-    const classic = randomAck();
+    const deadline = performance.now() + timeoutMs;
     const seen = new Set<number>();
-    const confirmed = new Promise<AckEvent | null>((resolve) => {
-      const timer = setTimeout(() => resolve(null), timeoutMs);
-      this.#onAck = (event) => {
-        seen.add(event.ack);
-        if (event.ack !== ((classic + 1) >>> 0)) return;
-        clearTimeout(timer);
-        resolve(event);
-      };
-    });
-    let ack: AckEvent | null;
-    try {
-      this.#sendOp(PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, 8, wide);
-      this.#sendOp(PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, 4, classic);
-      // The acks were queued inside those sendto() calls: take them now, without a wake-up.
-      this.#receiver.drainNow();
-      ack = await confirmed;
-    } finally {
-      this.#onAck = null;
+    let wide = 0;
+    let ack: AckEvent | null = null;
+    // The socket is in group 1 from bind() on, so on a busy host other listeners' events already flow
+    // into it, and a small buffer can be full when the kernel multicasts our ack: the ack is dropped
+    // and the next receive reports the overrun. Then LISTEN is sent again into the buffer just drained
+    // (a datagram into an empty buffer is always taken). A repeated LISTEN is not counted twice by the
+    // kernel (>= 6.6: the socket's previous op was LISTEN); retries happen only after an overrun.
+    for (let attempt = 0; !ack && attempt < SUBSCRIBE_ATTEMPTS; attempt++) {
+      wide = randomAck();
+      const classic = randomAck();
+      const overruns = this.#handshakeOverruns;
+      const confirmed = new Promise<AckEvent | null>((resolve) => {
+        const timer = setTimeout(() => resolve(null), Math.max(0, deadline - performance.now()));
+        this.#onAck = (event) => {
+          seen.add(event.ack);
+          if (event.ack !== ((classic + 1) >>> 0)) return;
+          clearTimeout(timer);
+          resolve(event);
+        };
+        this.#onHandshakeOverrun = () => {
+          clearTimeout(timer);
+          resolve(null);
+        };
+      });
+      try {
+        this.#receiver.drainNow();
+        this.#sendOp(PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, 8, wide);
+        this.#sendOp(PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, 4, classic);
+        // The acks were queued inside those sendto() calls: take them now, without a wake-up.
+        this.#receiver.drainNow();
+        ack = await confirmed;
+      } finally {
+        this.#onAck = null;
+        this.#onHandshakeOverrun = null;
+      }
+      if (!ack && (this.#handshakeOverruns === overruns || performance.now() >= deadline)) break;
     }
     if (!ack) {
       throw new TimeoutError(
@@ -345,6 +368,10 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   }
 
   #overrun(): void {
+    if (!this.#subscribed) {
+      this.#handshakeOverruns++;
+      this.#onHandshakeOverrun?.();
+    }
     this.#push({ type: "lost", reason: "overrun" });
     const max = this.#options.maxRcvbuf ?? DEFAULT_MAX_RCVBUF;
     // keepalived's remedy: a bigger buffer for the next burst. The kernel reports twice what was set.
