@@ -307,7 +307,11 @@ describe("procmon like forkstat", () => {
 
   kernelTest("-x adds UID and TTY; -s shows the program only; lines reach a pipe before procmon exits", async () => {
     const procmon = await Procmon.start(["-x", "-s", "-e", "exec"]);
-    const pid = await procmon.repeatUntil(() => runToEnd("sleep", ["0.1"]), (pid, out) => out.includes(` ${pid} `));
+    // The row must be named (what this test checks is the columns): on a busy host the 0.1 s sleep
+    // can end before /proc was read, and its row says <gone>; another one is run then.
+    const named = (pid: number, out: string) =>
+      out.split("\n").some((l) => l.includes(` ${pid} `) && l.endsWith("sleep"));
+    const pid = await procmon.repeatUntil(() => runToEnd("sleep", ["0.1"]), named);
     assert.equal(procmon.child.exitCode, null, "seen while procmon still runs: not held back by a pipe");
     const { stdout } = await procmon.stop();
     const line = stdout.split("\n").find((l) => l.includes(` ${pid} `))!;
