@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { ProcMonitor, type ProcMonitorItem, type ProcMonitorOptions } from "../proc.ts";
 import { forkStorm, kernelTest, tasksBinary } from "./_kernel.ts";
 import { Procmon } from "./_procmon.ts";
-import { sleep, waitFor } from "./_wait.ts";
+import { waitFor } from "./_wait.ts";
 
 /** Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts). */
 function cgroup2Root(): string {
