@@ -39,7 +39,15 @@ export {
   waitStatus,
 } from "./src/proc/event.ts";
 export { eventMask, passes, PROC_EVENT_NAMES, type ProcEventName } from "./src/proc/filter.ts";
-export { CMDLINE_LIMIT, type ProcessInfo, readProcessInfo, userName } from "./src/proc/enrich.ts";
+export {
+  CMDLINE_LIMIT,
+  type ProcessInfo,
+  type ProcReader,
+  procReader,
+  type ProcStat,
+  readProcessInfo,
+  userName,
+} from "./src/proc/enrich.ts";
 export { ProcessTable, type ProcessTableOptions } from "./src/proc/table.ts";
 /** How `/proc` is read: implement it to feed `readProcessInfo` or `ProcessTable` in tests. */
 export type { FileReader } from "./src/ffi/files.ts";

@@ -31,6 +31,11 @@ export interface PumpHandlers {
   /** The kernel reported ENOBUFS. */
   overrun(): void;
   /**
+   * The loop is about to wait, sleep or give the event loop a turn: what it handled since may go
+   * to its consumers now (a reader that holds a received batch back to look ahead in it).
+   */
+  idle?(): void;
+  /**
    * Undefined when the consumer has room now; else a promise that resolves when it may have room
    * again (asked again then, before the next receive).
    */
@@ -124,6 +129,7 @@ export async function pump(
     // is owed at its start (a request's loop handles one reply) and then every TURN_CHECK datagrams.
     const turn = drained % TURN_CHECK === 0 ? turns.due() : undefined;
     if (turn) {
+      on.idle?.();
       await turn;
       if (!on.running()) return;
     }
@@ -135,6 +141,7 @@ export async function pump(
       const rate = drained / Math.max(now - cycle, 0.001);
       const safeMs = transport.rcvbuf / DATAGRAM_TRUESIZE / 2 / rate;
       cycle = now;
+      on.idle?.();
       if (coalesce && drained >= BURST && safeMs >= 1) {
         await clock.sleep(Math.min(sleepMs, safeMs));
         sleepMs = Math.min(sleepMs * 2, MAX_SLEEP_MS);

@@ -43,6 +43,8 @@ export interface ReceiverSink {
   message(message: CnMessage, source: MessageSource): void;
   /** The kernel reported ENOBUFS: messages were lost. */
   overrun(): void;
+  /** The loop stops to wait (or to give a turn): what it handled since may go to consumers now. */
+  idle?(): void;
   /** The loop failed (a system call error); the receiver is closing with `error`. */
   failed(error: unknown): void;
 }
@@ -168,6 +170,7 @@ export class Receiver {
           this.#dispatching = false;
         },
         overrun: () => this.#overrun(),
+        idle: this.#sink.idle && (() => this.#sink.idle!()),
         backpressure: () => this.#full === null ? undefined : this.#pause(this.#full),
       },
       this.#options.clock ?? realClock,
@@ -219,6 +222,7 @@ export class Receiver {
       }
     } finally {
       this.#dispatching = false;
+      this.#sink.idle?.();
     }
   }
 

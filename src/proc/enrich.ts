@@ -8,7 +8,7 @@
  */
 import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from "node:fs";
 import type { FileReader } from "../ffi/files.ts";
-import { cgroupPathOf, type ContainerRef, parseCgroup } from "./cgroup.ts";
+import { type CgroupInfo, cgroupPathOf, type ContainerRef, parseCgroup } from "./cgroup.ts";
 import { decodeBytes } from "./text.ts";
 
 /**
@@ -69,6 +69,51 @@ export interface ProcessInfo {
   unit?: string;
   /** Which fields could not be read (the process may have exited, or permission was denied). */
   missing?: ("comm" | "cmdline" | "exe" | "uid" | "stat" | "cgroup")[];
+  /**
+   * Fields of an `exec` event's process that are left out because the /proc read that would fill
+   * them may have seen a later program of the same process: another exec of that pid came in the
+   * same received batch, or was stamped by the kernel before the read ended. Such a field is never
+   * filled with the later program's value (a borrowed name); it is named here instead.
+   */
+  uncertain?: ("comm" | "cmdline" | "exe")[];
+}
+
+/** What the process table reads of `/proc/PID/stat` to follow parents and tell processes apart. */
+export interface ProcStat {
+  /** The state letter (`R`, `S`, `Z` for a zombie, ...). */
+  state: string;
+  /** The real parent's process id (its tgid), now. */
+  ppid: number;
+  /** The start time, in CLOCK_MONOTONIC nanoseconds (10 ms resolution); absent without a clock offset. */
+  startNs?: bigint;
+}
+
+/**
+ * How a `ProcessTable` reads /proc; every part is replaceable (tests give fakes). The
+ * default, {@linkcode procReader}, reads through a {@linkcode FileReader}.
+ *
+ * @example A reader where every process is gone
+ * ```ts
+ * import { ProcessTable, type ProcReader } from "@cnlink/connector/proc";
+ *
+ * const gone: ProcReader = {
+ *   info: (pid) => ({ pid, missing: ["comm", "cmdline", "exe", "uid", "stat", "cgroup"] }),
+ *   stat: () => undefined,
+ *   taskComm: () => undefined,
+ *   cgroup: () => undefined,
+ * };
+ * const table = new ProcessTable({ reader: gone, list: () => [] });
+ * ```
+ */
+export interface ProcReader {
+  /** Everything about a process ({@linkcode readProcessInfo}). */
+  info(pid: number, bootToMonotonicNs?: bigint): ProcessInfo;
+  /** Its state, parent and start time, or undefined when it is gone. */
+  stat(pid: number, bootToMonotonicNs?: bigint): ProcStat | undefined;
+  /** The name of one of its threads (`/proc/TGID/task/TID/comm`), or undefined. */
+  taskComm(tgid: number, tid: number): string | undefined;
+  /** Its cgroup now, or undefined when it cannot be read. */
+  cgroup(pid: number): CgroupInfo | undefined;
 }
 
 let passwd: Map<number, string> | null = null;
@@ -171,7 +216,11 @@ export function readProcessInfo(
   const info: ProcessInfo = { pid };
   const missing: NonNullable<ProcessInfo["missing"]> = [];
   const dir = `/proc/${pid}`;
-  // The most useful first: a short-lived process may be gone before the last read.
+  // The executable is read first and again last: if it changed in between, the process exec'd
+  // while it was read, and the program's fields may belong to either program.
+  const first = files.readlink(`${dir}/exe`);
+  const exeBefore = first ? decodeBytes(first) : undefined;
+  // Then the most useful first: a short-lived process may be gone before the last read.
   // One byte over the limit tells a command line of exactly the limit from a longer one.
   let cmdline = files.read(`${dir}/cmdline`, CMDLINE_LIMIT + 1);
   if (cmdline) {
@@ -196,9 +245,7 @@ export function readProcessInfo(
   else missing.push("comm");
   const stat = files.read(`${dir}/stat`);
   if (stat) {
-    const text = latin1.decode(stat);
-    // The comm in parentheses may itself hold ") ": the fields start after the last one.
-    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    const fields = statFields(stat);
     info.ppid = Number(fields[1]);
     const tty = ttyName(Number(fields[4]));
     if (tty) info.tty = tty;
@@ -222,5 +269,66 @@ export function readProcessInfo(
   if (path !== undefined) Object.assign(info, parseCgroup(path));
   else missing.push("cgroup");
   if (missing.length) info.missing = missing;
+  // An empty command line with an executable is a process inside exec: its new program is mapped,
+  // its arguments not yet (a zombie or a kernel thread has no executable).
+  // (An executable that is gone by the second read is a process that ended, not an exec.)
+  const changed = exeBefore !== undefined && info.exe !== undefined && info.exe !== exeBefore;
+  if (changed || (info.cmdline?.length === 0 && info.exe !== undefined)) withheldByExec(info);
   return info;
+}
+
+/**
+ * Leaves out the program's fields of a read that may have seen another program than the one the
+ * caller asked about (an exec during the read, or after the event that prompted it), and names them
+ * in `uncertain`.
+ */
+export function withheldByExec(info: ProcessInfo): void {
+  const uncertain = info.uncertain ?? [];
+  for (const field of ["comm", "cmdline", "exe"] as const) {
+    if (info[field] === undefined) continue;
+    delete info[field];
+    if (!uncertain.includes(field)) uncertain.push(field);
+  }
+  if (uncertain.length) info.uncertain = uncertain;
+}
+
+/** The fields after the comm of a /proc/PID/stat (whose comm in parentheses may itself hold ") "). */
+function statFields(stat: Uint8Array): string[] {
+  const text = latin1.decode(stat);
+  return text.slice(text.lastIndexOf(")") + 2).split(" ");
+}
+
+/**
+ * A {@linkcode ProcReader} over `files` (default: the runtime's fs module; the monitor gives one on
+ * libc).
+ *
+ * @example
+ * ```ts
+ * import { procReader } from "@cnlink/connector/proc";
+ * import process from "node:process";
+ *
+ * console.log(procReader().stat(process.pid)?.ppid);
+ * ```
+ */
+export function procReader(files: FileReader = fsFiles): ProcReader {
+  return {
+    info: (pid, boot) => readProcessInfo(pid, boot, files),
+    stat(pid, boot) {
+      const stat = files.read(`/proc/${pid}/stat`);
+      if (!stat) return undefined;
+      const fields = statFields(stat);
+      const result: ProcStat = { state: fields[0], ppid: Number(fields[1]) };
+      if (boot !== undefined) result.startNs = BigInt(fields[19]) * BigInt(1e9 / USER_HZ) - boot;
+      return result;
+    },
+    taskComm(tgid, tid) {
+      const comm = files.read(`/proc/${tgid}/task/${tid}/comm`);
+      return comm ? decodeBytes(comm.subarray(0, comm.at(-1) === 0x0a ? -1 : undefined)) : undefined;
+    },
+    cgroup(pid) {
+      const cgroup = files.read(`/proc/${pid}/cgroup`);
+      const path = cgroup ? cgroupPathOf(decodeBytes(cgroup)) : undefined;
+      return path === undefined ? undefined : parseCgroup(path);
+    },
+  };
 }

@@ -23,6 +23,13 @@ export type ProcEventName =
 const { ack: _ack, ...TYPE_BITS } = WHAT_OF;
 const BITS: Record<ProcEventName, number> = { ...TYPE_BITS, "nonzero-exit": PROC_EVENT_NONZERO_EXIT };
 
+/**
+ * What a process table needs from the kernel whatever the user's filter: forks (new processes and
+ * their parents), execs (new programs), exits (processes leaving), comm, uid and gid changes.
+ */
+export const TABLE_EVENTS: number = (WHAT_OF.fork | WHAT_OF.exec | WHAT_OF.exit | WHAT_OF.comm | WHAT_OF.uid |
+  WHAT_OF.gid) >>> 0;
+
 /** Every accepted event name. */
 export const PROC_EVENT_NAMES: readonly ProcEventName[] = Object.keys(BITS) as ProcEventName[];
 

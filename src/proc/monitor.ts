@@ -31,11 +31,11 @@ import { loadLibc } from "../ffi/load.ts";
 import { NetlinkSocket } from "../socket/netlink_socket.ts";
 import type { ReceivedDatagram, Transport } from "../socket/transport.ts";
 import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL } from "./constants.ts";
-import { bootOffsetClock } from "./clock.ts";
+import { bootOffsetClock, monotonicClock } from "./clock.ts";
 import type { ProcessInfo } from "./enrich.ts";
-import { ProcessTable } from "./table.ts";
+import { ProcessTable, SWEEP_MS } from "./table.ts";
 import { type AckEvent, decodeProcEvent, decodeProcEventAt, type ProcEvent } from "./event.ts";
-import { eventMask, passes, type ProcEventName } from "./filter.ts";
+import { eventMask, passes, type ProcEventName, TABLE_EVENTS } from "./filter.ts";
 import { checkCount, checkFunction, checkOptions, checkSignal, checkTimeout, checkType, show } from "../args.ts";
 
 /** Loss, reported in the stream where it happened. */
@@ -61,7 +61,12 @@ export type ProcMonitorItem = EnrichedProcEvent | LostEvent;
 
 /** Options of {@linkcode ProcMonitor.open}. */
 export interface ProcMonitorOptions {
-  /** Which events; default all. `"nonzero-exit"` = only exits with a non-zero wait status. */
+  /**
+   * Which events; default all. `"nonzero-exit"` = only exits with a non-zero wait status. With a
+   * process table (`enrich`, `cgroup`) the kernel is asked for what the table needs as well (fork,
+   * exec, exit, comm, uid, gid) and this filter applies after the table has seen each event, so an
+   * event shown carries its right process whatever the filter hides.
+   */
   events?: readonly ProcEventName[];
   /** Receive buffer to ask for, in bytes; default 32 MiB (SO_RCVBUFFORCE as root, else capped at rmem_max). */
   rcvbuf?: number;
@@ -102,7 +107,10 @@ export interface ProcMonitorStats extends ReceiveStats {
   seqLost: number;
   /** Acks seen (ours and other clients'). */
   acks: number;
-  /** Events dropped by the userspace filter (all of them before 6.6; only stragglers with a kernel filter). */
+  /**
+   * Events dropped by the filter here: all of them before 6.6; with a kernel filter, stragglers and
+   * the events only the process table asked the kernel for.
+   */
   filtered: number;
   /** The receive buffer the kernel reports. */
   rcvbuf: number;
@@ -122,6 +130,14 @@ const PROC_ID = { idx: CN_IDX_PROC, val: CN_VAL_PROC };
 // Bytes a queued event counts for (the stream's byte bound): its proc_event (PROC_EVENT.size),
 // as a literal for the same reason as the codec's datagram offsets.
 const EVENT_BYTES = 40;
+// Most events held back for one batch before they go to the stream anyway.
+const HELD_MAX = 512;
+
+function unrefTimer(timer: ReturnType<typeof setTimeout>): void {
+  const deno = (globalThis as { Deno?: { unrefTimer(id: number): void } }).Deno;
+  if (typeof timer === "number") deno?.unrefTimer(timer);
+  else (timer as { unref?: () => void }).unref?.();
+}
 
 const OPTION_KEYS = [
   "events",
@@ -186,6 +202,8 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   readonly #receiver: Receiver;
   readonly #options: ProcMonitorOptions;
   readonly #mask: number;
+  // What the kernel is asked for: the user's events, and what the process table needs.
+  readonly #kernelMask: number;
   readonly #stream: MessageStream<ProcMonitorItem>;
   // Last cn_msg seq seen per CPU, indexed by CPU number.
   readonly #lastSeq: number[] = [];
@@ -200,6 +218,10 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   #onHandshakeOverrun: (() => void) | null = null;
   #onAck: ((ack: AckEvent) => void) | null = null;
   #closing: Promise<void> | null = null;
+  // With a table, what the receive loop got since it last paused: held back until then, so that an
+  // exec's /proc read can still be withheld when a later exec of the same pid follows in the batch.
+  #held: ProcMonitorItem[] | null = null;
+  #sweepTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Use {@linkcode ProcMonitor.open}. */
   private constructor(transport: Transport, options: ProcMonitorOptions, internals: Partial<Internals>) {
@@ -211,15 +233,19 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     if (enrich) {
       this.#table = new ProcessTable({
         bootOffsetNs: internals.bootOffsetNs,
+        monotonicNs: internals.monotonicNs,
         files: internals.files,
         list: internals.list,
       });
+      this.#held = [];
     }
+    this.#kernelMask = this.#table && this.#mask !== PROC_EVENT_ALL ? (this.#mask | TABLE_EVENTS) >>> 0 : this.#mask;
     this.#receiver = new Receiver(transport, {
       wanted: () => true,
       datagram: (got) => this.#fastPath(got),
       message: (m, source) => this.#message(m, source),
       overrun: () => this.#overrun(),
+      idle: this.#held ? () => this.#release() : undefined,
       failed: () => {},
     }, {
       kernelOnly: true,
@@ -260,6 +286,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     const files = libcFileReader(libc);
     return procMonitorOver(socket, opts, {
       bootOffsetNs: await bootOffsetClock(opts.libcPath),
+      monotonicNs: await monotonicClock(opts.libcPath),
       files,
       list: () => (files.list("/proc") ?? []).filter((name) => /^\d+$/.test(name)).map(Number),
     });
@@ -352,12 +379,13 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     const inputFilter = seen.has((wide + 1) >>> 0);
     this.#listenFormat = inputFilter ? 8 : 4;
     if (this.#mask === PROC_EVENT_ALL) this.#mode = "none";
-    else if (inputFilter) {
+    else if (inputFilter && this.#kernelMask !== PROC_EVENT_ALL) {
       this.#mode = "kernel";
-      this.#sendOp(PROC_CN_MCAST_LISTEN, this.#mask);
+      this.#sendOp(PROC_CN_MCAST_LISTEN, this.#kernelMask);
     } else this.#mode = "userspace";
     // Seed the process table after subscribing, so no process can start unseen in between.
     this.#table?.scan();
+    this.#sweepLater(); // zombies of the scan
     this.#subscribed = true;
     this.#receiver.bound(this.#stream as MessageStream<unknown>);
   }
@@ -373,6 +401,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
       this.#onHandshakeOverrun?.();
     }
     this.#push({ type: "lost", reason: "overrun" });
+    this.#lost();
     const max = this.#options.maxRcvbuf ?? DEFAULT_MAX_RCVBUF;
     // keepalived's remedy: a bigger buffer for the next burst. The kernel reports twice what was set.
     const rcvbuf = this.#receiver.transport.rcvbuf;
@@ -449,7 +478,37 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   }
 
   #push(item: ProcMonitorItem): void {
-    this.#stream.push(item, EVENT_BYTES);
+    const held = this.#held;
+    if (held === null) this.#stream.push(item, EVENT_BYTES);
+    else if (held.push(item) >= HELD_MAX) this.#release();
+  }
+
+  /** Hands what was held back to the stream: the receive loop pauses, or the batch is long. */
+  #release(): void {
+    const held = this.#held;
+    if (held === null) return;
+    this.#held = [];
+    for (const item of held) this.#stream.push(item, EVENT_BYTES);
+    this.#table!.settle();
+    this.#sweepLater();
+  }
+
+  /** Events were lost: the table may hold processes whose exit went missing, and miss new ones. */
+  #lost(): void {
+    this.#table?.lost();
+  }
+
+  /** Sweeps the table (see `ProcessTable.sweep`) in SWEEP_MS while it has something to check. */
+  #sweepLater(): void {
+    if (this.#sweepTimer !== undefined || !this.#table?.sweepDue || this.#closing) return;
+    this.#sweepTimer = setTimeout(() => {
+      this.#sweepTimer = undefined;
+      if (this.#closing) return;
+      this.#table!.sweep();
+      this.#sweepLater();
+    }, SWEEP_MS);
+    // A pending sweep does not keep the process alive; the monitor's socket wait decides that.
+    unrefTimer(this.#sweepTimer);
   }
 
   #checkSequence(event: ProcEvent): void {
@@ -461,6 +520,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     if (gap === 0 || gap >= 0x80000000) return;
     this.#counts.seqLost += gap;
     this.#push({ type: "lost", reason: "seq-gap", cpu: event.cpu, count: gap });
+    this.#lost();
   }
 
   /** The event stream; there is one per monitor, and ending it (e.g. `break`) closes the monitor. */
@@ -474,6 +534,8 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   }
 
   #shutdown(unsubscribe: boolean): Promise<void> {
+    clearTimeout(this.#sweepTimer);
+    if (!this.#closing) this.#release();
     this.#closing ??= (async () => {
       if (unsubscribe && this.#subscribed && !this.#receiver.closed) {
         try {
@@ -499,6 +561,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
  */
 interface Internals {
   bootOffsetNs?: () => bigint;
+  monotonicNs?: () => bigint;
   files?: FileReader;
   list?: () => number[];
   subscribe(): Promise<void>;
@@ -512,7 +575,7 @@ interface Internals {
 export async function procMonitorOver(
   transport: Transport,
   options: ProcMonitorOptions = {},
-  given: Pick<Internals, "bootOffsetNs" | "files" | "list"> = {},
+  given: Pick<Internals, "bootOffsetNs" | "monotonicNs" | "files" | "list"> = {},
 ): Promise<ProcMonitor> {
   // Aborted already: open nothing (a stream made with an aborted signal ends at once, but no abort
   // event would ever close the subscribed socket).

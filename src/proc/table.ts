@@ -5,18 +5,46 @@
  * What is exact and what is best effort:
  * - exact, from the kernel: who forked whom (the real parent), when (the fork's timestamp), that a
  *   process exec'd, its new name on a `comm` event, its ids on `uid`/`gid` events, its exit;
+ * - kept exact where the kernel gives no event: when a process exits, the kernel has already given
+ *   its children a new parent (a subreaper or init), so their parents are read again from
+ *   /proc/PID/stat then; a fresher read of the parent always wins over an older one;
  * - best effort, from /proc, read as early as possible (at the scan, at fork, at exec, in the
  *   receive loop before the event waits in the queue): command line, executable, name after exec,
- *   user, terminal, cgroup. A process that is gone by then gives `missing` instead of a guess. A
- *   forked child takes its parent's entry (it is a copy of its parent until it execs), except its
- *   terminal, which is not known until read.
+ *   user, terminal, cgroup. A process that is gone by then gives `missing` instead of a guess, and a
+ *   read that may have seen a later exec of the same pid gives `uncertain` instead of a borrowed
+ *   name. A forked child takes its parent's entry (it is a copy of its parent until it execs),
+ *   except its terminal, which is not known until read, and its name when a thread forked it (the
+ *   thread's name, read from /proc/TGID/task/TID/comm). Exec changes neither the cgroup nor the
+ *   user nor the terminal: what /proc no longer has at exec is kept from before. A process moved to
+ *   another cgroup (no event says so) is seen there at its next fork or exec, at its exit while it
+ *   is still a zombie, and at a reconciling scan.
+ *
+ * Size: an entry leaves at its process's exit event. After a loss (overrun or sequence gap) exits
+ * may be missing, so the table is reconciled with a /proc scan (`sweep()`, which `ProcMonitor`
+ * runs every second while there is something to check): a process no longer in
+ * /proc at one sweep leaves at the next unless an event of it came in between. Zombies found by
+ * the seeding scan (their exit came before the monitor) leave at the first sweep after they are
+ * reaped. So the table holds the live processes plus, for at most two sweeps (about 2 s) after a
+ * loss or a reaping, those that ended unseen.
  *
  * @module
  */
 import { readdirSync } from "node:fs";
 import type { ProcEvent } from "./event.ts";
 import type { FileReader } from "../ffi/files.ts";
-import { type ProcessInfo, readProcessInfo, userName } from "./enrich.ts";
+import type { CgroupInfo } from "./cgroup.ts";
+import { type ProcessInfo, type ProcReader, procReader, type ProcStat, userName, withheldByExec } from "./enrich.ts";
+
+/** How often (ms) `ProcMonitor` sweeps the table while a loss or a reaping is to be checked. */
+export const SWEEP_MS = 1000;
+
+/**
+ * How far apart two start times of one process may be: a fork's timestamp against /proc's start
+ * time (10 ms ticks, rounded down). A pid is not reused that fast.
+ */
+const SAME_START_NS = 50_000_000n;
+
+const ALL_MISSING: NonNullable<ProcessInfo["missing"]> = ["comm", "cmdline", "exe", "uid", "stat", "cgroup"];
 
 /** Options of a {@linkcode ProcessTable}. */
 export interface ProcessTableOptions {
@@ -31,6 +59,14 @@ export interface ProcessTableOptions {
   files?: FileReader;
   /** Reads one process (default: {@linkcode readProcessInfo} with `files`); tests give a fake. */
   read?: (pid: number, bootToMonotonicNs: bigint | undefined) => ProcessInfo;
+  /** The other /proc reads (parents, threads' names, cgroups); default on `files`. Tests give fakes. */
+  reader?: Partial<ProcReader>;
+  /**
+   * CLOCK_MONOTONIC now, in nanoseconds (`monotonicClock()`, the clock of the events), to tell a
+   * /proc read from a later exec of the same process by the kernel's timestamps. Without it only a
+   * later exec in the same received batch counts.
+   */
+  monotonicNs?: () => bigint;
   /** The processes to scan at the start (default: every numeric entry of /proc). */
   list?: () => number[];
 }
@@ -38,6 +74,11 @@ export interface ProcessTableOptions {
 function listProc(): number[] {
   return readdirSync("/proc").filter((entry) => /^\d+$/.test(entry)).map(Number);
 }
+
+const gone = (info: ProcessInfo) => info.missing?.includes("stat") === true && info.missing.includes("comm");
+
+const sameStart = (a: bigint | undefined, b: bigint | undefined) =>
+  a === undefined || b === undefined || (a > b ? a - b : b - a) <= SAME_START_NS;
 
 /**
  * The processes of the host as the monitor sees them. `ProcMonitor` keeps one when opened with
@@ -57,9 +98,23 @@ function listProc(): number[] {
  */
 export class ProcessTable implements Iterable<ProcessInfo> {
   readonly #entries = new Map<number, ProcessInfo>();
-  readonly #read: (pid: number) => ProcessInfo;
+  // Children by parent pid, to give them their new parent when it exits.
+  readonly #children = new Map<number, Set<number>>();
+  readonly #reader: ProcReader;
+  readonly #offset: (() => bigint) | undefined;
   readonly #list: () => number[];
   readonly #files: FileReader | undefined;
+  readonly #now: (() => bigint) | undefined;
+  // The snapshot of each process's last exec, with the received batch it came in and when its
+  // /proc read ended: a later exec of the same pid in that batch, or stamped before that, may have
+  // been what the read saw.
+  readonly #lastExec = new Map<number, { snapshot: ProcessInfo; batch: number; readNs?: bigint }>();
+  #batch = 0;
+  // Zombies seen by a scan: no exit event will say when they are reaped.
+  readonly #zombies = new Set<number>();
+  // Not in /proc at the last reconciling scan: they leave at the next sweep unless seen again.
+  readonly #absent = new Set<number>();
+  #reconcile = false;
 
   /**
    * Builds an empty table; `scan()` fills it from /proc.
@@ -67,20 +122,31 @@ export class ProcessTable implements Iterable<ProcessInfo> {
    * @param options clock offset, file reader and process lister
    */
   constructor(options: ProcessTableOptions = {}) {
+    this.#offset = options.bootOffsetNs;
     this.#files = options.files;
-    const read = options.read ??
-      ((pid: number, boot: bigint | undefined) => readProcessInfo(pid, boot, options.files));
-    const offset = options.bootOffsetNs;
-    this.#read = (pid) => read(pid, offset?.());
+    this.#now = options.monotonicNs;
+    const reader = { ...procReader(options.files), ...options.reader };
+    if (options.read) reader.info = options.read;
+    this.#reader = reader;
     this.#list = options.list ?? listProc;
+  }
+
+  #read(pid: number): ProcessInfo {
+    return this.#reader.info(pid, this.#offset?.());
+  }
+
+  #stat(pid: number): ProcStat | undefined {
+    return this.#reader.stat(pid, this.#offset?.());
   }
 
   /** Reads every process in /proc into the table (entries already known are refreshed). */
   scan(): void {
     for (const pid of this.#list()) {
       const info = this.#read(pid);
-      if (info.missing?.includes("stat") && info.missing.includes("comm")) continue; // gone already
-      this.#entries.set(pid, info);
+      if (gone(info)) continue;
+      this.#put(info);
+      // A zombie has no executable left: only then is its state worth a read.
+      if (info.missing?.includes("exe") && this.#stat(pid)?.state === "Z") this.#zombies.add(pid);
     }
   }
 
@@ -100,20 +166,77 @@ export class ProcessTable implements Iterable<ProcessInfo> {
   }
 
   /**
-   * The chain of processes from the oldest known ancestor down to `pid` itself (`[systemd, sshd,
-   * bash, make, cc]`), as far as the table knows them.
+   * The chain of processes from the oldest known ancestor down to the process itself (`[systemd,
+   * sshd, bash, make, cc]`), as far as the table knows them. The process is given by its pid, or by
+   * an entry (e.g. an exit event's `process`, whose entry has left the table). A parent that
+   * started after its child is another process that reuses the pid: the chain stops below it.
    */
-  ancestry(pid: number): ProcessInfo[] {
+  ancestry(of: number | ProcessInfo): ProcessInfo[] {
     const chain: ProcessInfo[] = [];
     const seen = new Set<number>();
-    for (let p: number | undefined = pid; p !== undefined && p > 0 && !seen.has(p);) {
-      seen.add(p);
-      const entry = this.#entries.get(p);
-      if (!entry) break;
+    let entry = typeof of === "number" ? this.#entries.get(of) : of;
+    while (entry && !seen.has(entry.pid)) {
+      seen.add(entry.pid);
       chain.push(entry);
-      p = entry.ppid;
+      const ppid = entry.ppid;
+      const parent = ppid !== undefined && ppid > 0 ? this.#entries.get(ppid) : undefined;
+      if (
+        parent?.startNs !== undefined && entry.startNs !== undefined && parent.startNs > entry.startNs + SAME_START_NS
+      ) {
+        break;
+      }
+      entry = parent;
     }
     return chain.reverse();
+  }
+
+  /**
+   * Says that the events received so far have gone to the consumer: a later exec no longer counts
+   * as "in the same batch" as the ones before. `ProcMonitor` calls it when its receive loop pauses.
+   */
+  settle(): void {
+    this.#batch++;
+  }
+
+  /** Says that events were lost: the next `sweep()` reconciles the table with a /proc scan. */
+  lost(): void {
+    this.#reconcile = true;
+  }
+
+  /** Whether `sweep()` has anything to do (a loss to reconcile, zombies or absent processes to check). */
+  get sweepDue(): boolean {
+    return this.#reconcile || this.#zombies.size > 0 || this.#absent.size > 0;
+  }
+
+  /**
+   * Removes what has ended unseen: processes found absent from /proc by the previous reconciling
+   * scan (and not seen since), seeded zombies that were reaped; after a loss, scans /proc to find
+   * the processes that are gone (they leave at the next sweep, in case their exit is still on its
+   * way), the ones that started unseen, and the parents that changed.
+   */
+  sweep(): void {
+    for (const pid of [...this.#absent]) this.#remove(pid);
+    for (const pid of [...this.#zombies]) {
+      const entry = this.#entries.get(pid);
+      const stat = entry && this.#stat(pid);
+      if (!stat || !sameStart(entry!.startNs, stat.startNs)) this.#remove(pid);
+    }
+    if (!this.#reconcile) return;
+    this.#reconcile = false;
+    const listed = new Set(this.#list());
+    for (const pid of this.#entries.keys()) if (!listed.has(pid)) this.#absent.add(pid);
+    for (const pid of listed) {
+      const entry = this.#entries.get(pid);
+      const stat = entry && this.#stat(pid);
+      if (entry && stat && sameStart(entry.startNs, stat.startNs)) {
+        this.#parent(entry, stat.ppid);
+        continue;
+      }
+      // Unknown, or the pid now belongs to another process.
+      const info = this.#read(pid);
+      if (!gone(info)) this.#put(info);
+      else if (entry) this.#absent.add(pid);
+    }
   }
 
   /** The entry of `pid`, read from /proc now if unknown (a process that started unseen). */
@@ -121,10 +244,48 @@ export class ProcessTable implements Iterable<ProcessInfo> {
     let entry = this.#entries.get(pid);
     if (!entry) {
       entry = this.#read(pid);
-      if (entry.missing?.includes("stat") && entry.missing.includes("comm")) return undefined;
-      this.#entries.set(pid, entry);
+      if (gone(entry)) return undefined;
+      this.#put(entry);
     }
     return entry;
+  }
+
+  #put(entry: ProcessInfo): void {
+    const old = this.#entries.get(entry.pid);
+    if (old) this.#unlink(old);
+    this.#entries.set(entry.pid, entry);
+    this.#link(entry);
+    this.#absent.delete(entry.pid);
+  }
+
+  #parent(entry: ProcessInfo, ppid: number): void {
+    if (entry.ppid === ppid) return;
+    this.#unlink(entry);
+    entry.ppid = ppid;
+    this.#link(entry);
+  }
+
+  #link(entry: ProcessInfo): void {
+    if (entry.ppid === undefined) return;
+    let children = this.#children.get(entry.ppid);
+    if (!children) this.#children.set(entry.ppid, children = new Set());
+    children.add(entry.pid);
+  }
+
+  #unlink(entry: ProcessInfo): void {
+    if (entry.ppid === undefined) return;
+    const children = this.#children.get(entry.ppid);
+    children?.delete(entry.pid);
+    if (children?.size === 0) this.#children.delete(entry.ppid);
+  }
+
+  #remove(pid: number): void {
+    const entry = this.#entries.get(pid);
+    if (entry) this.#unlink(entry);
+    this.#entries.delete(pid);
+    this.#lastExec.delete(pid);
+    this.#zombies.delete(pid);
+    this.#absent.delete(pid);
   }
 
   /**
@@ -140,26 +301,31 @@ export class ProcessTable implements Iterable<ProcessInfo> {
         // execs: take the parent's entry instead of reading /proc, so the reader gets to the exec
         // that follows sooner, while that process still exists.
         const parent = this.#entries.get(event.parentTgid);
+        // The parent may have moved to another cgroup since it was read (no event says so); the
+        // child starts in the parent's cgroup of now. One small read, of a process that just forked.
+        if (parent) moveTo(parent, this.#reader.cgroup(event.parentTgid));
         const child: ProcessInfo = parent ? snapshot(parent)! : this.#read(event.childTgid);
+        if (parent) {
+          delete child.tty;
+          delete child.uncertain;
+          // The child has the name of the thread that forked it, which may not be the leader's.
+          if (event.parentPid !== event.parentTgid) {
+            const comm = this.#reader.taskComm(event.parentTgid, event.parentPid);
+            if (comm !== undefined) child.comm = comm;
+            else {
+              delete child.comm;
+              child.missing = [...new Set([...child.missing ?? [], "comm" as const])];
+            }
+          }
+        }
         child.pid = event.childTgid;
         child.ppid = event.parentTgid;
         child.startNs = event.timestampNs;
-        delete child.tty;
-        this.#entries.set(event.childTgid, child);
+        this.#put(child);
         return snapshot(child);
       }
-      case "exec": {
-        const before = this.#entries.get(event.tgid);
-        const now = this.#read(event.tgid);
-        // A new program: what could not be read is unknown, not the old program's. What the kernel
-        // told us (parent, start) stays.
-        if (before) {
-          now.ppid = before.ppid ?? now.ppid;
-          now.startNs = before.startNs ?? now.startNs;
-        }
-        this.#entries.set(event.tgid, now);
-        return snapshot(now);
-      }
+      case "exec":
+        return this.#exec(event.tgid, event.timestampNs);
       case "comm": {
         const entry = this.#known(event.tgid);
         if (entry && event.pid === event.tgid) entry.comm = event.comm;
@@ -179,9 +345,23 @@ export class ProcessTable implements Iterable<ProcessInfo> {
         return snapshot(entry);
       }
       case "exit": {
-        const entry = snapshot(this.#entries.get(event.tgid));
-        if (event.pid === event.tgid) this.#entries.delete(event.tgid);
-        return entry;
+        const entry = this.#entries.get(event.tgid);
+        if (event.pid !== event.tgid) return snapshot(entry);
+        // It may have moved to another cgroup since it was read (a zombie still shows its own).
+        if (entry) moveTo(entry, this.#reader.cgroup(event.tgid));
+        const exited = snapshot(entry);
+        const children = this.#children.get(event.tgid);
+        this.#remove(event.tgid);
+        this.#children.delete(event.tgid);
+        // The kernel gave its children their new parent (a subreaper, or init) before it sent the exit.
+        for (const pid of children ?? []) {
+          const child = this.#entries.get(pid);
+          const stat = child && this.#stat(pid);
+          if (!child || !stat) continue; // gone too: its exit event, or the next sweep, says so
+          if (sameStart(child.startNs, stat.startNs)) this.#parent(child, stat.ppid);
+          else this.#remove(pid); // ended unseen; the pid is another process's now
+        }
+        return exited;
       }
       case "ack":
       case "unknown":
@@ -190,6 +370,56 @@ export class ProcessTable implements Iterable<ProcessInfo> {
         return snapshot(this.#known(event.tgid));
     }
   }
+
+  #exec(tgid: number, timestampNs: bigint): ProcessInfo {
+    const before = this.#entries.get(tgid);
+    let now = this.#read(tgid);
+    const readNs = this.#now?.();
+    // A start time that does not match is another process with that pid: nothing read is ours.
+    if (before && !sameStart(before.startNs, now.startNs)) now = { pid: tgid, missing: [...ALL_MISSING] };
+    // A new program: what could not be read of it is unknown, not the old program's. What exec does
+    // not change (parent, start, user, terminal, cgroup) is kept when /proc no longer has it; the
+    // fork's timestamp is more exact than /proc's start time, /proc's parent fresher than the fork's.
+    if (before) {
+      if (before.startNs !== undefined) now.startNs = before.startNs;
+      const kept = (field: NonNullable<ProcessInfo["missing"]>[number], names: (keyof ProcessInfo)[]) => {
+        if (!now.missing?.includes(field)) return;
+        if (names.every((name) => before[name] === undefined)) return;
+        for (const name of names) {
+          if (before[name] !== undefined) (now as unknown as Record<string, unknown>)[name] = before[name];
+        }
+        now.missing = now.missing.filter((m) => m !== field);
+        if (now.missing.length === 0) delete now.missing;
+      };
+      if (now.ppid === undefined && before.ppid !== undefined) now.ppid = before.ppid;
+      if (now.missing?.includes("stat") && before.tty !== undefined) now.tty = before.tty;
+      kept("uid", ["uid", "user", "gid"]);
+      kept("cgroup", ["cgroup", "container", "unit"]);
+    }
+    // The read may have seen this exec instead of the previous one: withhold what it gave that one.
+    const previous = this.#lastExec.get(tgid);
+    if (
+      previous && (previous.batch === this.#batch || (previous.readNs !== undefined && timestampNs <= previous.readNs))
+    ) {
+      withheldByExec(previous.snapshot);
+    }
+    this.#put(now);
+    const result = snapshot(now)!;
+    this.#lastExec.set(tgid, { snapshot: result, batch: this.#batch, readNs });
+    return result;
+  }
+}
+
+/** Sets the cgroup read now (nothing when it could not be read). */
+function moveTo(entry: ProcessInfo, cgroup: CgroupInfo | undefined): void {
+  if (!cgroup || cgroup.cgroup === entry.cgroup) return;
+  delete entry.container;
+  delete entry.unit;
+  Object.assign(entry, cgroup);
+  if (entry.missing?.includes("cgroup")) {
+    entry.missing = entry.missing.filter((m) => m !== "cgroup");
+    if (entry.missing.length === 0) delete entry.missing;
+  }
 }
 
 function snapshot(entry: ProcessInfo | undefined): ProcessInfo | undefined {
@@ -197,5 +427,6 @@ function snapshot(entry: ProcessInfo | undefined): ProcessInfo | undefined {
   const copy = { ...entry };
   if (entry.cmdline) copy.cmdline = [...entry.cmdline];
   if (entry.missing) copy.missing = [...entry.missing];
+  if (entry.uncertain) copy.uncertain = [...entry.uncertain];
   return copy;
 }

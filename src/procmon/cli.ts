@@ -6,7 +6,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { wallClock } from "../proc/clock.ts";
-import { eventMask, PROC_EVENT_NAMES, type ProcEventName } from "../proc/filter.ts";
+import { eventMask, passes, PROC_EVENT_NAMES, type ProcEventName } from "../proc/filter.ts";
 import { ProcMonitor, type ProcMonitorItem } from "../proc/monitor.ts";
 import { escapeText, safeJson } from "../proc/text.ts";
 import type { ProcessInfo } from "../proc/enrich.ts";
@@ -268,12 +268,28 @@ export async function main(args: string[]): Promise<number> {
   let monitor: ProcMonitor | undefined;
   try {
     const toEpochMs = await wallClock();
-    monitor = await ProcMonitor.open({ events: o.events, enrich: o.enrich, cgroup: o.cgroup, signal: stop.signal });
+    // -p needs every fork to know the descendants: without a process table (which asks the kernel
+    // for them itself), receive every event and apply -e here.
+    const own = o.pid !== undefined && !o.enrich && o.events !== undefined ? eventMask(o.events) : undefined;
+    monitor = await ProcMonitor.open({
+      events: own === undefined ? o.events : undefined,
+      enrich: o.enrich,
+      cgroup: o.cgroup,
+      signal: stop.signal,
+    });
     const table = monitor.processes;
-    // The ancestors of a process, from the table, else from the forks seen.
-    const parentOf = (tgid: number) => table?.get(tgid)?.ppid ?? tracker.parent.get(tgid);
-    const ancestors = (tgid: number) => {
+    // The ancestors of a process (nearest first): from the table, which checks that each parent
+    // started before its child, else from the forks seen.
+    const ancestors = (tgid: number, process?: ProcessInfo) => {
       const chain: number[] = [];
+      if (table) {
+        const lineage = table.ancestry(process ?? tgid).reverse().slice(1);
+        const top = lineage.at(-1)?.ppid ?? (process ?? table.get(tgid))?.ppid;
+        for (const p of lineage) chain.push(p.pid);
+        if (top !== undefined && top > 0 && !table.get(top)) chain.push(top); // a parent the table does not know
+        return chain;
+      }
+      const parentOf = (p: number) => tracker.parent.get(p);
       for (let p = parentOf(tgid); p !== undefined && p > 0 && chain.length < 256; p = parentOf(p)) chain.push(p);
       return chain;
     };
@@ -284,7 +300,11 @@ export async function main(args: string[]): Promise<number> {
       if (item.type !== "lost" && item.type !== "unknown") {
         tracker.see(item);
         const tgid = item.type === "fork" ? item.childTgid : item.tgid;
-        const chain = ancestors(tgid);
+        if (own !== undefined && !passes(item, own)) {
+          if (item.type === "exit" && item.pid === item.tgid) tracker.forget(tgid);
+          continue;
+        }
+        const chain = ancestors(tgid, item.process);
         if (o.pid !== undefined && tgid !== o.pid && !chain.includes(o.pid)) continue;
         ctx.depth = o.pid !== undefined ? chain.indexOf(o.pid) + 1 : chain.length;
         ctx.process = item.process;

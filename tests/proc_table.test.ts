@@ -1,0 +1,220 @@
+/**
+ * The process table's own logic against a fake /proc: parents and impostors, what exec keeps,
+ * withheld reads, reconciling after a loss and seeded zombies. What the kernel does is tested in
+ * tests/proc_table_kernel.test.ts; these pin the rules the table applies to it.
+ */
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { type ProcessInfo, ProcessTable, type ProcEvent, type ProcStat } from "../proc.ts";
+
+const MS = 1_000_000n;
+
+/** A fake /proc: processes with a stat, a cgroup and thread names; `gone()` takes one away. */
+class FakeProc {
+  readonly procs = new Map<number, { info: ProcessInfo; stat: ProcStat; threads?: Record<number, string> }>();
+
+  add(pid: number, ppid: number, startMs: number, extra: Partial<ProcessInfo> = {}, state = "S"): void {
+    const startNs = BigInt(startMs) * MS;
+    this.procs.set(pid, {
+      info: {
+        pid,
+        ppid,
+        startNs,
+        comm: `p${pid}`,
+        cmdline: [`/bin/p${pid}`],
+        exe: `/bin/p${pid}`,
+        cgroup: "/a",
+        ...extra,
+      },
+      stat: { state, ppid, startNs },
+    });
+  }
+
+  gone(pid: number): void {
+    this.procs.delete(pid);
+  }
+
+  table(): ProcessTable {
+    return new ProcessTable({
+      list: () => [...this.procs.keys()],
+      read: (pid) => {
+        const p = this.procs.get(pid);
+        return p ? structuredClone(p.info) : { pid, missing: ["comm", "cmdline", "exe", "uid", "stat", "cgroup"] };
+      },
+      reader: {
+        stat: (pid) => this.procs.get(pid)?.stat,
+        taskComm: (tgid, tid) => this.procs.get(tgid)?.threads?.[tid],
+        cgroup: (pid) => {
+          const cgroup = this.procs.get(pid)?.info.cgroup;
+          return cgroup === undefined ? undefined : { cgroup };
+        },
+      },
+    });
+  }
+}
+
+const base = (ms: number) => ({ cpu: 0, timestampNs: BigInt(ms) * MS, seq: 0 });
+const fork = (parent: number, child: number, ms: number, thread = parent): ProcEvent => ({
+  type: "fork",
+  ...base(ms),
+  parentPid: thread,
+  parentTgid: parent,
+  childPid: child,
+  childTgid: child,
+});
+const exec = (pid: number, ms: number): ProcEvent => ({ type: "exec", ...base(ms), pid, tgid: pid });
+const exit = (pid: number, ms: number, code = 0): ProcEvent => ({
+  type: "exit",
+  ...base(ms),
+  pid,
+  tgid: pid,
+  exitCode: code,
+  exitSignal: 17,
+  parentPid: 0,
+  parentTgid: 0,
+});
+
+describe("parents", () => {
+  test("a parent's exit gives its children the parent /proc names now", () => {
+    const proc = new FakeProc();
+    proc.add(1, 0, 0);
+    proc.add(10, 1, 100);
+    const table = proc.table();
+    table.scan();
+    proc.add(20, 10, 200);
+    table.apply(fork(10, 20, 200));
+    assert.equal(table.get(20)?.ppid, 10);
+    // The kernel re-parents 20 to init before it sends 10's exit.
+    proc.gone(10);
+    proc.procs.get(20)!.stat.ppid = 1;
+    table.apply(exit(10, 300));
+    assert.equal(table.get(20)?.ppid, 1);
+    assert.deepEqual(table.ancestry(20).map((p) => p.pid), [1, 20]);
+  });
+
+  test("exec takes /proc's parent, fresher than the fork's; a fork's parent is the event's", () => {
+    const proc = new FakeProc();
+    proc.add(1, 0, 0);
+    proc.add(10, 1, 100);
+    const table = proc.table();
+    table.scan();
+    table.apply(fork(10, 20, 200));
+    proc.add(20, 1, 200); // re-parented before its exec, its parent's exit not seen yet
+    table.apply(exec(20, 250));
+    assert.equal(table.get(20)?.ppid, 1);
+  });
+
+  test("ancestry stops below a parent that started after its child: a reused pid is no ancestor", () => {
+    const proc = new FakeProc();
+    proc.add(1, 0, 0);
+    proc.add(10, 1, 100);
+    proc.add(20, 10, 200);
+    const table = proc.table();
+    table.scan();
+    // 10 ends unseen (its exit lost) and its pid goes to a new process, started later than 20.
+    proc.add(10, 1, 5000);
+    table.apply(fork(1, 10, 5000));
+    assert.deepEqual(table.ancestry(20).map((p) => p.pid), [20]);
+    assert.deepEqual(table.ancestry(10).map((p) => p.pid), [1, 10]);
+  });
+});
+
+describe("exec", () => {
+  test("what exec does not change is kept when /proc is gone at the exec; the program's fields are not", () => {
+    const proc = new FakeProc();
+    proc.add(10, 1, 100, { cgroup: "/system.slice/docker-x.scope", uid: 1000, user: "alice" });
+    const table = proc.table();
+    table.scan();
+    table.apply(fork(10, 20, 200));
+    const got = table.apply(exec(20, 210))!; // 20 is not in the fake /proc: gone
+    assert.equal(got.cgroup, "/system.slice/docker-x.scope");
+    assert.equal(got.uid, 1000);
+    assert.equal(got.ppid, 10);
+    assert.equal(got.startNs, 200n * MS);
+    assert.equal(got.cmdline, undefined, "not the parent's command line");
+    assert.equal(got.comm, undefined);
+    assert.deepEqual(got.missing, ["comm", "cmdline", "exe", "stat"]);
+  });
+
+  test("a read whose start time is another process's is not taken", () => {
+    const proc = new FakeProc();
+    proc.add(10, 1, 100);
+    const table = proc.table();
+    table.scan();
+    table.apply(fork(10, 20, 200));
+    proc.add(20, 1, 900); // the pid already belongs to a later process
+    const got = table.apply(exec(20, 210))!;
+    assert.equal(got.cmdline, undefined);
+    assert.equal(got.startNs, 200n * MS);
+  });
+
+  test("two execs of one pid in one received batch: the first one's read is withheld, named uncertain", () => {
+    const proc = new FakeProc();
+    proc.add(10, 1, 100);
+    const table = proc.table();
+    table.scan();
+    table.apply(fork(10, 20, 200));
+    proc.add(20, 10, 200, { cmdline: ["sleep", "1"], comm: "sleep", exe: "/bin/sleep" });
+    const first = table.apply(exec(20, 210))!;
+    const second = table.apply(exec(20, 220))!;
+    assert.equal(first.cmdline, undefined);
+    assert.deepEqual(first.uncertain, ["comm", "cmdline", "exe"]);
+    assert.deepEqual(second.cmdline, ["sleep", "1"]);
+    // Once the batch went to the consumer, a later exec (stamped after the read) leaves it alone.
+    table.settle();
+    const third = table.apply(exec(20, 5000))!;
+    assert.deepEqual(second.cmdline, ["sleep", "1"]);
+    assert.equal(third.uncertain, undefined);
+  });
+
+  test("a child forked by a thread gets the thread's name, or none when it cannot be read", () => {
+    const proc = new FakeProc();
+    proc.add(10, 1, 100, { comm: "leader" });
+    proc.procs.get(10)!.threads = { 11: "worker" };
+    const table = proc.table();
+    table.scan();
+    assert.equal(table.apply(fork(10, 20, 200, 11))?.comm, "worker");
+    assert.equal(table.apply(fork(10, 21, 200))?.comm, "leader");
+    const unread = table.apply(fork(10, 22, 200, 12))!;
+    assert.equal(unread.comm, undefined);
+    assert.ok(unread.missing?.includes("comm"));
+  });
+});
+
+describe("size", () => {
+  test("after a loss, processes gone from /proc leave at the second sweep unless seen in between", () => {
+    const proc = new FakeProc();
+    for (const pid of [1, 10, 11, 12]) proc.add(pid, 1, pid);
+    const table = proc.table();
+    table.scan();
+    proc.gone(10);
+    proc.gone(11);
+    proc.add(30, 1, 3000); // started unseen
+    table.lost();
+    assert.ok(table.sweepDue);
+    table.sweep();
+    assert.ok(table.get(10) && table.get(11), "kept for one sweep: their exits may still come");
+    assert.ok(table.get(30), "a process that started unseen is added");
+    const exited = table.apply(exit(11, 4000));
+    assert.equal(exited?.pid, 11, "its late exit still carries it");
+    table.sweep();
+    assert.equal(table.get(10), undefined);
+    assert.deepEqual([...table].map((p) => p.pid).sort((a, b) => a - b), [1, 12, 30]);
+    assert.equal(table.sweepDue, false);
+  });
+
+  test("a zombie found by the scan leaves at the first sweep after it is reaped", () => {
+    const proc = new FakeProc();
+    proc.add(1, 0, 0);
+    proc.add(40, 1, 400, { cmdline: [], exe: undefined, missing: ["exe"] }, "Z");
+    const table = proc.table();
+    table.scan();
+    assert.ok(table.sweepDue);
+    table.sweep();
+    assert.ok(table.get(40), "still a zombie");
+    proc.gone(40);
+    table.sweep();
+    assert.equal(table.get(40), undefined);
+    assert.equal(table.sweepDue, false);
+  });
+});
