@@ -46,6 +46,7 @@ import {
   writeDs2413,
 } from "../../w1.ts";
 import { insmod, labTest, loaded, rmmod, setParam } from "./_lab.ts";
+import { runChild, scriptCommand } from "../../tests/_runtime.ts";
 
 const THERMO = "28-000000000001";
 const PIO2 = "3a-000000000002";
@@ -68,7 +69,15 @@ const sysfs = (id: string, file: string) => `/sys/bus/w1/devices/${id}/${file}`;
 const text = (id: string, file: string) => readFileSync(sysfs(id, file), "utf8").trim();
 const byte = (id: string, file: string) => readFileSync(sysfs(id, file))[0];
 const bytes = (id: string, file: string) => new Uint8Array(readFileSync(sysfs(id, file)));
-const write = (id: string, file: string, data: string | Uint8Array) => writeFileSync(sysfs(id, file), data);
+function write(id: string, file: string, data: string | Uint8Array): void {
+  try {
+    writeFileSync(sysfs(id, file), data);
+  } catch (err) {
+    throw new Error(
+      `writing ${[...(typeof data === "string" ? new TextEncoder().encode(data) : data)]} to ${id}/${file}: ${err}`,
+    );
+  }
+}
 
 function unloadAll(): void {
   rmmod("cnlink_w1soft");
@@ -219,8 +228,11 @@ describe("1-Wire device helpers against the kernel's own slave drivers (cnlink_w
   labTest("readTemperatures: 1, 8 and 32 DS18B20s with one conversion time each (timed conversions)", async () => {
     const many = Array.from({ length: 32 }, (_, i) => `28-0000000010${i.toString(16).padStart(2, "0")}`);
     for (const id of many) setParam("cnlink_w1soft", "add", modId(id));
+    // Attaching 32 slaves takes the kernel a while (a request_module and w1_therm's probe each): the
+    // search's replies come when it is done.
+    const slow = { timeoutMs: 120_000 };
     try {
-      await bus.search(master);
+      await bus.search(master, slow);
       await releaseMasterLock(bus, master);
       setParam("cnlink_w1soft", "timed", 1);
       const tempOf = (i: number, round: number) => round * 1000 + i * 125; // distinct per sensor and round
@@ -255,7 +267,7 @@ describe("1-Wire device helpers against the kernel's own slave drivers (cnlink_w
     } finally {
       setParam("cnlink_w1soft", "timed", 0);
       for (const id of many) setParam("cnlink_w1soft", "remove", modId(id));
-      await bus.search(master); // slave_ttl=1: detached
+      await bus.search(master, slow); // slave_ttl=1: detached
     }
     assert.equal((await bus.listSlaves(master)).length, DEVICES.length);
   }, 120_000);
@@ -366,14 +378,36 @@ describe("1-Wire device helpers against the kernel's own slave drivers (cnlink_w
     }
   });
 
-  labTest("hot-plug by netlink search (watchSlaves): plugged and pulled reported within 250 ms + 2 s", async () => {
+  labTest("w1scan shows every family with its reading (--json), as the kernel's drivers read them", async () => {
+    set(THERMO, "temp", 19250);
+    set(BATTERY, "temp", 21000);
+    set(BATTERY, "vad", 1230);
+    set(COUNTER, "counter14", 4242);
+    const [cmd, args] = scriptCommand("examples/w1scan.ts", "--json", "--conversion-ms", "750");
+    const r = await runChild(cmd, args, { timeoutMs: 60_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const items = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const item = (id: string) => items.find((i) => i.id === id);
+    assert.deepEqual([item(THERMO).celsius, item(THERMO).resolution, item(THERMO).power], [19.25, 12, "external"]);
+    assert.equal(item(THERMO).celsius * 1000, Number(text(THERMO, "temperature")));
+    assert.equal(item(PIO2).pioA, (byte(PIO2, "state") & 1) === 1);
+    assert.equal(item(PIO8).state, byte(PIO8, "state"));
+    assert.deepEqual([item(BATTERY).celsius, item(BATTERY).vad], [21, 1.23]);
+    assert.equal(item(BATTERY).vad * 100, Number(text(BATTERY, "vad")));
+    assert.equal(item(COUNTER).counters[2], 4242);
+    assert.equal(item(SERIAL).familyName, "DS2401");
+  }, 90_000);
+
+  labTest("hot-plug by netlink search (watchSlaves): plugged and pulled reported within 250 ms + 5 s", async () => {
     const extra = "3a-0000000000e1";
     const stop = new AbortController();
     const kernelEvents = bus.events({ signal: stop.signal });
     const changes = watchSlaves(bus, master, { intervalMs: 250, signal: stop.signal });
     const first = changes.next(); // starts the watch
     await new Promise((r) => setTimeout(r, 300));
-    const bound = 250 + 2000; // one interval and one search (slots under TCG), with margin
+    // One interval and one search; a search that attaches includes the kernel's request_module() and
+    // the driver's probe, 0.3-1.8 s under TCG (measured on 6.12 and 6.1).
+    const bound = 250 + 5000;
     try {
       let t0 = performance.now();
       setParam("cnlink_w1soft", "add", modId(extra));
