@@ -54,7 +54,7 @@ export interface WatchSlavesOptions {
  * netlink: yields a `slave-added` for each device a search attaches and a `slave-removed` for each
  * attached one a search misses (detached at once unless `removeMissing: false`). A change is
  * reported within `intervalMs` plus one search (the search of 8 devices takes milliseconds on a
- * real bus master). Stop it with `signal` (or `break`, which takes effect after the current wait).
+ * real bus master). Stop it with `signal`, or by leaving the `for await` loop.
  *
  * The kernel multicasts its own `slave-added` / `slave-removed` events for the same attaches and
  * detaches; `W1Bus.events()` sees them when it may join group 3 (root, or any user on Linux >= 6.6).
