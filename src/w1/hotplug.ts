@@ -53,8 +53,9 @@ export interface WatchSlavesOptions {
  * Watches a bus for devices plugged in and pulled out by searching it every `intervalMs` over
  * netlink: yields a `slave-added` for each device a search attaches and a `slave-removed` for each
  * attached one a search misses (detached at once unless `removeMissing: false`). A change is
- * reported within `intervalMs` plus one search (the search of 8 devices takes milliseconds on a
- * real bus master). Stop it with `signal`, or by leaving the `for await` loop.
+ * reported within `intervalMs` plus one search, which for a device plugged in includes the kernel's
+ * attach (its `request_module()` and the family driver's probe); the README gives what the kernel
+ * lab measured. Stop it with `signal`, or by leaving the `for await` loop.
  *
  * The kernel multicasts its own `slave-added` / `slave-removed` events for the same attaches and
  * detaches; `W1Bus.events()` sees them when it may join group 3 (root, or any user on Linux >= 6.6).
