@@ -34,3 +34,13 @@ export {
   type FakeW1Device,
   type FakeW1Options,
 } from "./src/testing/fake_w1.ts";
+export {
+  type FakeDs2408,
+  fakeDs2408,
+  type FakeDs2413,
+  fakeDs2413,
+  type FakeDs2423,
+  fakeDs2423,
+  type FakeDs2438,
+  fakeDs2438,
+} from "./src/testing/fake_w1_devices.ts";

@@ -2,8 +2,9 @@
  * 1-Wire over the connector: a typed client of the kernel's w1 core (`CONFIG_W1_CON`, `{3, 1}`).
  * List bus masters, search a bus (ROM ids with family, serial and CRC checked), run reset, read,
  * write and touch on a master or one slave (several commands in one request), add and remove
- * slaves, and follow bus events. Helpers for the DS18B20 thermometer and the DS2431 EEPROM show
- * the API at work.
+ * slaves, and follow bus events. Device helpers: the DS18B20 thermometer (resolution, power
+ * supply, the power-on value, many sensors with one conversion), the DS2431 EEPROM, the DS2413 and
+ * DS2408 switches, the DS2438 battery monitor and the DS2423 counter; hot-plug by periodic search.
  *
  * Verified against the kernel's w1 core on Linux 6.1 and 6.12 (Debian) in cnlink's kernel lab,
  * with a software bus master module that emulates the devices bit by bit.
@@ -37,15 +38,46 @@ export type {
 export {
   convertAll,
   decodeDs18b20Scratchpad,
+  ds18b20ConversionMs,
   type Ds18b20Reading,
+  type Ds18b20Result,
   familyName,
+  getResolution,
   readEeprom,
+  readPowerSupply,
   readTemperature,
   type ReadTemperatureOptions,
+  readTemperatures,
+  type ReadTemperaturesOptions,
+  setResolution,
+  type SetResolutionOptions,
   W1_FAMILY,
   writeEeprom,
   type WriteEepromOptions,
 } from "./src/w1/devices.ts";
+export {
+  type Ds2408Registers,
+  type Ds2413State,
+  readDs2408,
+  readDs2413,
+  resetDs2408Activity,
+  type W1SwitchOptions,
+  writeDs2408,
+  writeDs2408Control,
+  writeDs2413,
+} from "./src/w1/switches.ts";
+export {
+  ds2438Humidity,
+  type Ds2438Options,
+  type Ds2438Reading,
+  readDs2438,
+  readDs2438Page,
+  setDs2438Config,
+  setDs2438Offset,
+  writeDs2438Page,
+} from "./src/w1/ds2438.ts";
+export { type Ds2423Counters, readDs2423Counters } from "./src/w1/ds2423.ts";
+export { setKernelSearch, type W1SlaveChange, watchSlaves, type WatchSlavesOptions } from "./src/w1/hotplug.ts";
 export {
   crc16,
   crc8,

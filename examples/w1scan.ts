@@ -1,7 +1,9 @@
 /**
- * w1scan: lists the 1-Wire bus masters and the devices on each bus, and reads the thermometers
- * (DS18B20), through the kernel's w1 netlink interface. With `--watch` it then prints bus events
- * (devices and masters coming and going) until interrupted.
+ * w1scan: lists the 1-Wire bus masters and the devices on each bus, and reads every family the
+ * library knows, through the kernel's w1 netlink interface: DS18B20 thermometers (all converted at
+ * once; temperature, resolution, power supply), DS2413 and DS2408 switches (pins and latches), DS2438
+ * battery monitors (temperature, VAD, VDD, current), DS2423 counters, DS2431 EEPROMs (first bytes).
+ * With `--watch` it then prints bus events (devices and masters coming and going) until interrupted.
  *
  *   deno run --allow-ffi examples/w1scan.ts [--json] [--watch] [--conversion-ms 750]
  *   bun examples/w1scan.ts --json
@@ -13,7 +15,19 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { convertAll, familyName, readTemperature, W1Bus, type W1Id } from "../w1.ts";
+import {
+  convertAll,
+  familyName,
+  readDs2408,
+  readDs2413,
+  readDs2423Counters,
+  readDs2438,
+  readEeprom,
+  readPowerSupply,
+  readTemperature,
+  W1Bus,
+  type W1Id,
+} from "../w1.ts";
 import { parseNumberFlag } from "../src/args.ts";
 
 const USAGE = "usage: w1scan [--json] [--watch] [--conversion-ms N] [--timeout-ms N]";
@@ -50,7 +64,61 @@ try {
 const json = options.json;
 const print = (item: Record<string, unknown>, text: string) => console.log(json ? JSON.stringify(item) : text);
 
-/** One device's line: id, family, and the temperature of a thermometer. */
+const bits = (value: number, width: number) => value.toString(2).padStart(width, "0");
+const hexBytes = (bytes: Uint8Array) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+
+/** What a device of a known family reads: fields for --json, and the text after the id. */
+async function readingOf(
+  bus: W1Bus,
+  id: W1Id,
+  converted: boolean,
+): Promise<[Record<string, unknown>, string] | undefined> {
+  const request = { timeoutMs };
+  switch (id.family) {
+    case 0x28: {
+      const r = await readTemperature(bus, id, { convert: !converted, conversionMs, ...request });
+      const power = await readPowerSupply(bus, id, request);
+      return [
+        { celsius: r.celsius, resolution: r.resolution, power },
+        `${r.celsius.toFixed(4)} °C  ${r.resolution} bits  ${power} power`,
+      ];
+    }
+    case 0x3a: {
+      const s = await readDs2413(bus, id, request);
+      const level = (high: boolean) => (high ? "high" : "low");
+      return [
+        { pioA: s.pioA, pioB: s.pioB, latchA: s.latchA, latchB: s.latchB },
+        `PIOA ${level(s.pioA)}${s.latchA ? "" : " (driven)"}  PIOB ${level(s.pioB)}${s.latchB ? "" : " (driven)"}`,
+      ];
+    }
+    case 0x29: {
+      const r = await readDs2408(bus, id, request);
+      return [
+        { state: r.state, output: r.output, activity: r.activity },
+        `pins ${bits(r.state, 8)}  latches ${bits(r.output, 8)}  activity ${bits(r.activity, 8)}`,
+      ];
+    }
+    case 0x26: {
+      const r = await readDs2438(bus, id, request);
+      return [
+        { celsius: r.celsius, vad: r.vad, vdd: r.vdd, current: r.current },
+        `${r.celsius.toFixed(3)} °C  VAD ${r.vad.toFixed(2)} V  VDD ${r.vdd.toFixed(2)} V  current ${r.current}`,
+      ];
+    }
+    case 0x1d: {
+      const { counters } = await readDs2423Counters(bus, id, request);
+      return [{ counters }, `counters ${counters.join(" ")} (A ${counters[2]}, B ${counters[3]})`];
+    }
+    case 0x2d: {
+      const first = await readEeprom(bus, id, 0, 8, request);
+      return [{ memory: hexBytes(first) }, `memory ${hexBytes(first)} ...`];
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** One device's line: id, family, and what a device of a known family reads. */
 async function describe(bus: W1Bus, master: number, id: W1Id, converted: boolean): Promise<void> {
   const family = familyName(id.family);
   const item: Record<string, unknown> = { type: "device", master, id: id.name, family: id.family, familyName: family };
@@ -58,11 +126,13 @@ async function describe(bus: W1Bus, master: number, id: W1Id, converted: boolean
   if (!id.crcValid) {
     item.crcValid = false;
     text += "  ROM CRC wrong (not attached by the kernel)";
-  } else if (id.family === 0x28) {
+  } else {
     try {
-      const reading = await readTemperature(bus, id, { convert: !converted, conversionMs, timeoutMs });
-      item.celsius = reading.celsius;
-      text += `  ${reading.celsius.toFixed(4)} °C`;
+      const reading = await readingOf(bus, id, converted);
+      if (reading) {
+        Object.assign(item, reading[0]);
+        text += `  ${reading[1]}`;
+      }
     } catch (err) {
       item.error = (err as Error).message;
       text += `  ${(err as Error).message}`;

@@ -98,7 +98,7 @@ export async function baseArchive(runtimes: readonly string[], log: (line: strin
   return path;
 }
 
-/** The kernel archive: the lab's modules under extra/, and the in-tree 1-Wire core. */
+/** The kernel archive: the lab's modules under extra/, the in-tree 1-Wire core and slave drivers, and crc16. */
 export async function kernelArchive(kernel: PreparedKernel, modules: Map<string, string>): Promise<string> {
   const base = `lib/modules/${kernel.release}`;
   const entries: CpioEntry[] = [];
@@ -109,6 +109,9 @@ export async function kernelArchive(kernel: PreparedKernel, modules: Map<string,
       entries.push({ kind: "file", path: `${base}/kernel/drivers/w1/${relative(w1, entry)}`, source: entry });
     }
   }
+  // w1_ds2423 needs the kernel's CRC16 library (a module in Debian's builds; built in elsewhere).
+  const crc16 = join(kernel.modules, "kernel", "lib", "crc16.ko");
+  if (exists(crc16)) entries.push({ kind: "file", path: `${base}/kernel/lib/crc16.ko`, source: crc16 });
   const path = join(cacheDir(), "build", kernel.release, "kernel.cpio");
   Deno.mkdirSync(dirname(path), { recursive: true });
   await writeCpio(path, entries);

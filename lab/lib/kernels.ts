@@ -40,11 +40,15 @@ export interface PreparedKernel extends KernelSpec {
   config: string;
   /** The headers tree to run `make -C` in. */
   headers: string;
-  /** Where the in-tree modules the lab uses (the 1-Wire core) were extracted, uncompressed. */
+  /**
+   * Where the in-tree modules the lab uses were extracted, uncompressed: the 1-Wire core and its
+   * slave drivers, and `lib/crc16.ko` (w1_ds2423 needs it on 6.12).
+   */
   modules: string;
 }
 
-const STAMP = ".complete";
+/** Written last into an extracted kernel; bumped when the extracted set grows (v2: lib/crc16.ko). */
+const STAMP = ".complete-v2";
 
 function exists(path: string): boolean {
   try {
@@ -123,11 +127,13 @@ export async function prepareKernel(spec: KernelSpec, log: (line: string) => voi
   const staging = `${root}.partial`;
   await Deno.remove(staging, { recursive: true }).catch(() => {});
   Deno.mkdirSync(staging, { recursive: true });
-  // From the image only the kernel, its config and the 1-Wire modules: the rest is 400 MB the lab never uses.
+  // From the image only the kernel, its config, the 1-Wire modules and the CRC16 library w1_ds2423 uses:
+  // the rest is 400 MB the lab never uses.
   await run("extracting the kernel image", "sh", [
     "-c",
     `dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" --wildcards './boot/vmlinuz-*' './boot/config-*' ` +
-    `'./lib/modules/*/kernel/drivers/w1/*' './lib/modules/*/modules.builtin*' './lib/modules/*/modules.order'`,
+    `'./lib/modules/*/kernel/drivers/w1/*' './lib/modules/*/kernel/lib/crc16.ko*' ` +
+    `'./lib/modules/*/modules.builtin*' './lib/modules/*/modules.order'`,
     "sh",
     debs.get(image)!,
     staging,

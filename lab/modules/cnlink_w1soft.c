@@ -14,9 +14,36 @@
  *   0x2D DS2431 1024-bit EEPROM: WRITE SCRATCHPAD (0Fh, inverted CRC16),
  *        READ SCRATCHPAD (AAh), COPY SCRATCHPAD (55h, then AAh bytes),
  *        READ MEMORY (F0h).
+ *   0x3A DS2413 dual switch: PIO ACCESS READ (F5h: the status byte with its
+ *        complement nibble), PIO ACCESS WRITE (5Ah: byte, inverted byte, then
+ *        AAh and the new status).
+ *   0x29 DS2408 8-channel switch: READ PIO REGISTERS (F0h: TA1 TA2, the
+ *        registers 88h..8Fh, inverted CRC16), CHANNEL ACCESS WRITE (5Ah: byte,
+ *        inverted byte, AAh, the new pin state), RESET ACTIVITY LATCHES (C3h,
+ *        then AAh), WRITE CONDITIONAL SEARCH REGISTER (CCh: TA1 TA2, bytes up
+ *        to 8Dh).
+ *   0x26 DS2438 battery monitor: CONVERT T (44h), CONVERT V (B4h: VAD, or VDD
+ *        when the status register's AD bit is set), RECALL (B8h page), READ
+ *        SCRATCHPAD (BEh page: 8 bytes and CRC8), WRITE SCRATCHPAD (4Eh page,
+ *        bytes), COPY SCRATCHPAD (48h page: the writable bytes only); the
+ *        current register follows `current` while the status IAD bit is set.
+ *   0x1D DS2423 counter: READ MEMORY + COUNTER (A5h: TA1 TA2, then to the end
+ *        of each page its data, 32-bit counter, 4 zero bytes and inverted
+ *        CRC16; the counters of pages 14 and 15 count the inputs A and B).
  *   0x01 DS2401 serial number (and any other family): ROM functions only.
  * ROM functions: READ ROM 33h, MATCH ROM 55h, SEARCH ROM F0h, ALARM SEARCH
- * ECh, SKIP ROM CCh.
+ * ECh, SKIP ROM CCh, RESUME A5h (the device selected last by MATCH ROM or a
+ * search).
+ *
+ * DS18B20 details the library depends on: the power-on scratchpad is +85 C
+ * (50h 05h) with byte 6 = 0Ch; a conversion sets byte 6 to 10h minus the low
+ * nibble of the temperature register (what the kernel's w1_therm checks to
+ * tell a real 85 C from the power-on value); the configuration register keeps
+ * only its resolution bits (R1 R0) and reads 1s in bits 0..4, 0 in bit 7;
+ * READ POWER SUPPLY answers 0s when the device is parasite-powered. With
+ * `timed=1` a conversion takes the datasheet's time for the resolution
+ * (93.75, 187.5, 375, 750 ms): until then read slots see 0 and the
+ * scratchpad keeps the previous temperature.
  *
  * Control, as root, through /sys/module/cnlink_w1soft/parameters/:
  *   add     "28.0000000001a2" adds a device (family.serial, 12 hex digits);
@@ -26,11 +53,20 @@
  *           thousandths of a degree C (converted at the next CONVERT T)
  *   fault   "none", "no-presence" (no device answers a reset) or "crc"
  *           (scratchpad CRCs are sent wrong)
+ *   set     "26.000000000001 vad 4870": one property of a device: temp
+ *           (thousandths of a degree C), vad / vdd (mV, DS2438), current
+ *           (the DS2438 current register, raw), input (the external levels
+ *           of the PIO pins, a bit mask: 0 = held low), counterN (the DS2423
+ *           counter of page N), parasite (DS18B20: 1 = parasite power),
+ *           power-on (DS18B20: back to the power-on scratchpad)
+ *   timed   1: DS18B20 conversions take their datasheet time (default 0:
+ *           done at once)
  *   devices (read) one line per device: id, kind, temperature
  * At load, `initial` lists the devices to start with (comma-separated ids).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/jiffies.h>
 #include <linux/kernel.h>
 #include <linux/list.h>
 #include <linux/module.h>
@@ -40,7 +76,7 @@
 #include <linux/string.h>
 #include <linux/w1.h>
 
-enum kind { K_ROM_ONLY, K_DS18B20, K_DS2431 };
+enum kind { K_ROM_ONLY, K_DS18B20, K_DS2431, K_DS2413, K_DS2408, K_DS2438, K_DS2423 };
 
 enum state {
 	S_IDLE,		/* not selected: ignores everything until a reset */
@@ -53,6 +89,9 @@ enum state {
 };
 
 #define DS2431_MEM 0x90
+#define DS2423_MEM 512
+/* The longest answer: DS2423 memory from address 0, each page with its counter, zeros and CRC. */
+#define TX_MAX (DS2423_MEM + 16 * 10)
 
 struct soft_dev {
 	struct list_head entry;
@@ -67,15 +106,32 @@ struct soft_dev {
 	u8 rx[16];
 	int rx_len;
 	int rx_want;
-	u8 tx[DS2431_MEM + 16];
+	u8 tx[TX_MAX];
 	int tx_len;
 	int tx_bit;
 	bool tx_alternate;	/* after COPY SCRATCHPAD: AAh forever */
+	u8 tx_fill;		/* what read slots see after tx: 1, or 0 */
+	bool resume;		/* selected by the last MATCH ROM or search */
 	/* DS18B20 */
 	int temp_mc;		/* physical temperature, milli-degrees C */
 	u8 scratch[9];
 	u8 e2[3];		/* TH, TL, config */
 	bool alarm;		/* set by a conversion outside [TL, TH] */
+	bool parasite;		/* READ POWER SUPPLY answers 0 */
+	bool converting;	/* a timed conversion runs until conv_done */
+	unsigned long conv_done;
+	s16 conv_reg;		/* what the running conversion will give */
+	/* DS2413, DS2408: output latch, external pin levels, activity */
+	u8 latch, input, activity, last_pins;
+	u8 cs_mask, cs_pol, control;
+	/* DS2438 */
+	u8 pages[8][8];		/* memory: page 0 holds the registers */
+	u8 spad[8][8];		/* scratchpad */
+	int vad_mv, vdd_mv;
+	s16 sense;		/* the current register (voltage across RSENS) */
+	/* DS2423 */
+	u8 ram[DS2423_MEM];
+	u32 counters[16];
 	/* DS2431 */
 	u8 mem[DS2431_MEM];
 	u8 sp[8];
@@ -85,6 +141,7 @@ struct soft_dev {
 static LIST_HEAD(devices_list);
 static DEFINE_MUTEX(lock);
 static enum { F_NONE, F_NO_PRESENCE, F_CRC } fault;
+static bool timed;
 
 /* CRC8 of the 1-Wire ROM and DS18B20 scratchpad: x^8 + x^5 + x^4 + 1, LSB first. */
 static u8 crc8(const u8 *data, int len)
@@ -126,6 +183,7 @@ static void send(struct soft_dev *d, const u8 *bytes, int len)
 	d->tx_len = len;
 	d->tx_bit = 0;
 	d->tx_alternate = false;
+	d->tx_fill = 1;
 	d->state = S_TX;
 }
 
@@ -166,18 +224,46 @@ static void scratch_crc(struct soft_dev *d)
 	d->scratch[8] = crc8(d->scratch, 8) ^ (fault == F_CRC ? 0x5a : 0);
 }
 
+/* Conversion time at the configured resolution, microseconds (datasheet tCONV). */
+static unsigned int conversion_us(struct soft_dev *d)
+{
+	return 93750u << ((d->scratch[4] >> 5) & 3);
+}
+
+static void conversion_done(struct soft_dev *d, s16 reg)
+{
+	d->scratch[0] = reg & 0xff;
+	d->scratch[1] = (reg >> 8) & 0xff;
+	/* Byte 6 is 0Ch at power-on; after a conversion, 10h minus the register's low nibble. */
+	d->scratch[6] = 0x10 - (reg & 0x0f);
+	d->alarm = alarm_after_conversion(d);
+	d->converting = false;
+	scratch_crc(d);
+}
+
+/* A timed conversion whose time is up lands in the scratchpad. */
+static void settle(struct soft_dev *d)
+{
+	if (d->converting && time_after_eq(jiffies, d->conv_done))
+		conversion_done(d, d->conv_reg);
+}
+
 static void ds18b20_function(struct soft_dev *d)
 {
-	s16 reg;
-
+	settle(d);
 	switch (d->cmd) {
-	case 0x44: /* CONVERT T: done at once, read slots see 1 (finished) */
-		reg = temp_register(d);
-		d->scratch[0] = reg & 0xff;
-		d->scratch[1] = (reg >> 8) & 0xff;
-		d->alarm = alarm_after_conversion(d);
-		scratch_crc(d);
-		send_ones(d);
+	case 0x44: /* CONVERT T: read slots see 0 while converting, then 1 */
+		if (timed) {
+			d->conv_reg = temp_register(d);
+			/* Rounded down to whole jiffies: never longer than the datasheet's time. */
+			d->conv_done = jiffies + (unsigned long)conversion_us(d) * HZ / 1000000;
+			d->converting = true;
+			send_ones(d);
+			d->tx_fill = 0;
+		} else {
+			conversion_done(d, temp_register(d));
+			send_ones(d);
+		}
 		break;
 	case 0xbe: /* READ SCRATCHPAD */
 		scratch_crc(d);
@@ -195,11 +281,166 @@ static void ds18b20_function(struct soft_dev *d)
 		scratch_crc(d);
 		send_ones(d);
 		break;
-	case 0xb4: /* READ POWER SUPPLY: externally powered */
+	case 0xb4: /* READ POWER SUPPLY: parasite-powered devices pull the read slots low */
+		send_ones(d);
+		d->tx_fill = d->parasite ? 0 : 1;
+		break;
 	default:
 		send_ones(d);
 		break;
 	}
+}
+
+/* The DS2413 status byte: PIOA pin, PIOA latch, PIOB pin, PIOB latch; the high nibble their complement. */
+static u8 ds2413_status(struct soft_dev *d)
+{
+	u8 pins = d->latch & d->input & 3;
+	u8 low = (pins & 1) | ((d->latch & 1) << 1) | ((pins & 2) << 1) | ((d->latch & 2) << 2);
+
+	return low | ((~low & 0x0f) << 4);
+}
+
+/* DS2408/DS2413 pins: a latch at 0 pulls its pin low; the others follow the outside. */
+static void pins_changed(struct soft_dev *d)
+{
+	u8 pins = d->latch & d->input;
+
+	d->activity |= pins ^ d->last_pins;
+	d->last_pins = pins;
+}
+
+static void ds2413_function(struct soft_dev *d)
+{
+	u8 status[32];
+
+	switch (d->cmd) {
+	case 0xf5: /* PIO ACCESS READ: the status byte, again and again */
+		memset(status, ds2413_status(d), sizeof(status));
+		send(d, status, sizeof(status));
+		break;
+	case 0x5a: /* PIO ACCESS WRITE: byte, inverted byte */
+		expect(d, 2);
+		break;
+	default:
+		send_ones(d);
+		break;
+	}
+}
+
+/* DS2408 register 88h..8Fh. */
+static u8 ds2408_register(struct soft_dev *d, int addr)
+{
+	switch (addr) {
+	case 0x88: return d->latch & d->input;
+	case 0x89: return d->latch;
+	case 0x8a: return d->activity;
+	case 0x8b: return d->cs_mask;
+	case 0x8c: return d->cs_pol;
+	case 0x8d: return d->control;
+	default: return 0xff;
+	}
+}
+
+static void ds2408_function(struct soft_dev *d)
+{
+	switch (d->cmd) {
+	case 0xf0: /* READ PIO REGISTERS: TA1 TA2 */
+	case 0x5a: /* CHANNEL ACCESS WRITE: byte, inverted byte */
+	case 0xcc: /* WRITE CONDITIONAL SEARCH REGISTER: TA1 TA2, then bytes */
+		expect(d, 2);
+		break;
+	case 0xc3: /* RESET ACTIVITY LATCHES: then AAh forever */
+		d->activity = 0;
+		send_ones(d);
+		d->tx_alternate = true;
+		break;
+	default:
+		send_ones(d);
+		break;
+	}
+}
+
+/* DS2438 page 0 registers from the emulated inputs. */
+static void ds2438_temperature(struct soft_dev *d)
+{
+	/* 13 bits: 1/32 degree in bits 3..15 of the register. */
+	s32 reg = DIV_ROUND_CLOSEST(d->temp_mc * 32, 1000) * 8;
+
+	reg = clamp_t(s32, reg, -55 * 256, 125 * 256);
+	d->pages[0][1] = reg & 0xff;
+	d->pages[0][2] = (reg >> 8) & 0xff;
+}
+
+static void ds2438_voltage(struct soft_dev *d)
+{
+	int mv = (d->pages[0][0] & 0x08) ? d->vdd_mv : d->vad_mv;
+	int reg = clamp_t(int, DIV_ROUND_CLOSEST(mv, 10), 0, 1023);
+
+	d->pages[0][3] = reg & 0xff;
+	d->pages[0][4] = reg >> 8;
+}
+
+static void ds2438_current(struct soft_dev *d)
+{
+	if (d->pages[0][0] & 0x01) {	/* IAD: the current A/D runs */
+		d->pages[0][5] = d->sense & 0xff;
+		d->pages[0][6] = (d->sense >> 8) & 0xff;
+	}
+}
+
+static void ds2438_function(struct soft_dev *d)
+{
+	switch (d->cmd) {
+	case 0x44: /* CONVERT T */
+		ds2438_temperature(d);
+		send_ones(d);
+		break;
+	case 0xb4: /* CONVERT V */
+		ds2438_voltage(d);
+		send_ones(d);
+		break;
+	case 0xb8: /* RECALL MEMORY page */
+	case 0xbe: /* READ SCRATCHPAD page */
+	case 0x4e: /* WRITE SCRATCHPAD page, bytes */
+	case 0x48: /* COPY SCRATCHPAD page */
+		expect(d, 1);
+		break;
+	default:
+		send_ones(d);
+		break;
+	}
+}
+
+/* DS2423 READ MEMORY + COUNTER from `addr`: each page to its end, its counter, 4 zeros, inverted CRC16. */
+static void ds2423_read(struct soft_dev *d, int addr)
+{
+	u8 head[3] = { d->cmd, d->rx[0], d->rx[1] };
+	u16 crc = crc16(0, head, 3);
+	int n = 0;
+
+	while (addr < DS2423_MEM) {
+		int page = addr / 32, end = (page + 1) * 32, start = n, i;
+		u32 c = d->counters[page];
+
+		memcpy(d->tx + n, d->ram + addr, end - addr);
+		n += end - addr;
+		for (i = 0; i < 4; i++)
+			d->tx[n++] = (c >> (8 * i)) & 0xff;
+		for (i = 0; i < 4; i++)
+			d->tx[n++] = 0;
+		crc = ~crc16(crc, d->tx + start, n - start);
+		if (fault == F_CRC)
+			crc ^= 0x1234;
+		d->tx[n++] = crc & 0xff;
+		d->tx[n++] = crc >> 8;
+		crc = 0;	/* the next page's CRC covers only what follows */
+		addr = end;
+	}
+	d->tx_len = n;
+	d->tx_bit = 0;
+	d->tx_alternate = false;
+	d->tx_fill = 1;
+	d->state = S_TX;
 }
 
 static void ds2431_function(struct soft_dev *d)
@@ -237,13 +478,149 @@ static void ds2431_function(struct soft_dev *d)
 	}
 }
 
+/* Bytes the DS2438 keeps of a COPY SCRATCHPAD, per page (the others are read-only registers). */
+static u8 ds2438_writable(int page, int i)
+{
+	if (page == 0)
+		return i == 0 ? 0x0f : i == 7 ? 0xff : 0;
+	if (page == 1)
+		return i >= 4 ? 0xff : 0;
+	return 0xff;
+}
+
+/* DS2438 arguments: the page byte, then (WRITE SCRATCHPAD) data bytes one by one. */
+static void ds2438_arguments(struct soft_dev *d)
+{
+	int page = d->rx[0] & 7, i;
+	u8 out[9];
+
+	switch (d->cmd) {
+	case 0xb8:
+		if (page == 0)
+			ds2438_current(d);
+		memcpy(d->spad[page], d->pages[page], 8);
+		send_ones(d);
+		break;
+	case 0xbe:
+		memcpy(out, d->spad[page], 8);
+		out[8] = crc8(out, 8) ^ (fault == F_CRC ? 0x5a : 0);
+		send(d, out, 9);
+		break;
+	case 0x48:
+		for (i = 0; i < 8; i++) {
+			u8 keep = ds2438_writable(page, i);
+
+			d->pages[page][i] = (d->pages[page][i] & ~keep) | (d->spad[page][i] & keep);
+		}
+		send_ones(d);
+		break;
+	case 0x4e:
+		if (d->rx_len > 1)
+			d->spad[page][d->rx_len - 2] = d->rx[d->rx_len - 1];
+		if (d->rx_len < 9)
+			d->rx_want = d->rx_len + 1;	/* up to 8 bytes, until the reset */
+		else
+			send_ones(d);
+		break;
+	}
+}
+
+/* DS2408 arguments: TA1 TA2 (READ PIO REGISTERS, WRITE CONDITIONAL SEARCH REGISTER) or a byte pair. */
+static void ds2408_arguments(struct soft_dev *d)
+{
+	int addr = d->rx[0] | (d->rx[1] << 8), i, n;
+	u8 out[8 + 2];
+	u16 crc;
+
+	switch (d->cmd) {
+	case 0xf0:
+		if (addr < 0x88 || addr > 0x8f) {
+			send_ones(d);
+			break;
+		}
+		n = 0x90 - addr;
+		for (i = 0; i < n; i++)
+			out[i] = ds2408_register(d, addr + i);
+		crc = ~crc16(crc16(crc16(0, &d->cmd, 1), d->rx, 2), out, n);
+		if (fault == F_CRC)
+			crc ^= 0x1234;
+		out[n] = crc & 0xff;
+		out[n + 1] = crc >> 8;
+		send(d, out, n + 2);
+		break;
+	case 0x5a:
+		if (d->rx[1] != (u8)~d->rx[0]) {
+			send_ones(d);
+			break;
+		}
+		d->latch = d->rx[0];
+		pins_changed(d);
+		out[0] = 0xaa;
+		out[1] = d->latch & d->input;
+		send(d, out, 2);
+		break;
+	case 0xcc:
+		if (d->rx_len == 2) {
+			d->rx_want = 3;
+			break;
+		}
+		addr += d->rx_len - 3;
+		if (addr == 0x8b)
+			d->cs_mask = d->rx[d->rx_len - 1];
+		else if (addr == 0x8c)
+			d->cs_pol = d->rx[d->rx_len - 1];
+		else if (addr == 0x8d)	/* PLS CT ROS writable, PORL cleared by a 0 */
+			d->control = (d->control & 0xf0) | (d->rx[d->rx_len - 1] & 0x07) |
+				     (d->control & d->rx[d->rx_len - 1] & 0x08);
+		if (addr < 0x8d && d->rx_len < sizeof(d->rx))
+			d->rx_want = d->rx_len + 1;
+		else
+			send_ones(d);
+		break;
+	}
+}
+
 /* A function's argument bytes are in: act on them. */
 static void arguments_in(struct soft_dev *d)
 {
 	if (d->kind == K_DS18B20 && d->cmd == 0x4e) {
-		memcpy(d->scratch + 2, d->rx, 3);
+		d->scratch[2] = d->rx[0];
+		d->scratch[3] = d->rx[1];
+		/* The configuration register keeps R1 R0; bits 0..4 read 1, bit 7 reads 0. */
+		d->scratch[4] = (d->rx[2] & 0x60) | 0x1f;
 		scratch_crc(d);
 		send_ones(d);
+		return;
+	}
+	if (d->kind == K_DS2413 && d->cmd == 0x5a) {
+		u8 out[2];
+
+		if (d->rx[1] != (u8)~d->rx[0]) {
+			send_ones(d);
+			return;
+		}
+		d->latch = d->rx[0] | 0xfc;
+		pins_changed(d);
+		out[0] = 0xaa;
+		out[1] = ds2413_status(d);
+		send(d, out, 2);
+		return;
+	}
+	if (d->kind == K_DS2408) {
+		ds2408_arguments(d);
+		return;
+	}
+	if (d->kind == K_DS2438) {
+		ds2438_arguments(d);
+		return;
+	}
+	if (d->kind == K_DS2423 && d->cmd == 0xa5) {
+		int addr = d->rx[0] | (d->rx[1] << 8);
+
+		if (addr >= DS2423_MEM)
+			send_ones(d);
+		else
+			ds2423_read(d, addr);
 		return;
 	}
 	if (d->kind != K_DS2431) {
@@ -309,6 +686,9 @@ static void receive_bit(struct soft_dev *d, u8 level)
 			d->state = S_MATCH;
 			d->rx_len = 0;
 			break;
+		case 0xa5:	/* RESUME: the device selected last */
+			d->state = d->resume ? S_FUNC_CMD : S_IDLE;
+			break;
 		case 0xf0:	/* SEARCH ROM */
 		case 0xec:	/* ALARM SEARCH */
 			if (d->acc == 0xec && !(d->kind == K_DS18B20 && d->alarm)) {
@@ -325,11 +705,15 @@ static void receive_bit(struct soft_dev *d, u8 level)
 		default:
 			d->state = S_IDLE;
 		}
+		if (d->acc != 0xa5 && d->acc != 0x55)
+			d->resume = d->acc == 0xf0 || d->acc == 0xec;
 		break;
 	case S_MATCH:
 		d->rx[d->rx_len++] = d->acc;
-		if (d->rx_len == 8)
-			d->state = memcmp(d->rx, d->rom, 8) ? S_IDLE : S_FUNC_CMD;
+		if (d->rx_len == 8) {
+			d->resume = !memcmp(d->rx, d->rom, 8);
+			d->state = d->resume ? S_FUNC_CMD : S_IDLE;
+		}
 		break;
 	case S_FUNC_CMD:
 		d->cmd = d->acc;
@@ -337,6 +721,14 @@ static void receive_bit(struct soft_dev *d, u8 level)
 			ds18b20_function(d);
 		else if (d->kind == K_DS2431)
 			ds2431_function(d);
+		else if (d->kind == K_DS2413)
+			ds2413_function(d);
+		else if (d->kind == K_DS2408)
+			ds2408_function(d);
+		else if (d->kind == K_DS2438)
+			ds2438_function(d);
+		else if (d->kind == K_DS2423 && d->cmd == 0xa5)
+			expect(d, 2);	/* READ MEMORY + COUNTER: TA1 TA2 */
 		else
 			send_ones(d);
 		break;
@@ -361,12 +753,17 @@ static bool transmitting(struct soft_dev *d, u8 *bit)
 		return true;
 	}
 	if (d->state == S_TX) {
+		if (d->kind == K_DS18B20 && d->cmd == 0x44 && d->converting) {
+			settle(d);
+			if (!d->converting)
+				d->tx_fill = 1;	/* conversion done: read slots see 1 */
+		}
 		if (d->tx_bit < d->tx_len * 8)
 			*bit = (d->tx[d->tx_bit / 8] >> (d->tx_bit % 8)) & 1;
 		else if (d->tx_alternate)
 			*bit = d->tx_bit & 1;	/* AAh = 10101010 LSB first: 0,1,0,1,... */
 		else
-			*bit = 1;
+			*bit = d->tx_fill;
 		return true;
 	}
 	return false;
@@ -389,6 +786,7 @@ static void after_slot(struct soft_dev *d, bool sent, u8 level)
 			d->bits = 0;
 			d->acc = 0;
 			d->state = S_FUNC_CMD;
+			d->resume = true;
 		}
 		return;
 	}
@@ -433,6 +831,7 @@ static u8 soft_reset_bus(void *data)
 
 	mutex_lock(&lock);
 	list_for_each_entry(d, &devices_list, entry) {
+		settle(d);
 		d->state = S_ROM_CMD;
 		d->bits = 0;
 		d->acc = 0;
@@ -491,6 +890,33 @@ static struct soft_dev *find(const u8 rom[8])
 	return NULL;
 }
 
+/* The power-on state of a device's registers. */
+static void power_on(struct soft_dev *d)
+{
+	/* DS18B20: +85 C in the register, byte 6 = 0Ch; TH, TL and config from its EEPROM. */
+	d->scratch[0] = 0x50;
+	d->scratch[1] = 0x05;
+	memcpy(d->scratch + 2, d->e2, 3);
+	d->scratch[5] = 0xff;
+	d->scratch[6] = 0x0c;
+	d->scratch[7] = 0x10;
+	d->converting = false;
+	d->alarm = false;
+	scratch_crc(d);
+	/* DS2413, DS2408: outputs off, pins high; DS2408 control: power-on reset latch, VCC powered. */
+	d->latch = 0xff;
+	d->input = 0xff;
+	d->last_pins = 0xff;
+	d->activity = 0;
+	d->cs_mask = 0;
+	d->cs_pol = 0;
+	d->control = 0x88;
+	/* DS2438: IAD, CA, EE, AD set; 5 V on VDD. */
+	memset(d->pages, 0, sizeof(d->pages));
+	d->pages[0][0] = 0x0f;
+	d->vdd_mv = 5000;
+}
+
 static int add_device(const char *text)
 {
 	struct soft_dev *d;
@@ -504,19 +930,21 @@ static int add_device(const char *text)
 	if (!d)
 		return -ENOMEM;
 	memcpy(d->rom, rom, 8);
-	d->kind = rom[0] == 0x28 ? K_DS18B20 : rom[0] == 0x2d ? K_DS2431 : K_ROM_ONLY;
+	switch (rom[0]) {
+	case 0x28: d->kind = K_DS18B20; break;
+	case 0x2d: d->kind = K_DS2431; break;
+	case 0x3a: d->kind = K_DS2413; break;
+	case 0x29: d->kind = K_DS2408; break;
+	case 0x26: d->kind = K_DS2438; break;
+	case 0x1d: d->kind = K_DS2423; break;
+	default: d->kind = K_ROM_ONLY;
+	}
 	d->state = S_IDLE;
-	/* DS18B20 power-on: +85 C in the register, TH 75, TL 70, 12 bits. */
 	d->temp_mc = 20000;
-	d->scratch[0] = 0x50;
-	d->scratch[1] = 0x05;
-	d->e2[0] = d->scratch[2] = 75;
-	d->e2[1] = d->scratch[3] = 70;
-	d->e2[2] = d->scratch[4] = 0x7f;
-	d->scratch[5] = 0xff;
-	d->scratch[6] = 0x0c;
-	d->scratch[7] = 0x10;
-	scratch_crc(d);
+	d->e2[0] = 75;		/* DS18B20 EEPROM from the factory: TH 75, TL 70, 12 bits */
+	d->e2[1] = 70;
+	d->e2[2] = 0x7f;
+	power_on(d);
 	memset(d->mem, 0xff, sizeof(d->mem));
 	mutex_lock(&lock);
 	if (find(rom)) {
@@ -570,6 +998,43 @@ static int set_temp(const char *value, const struct kernel_param *kp)
 	return d ? 0 : -ENOENT;
 }
 
+static int set_property(const char *value, const struct kernel_param *kp)
+{
+	char id[20], key[16];
+	int v, page, err = 0;
+	bool explicit_crc;
+	u8 rom[8];
+	struct soft_dev *d;
+
+	if (sscanf(value, "%19s %15s %i", id, key, &v) != 3 || parse_id(id, rom, &explicit_crc))
+		return -EINVAL;
+	mutex_lock(&lock);
+	d = find(rom);
+	if (!d)
+		err = -ENOENT;
+	else if (!strcmp(key, "temp"))
+		d->temp_mc = v;
+	else if (!strcmp(key, "vad"))
+		d->vad_mv = v;
+	else if (!strcmp(key, "vdd"))
+		d->vdd_mv = v;
+	else if (!strcmp(key, "current"))
+		d->sense = v;
+	else if (!strcmp(key, "input")) {
+		d->input = v;
+		pins_changed(d);
+	} else if (!strcmp(key, "parasite"))
+		d->parasite = v;
+	else if (!strcmp(key, "power-on"))
+		power_on(d);
+	else if (sscanf(key, "counter%d", &page) == 1 && page >= 0 && page < 16)
+		d->counters[page] = v;
+	else
+		err = -EINVAL;
+	mutex_unlock(&lock);
+	return err;
+}
+
 static int set_fault(const char *value, const struct kernel_param *kp)
 {
 	if (sysfs_streq(value, "none"))
@@ -592,7 +1057,8 @@ static int get_fault(char *buffer, const struct kernel_param *kp)
 
 static int get_devices(char *buffer, const struct kernel_param *kp)
 {
-	static const char *const kinds[] = { "rom-only", "ds18b20", "ds2431" };
+	static const char *const kinds[] = { "rom-only", "ds18b20", "ds2431", "ds2413", "ds2408", "ds2438",
+					     "ds2423" };
 	struct soft_dev *d;
 	int n = 0;
 
@@ -613,6 +1079,7 @@ static int get_devices(char *buffer, const struct kernel_param *kp)
 static const struct kernel_param_ops add_ops = { .set = set_add };
 static const struct kernel_param_ops remove_ops = { .set = set_remove };
 static const struct kernel_param_ops temp_ops = { .set = set_temp };
+static const struct kernel_param_ops set_ops = { .set = set_property };
 static const struct kernel_param_ops fault_ops = { .set = set_fault, .get = get_fault };
 static const struct kernel_param_ops devices_ops = { .get = get_devices };
 module_param_cb(add, &add_ops, NULL, 0200);
@@ -621,6 +1088,10 @@ module_param_cb(remove, &remove_ops, NULL, 0200);
 MODULE_PARM_DESC(remove, "remove a device: family.serial");
 module_param_cb(temp, &temp_ops, NULL, 0200);
 MODULE_PARM_DESC(temp, "set a thermometer's temperature: \"family.serial millidegrees\"");
+module_param_cb(set, &set_ops, NULL, 0200);
+MODULE_PARM_DESC(set, "set a device property: \"family.serial key value\" (temp, vad, vdd, current, input, counterN, parasite, power-on)");
+module_param(timed, bool, 0644);
+MODULE_PARM_DESC(timed, "DS18B20 conversions take their datasheet time");
 module_param_cb(fault, &fault_ops, NULL, 0644);
 MODULE_PARM_DESC(fault, "none, no-presence or crc");
 module_param_cb(devices, &devices_ops, NULL, 0444);

@@ -529,19 +529,31 @@ export interface FakeDs18b20Options {
   celsius?: number;
   /** Send scratchpads with a wrong CRC this many times first; default 0. */
   badCrcReads?: number;
+  /** Parasite-powered: READ POWER SUPPLY reads 0s; default false. */
+  parasite?: boolean;
 }
 
-/** A fake DS18B20: CONVERT T (44h), READ SCRATCHPAD (BEh), WRITE SCRATCHPAD (4Eh: TH, TL, config). */
+/**
+ * A fake DS18B20: CONVERT T (44h), READ SCRATCHPAD (BEh), WRITE SCRATCHPAD (4Eh: TH, TL, config),
+ * COPY SCRATCHPAD (48h), RECALL E2 (B8h), READ POWER SUPPLY (B4h).
+ */
 export interface FakeDs18b20 extends FakeW1Device {
   /** The temperature the next conversion reads, °C. */
   celsius: number;
   /** Scratchpad reads still to corrupt. */
   badCrcReads: number;
+  /** Parasite-powered (READ POWER SUPPLY reads 0s). */
+  parasite: boolean;
+  /** Power-cycles it: +85 °C with the power-on signature, TH, TL and the resolution from its EEPROM. */
+  powerCycle(): void;
 }
 
 /**
  * A fake DS18B20 thermometer for {@linkcode FakeW1Core.plug}: conversions take no time, the alarm
- * flag follows TH/TL as on the device.
+ * flag follows TH/TL as on the device. It starts with the power-on scratchpad (+85 °C, byte 6 =
+ * `0Ch`); a conversion sets byte 6 to `10h` minus the register's low nibble, as the real device
+ * does, so a real 85 °C is told from the power-on value. The configuration register keeps only its
+ * resolution bits.
  *
  * @example
  * ```ts
@@ -553,20 +565,28 @@ export interface FakeDs18b20 extends FakeW1Device {
  * ```
  */
 export function fakeDs18b20(id: W1Id | string, options?: FakeDs18b20Options): FakeDs18b20 {
+  const eeprom = Uint8Array.from([75, 70, 0x7f]);
   const pad = Uint8Array.from([0x50, 0x05, 75, 70, 0x7f, 0xff, 0x0c, 0x10, 0]);
   let cmd = -1;
   let args: number[] = [];
   let out: number[] = [];
+  let fill = 0xff;
   let alarm = false;
   const device: FakeDs18b20 = {
     id,
     celsius: options?.celsius ?? 20,
     badCrcReads: options?.badCrcReads ?? 0,
+    parasite: options?.parasite ?? false,
     alarm: () => alarm,
+    powerCycle() {
+      pad.set([0x50, 0x05, ...eeprom, 0xff, 0x0c, 0x10]);
+      alarm = false;
+    },
     reset: () => {
       cmd = -1;
       args = [];
       out = [];
+      fill = 0xff;
     },
     write(bytes) {
       for (const b of bytes) {
@@ -577,6 +597,7 @@ export function fakeDs18b20(id: W1Id | string, options?: FakeDs18b20Options): Fa
             const raw = Math.round(device.celsius * 16) & ~((1 << (12 - resolution)) - 1);
             pad[0] = raw & 0xff;
             pad[1] = (raw >> 8) & 0xff;
+            pad[6] = 0x10 - (raw & 0x0f);
             const whole = raw >> 4;
             alarm = whole >= ((pad[2] << 24) >> 24) || whole <= ((pad[3] << 24) >> 24);
           } else if (b === 0xbe) {
@@ -586,15 +607,21 @@ export function fakeDs18b20(id: W1Id | string, options?: FakeDs18b20Options): Fa
               device.badCrcReads--;
               out[8] ^= 0x5a;
             }
+          } else if (b === 0x48) {
+            eeprom.set(pad.subarray(2, 5));
+          } else if (b === 0xb8) {
+            pad.set(eeprom, 2);
+          } else if (b === 0xb4) {
+            fill = device.parasite ? 0x00 : 0xff;
           }
         } else if (cmd === 0x4e && args.length < 3) {
           args.push(b);
-          if (args.length === 3) pad.set(args, 2);
+          if (args.length === 3) pad.set([args[0], args[1], (args[2] & 0x60) | 0x1f], 2);
         }
       }
     },
     read(length) {
-      const bytes = new Uint8Array(length).fill(0xff);
+      const bytes = new Uint8Array(length).fill(fill);
       for (let i = 0; i < length && out.length; i++) bytes[i] = out.shift()!;
       return bytes;
     },

@@ -83,6 +83,7 @@ const BUS_CODES: Record<string, string> = {
   NO_PRESENCE: "no device answered the reset pulse",
   CRC: "the data failed its CRC",
   VERIFY: "the data read back differs from what was written",
+  POWER_ON: "the device holds its power-on value",
 };
 
 /**
@@ -90,8 +91,8 @@ const BUS_CODES: Record<string, string> = {
  * device helper found bad data.
  *
  * `code` is the errno name the kernel sent (`"ENODEV"`, `"EINVAL"`, `"E2BIG"`, `"EPROTO"`, ...), or
- * `"NO_PRESENCE"` (a reset found no device: the kernel's status 255), `"CRC"` or `"VERIFY"` (device
- * helpers). `op` names what failed: the command (`"W1_CMD_RESET"`) or the message (`"W1_SLAVE_CMD"`).
+ * `"NO_PRESENCE"` (a reset found no device: the kernel's status 255), `"CRC"`, `"VERIFY"` or
+ * `"POWER_ON"` (device helpers: a thermometer that never converted). `op` names what failed: the command (`"W1_CMD_RESET"`) or the message (`"W1_SLAVE_CMD"`).
  * `results` holds what the other commands of the transaction returned (the kernel runs them all).
  *
  * @example
@@ -105,7 +106,7 @@ const BUS_CODES: Record<string, string> = {
  * ```
  */
 export class W1Error extends Error {
-  /** `"ENODEV"`, `"EINVAL"`, ... or `"NO_PRESENCE"`, `"CRC"`, `"VERIFY"`. */
+  /** `"ENODEV"`, `"EINVAL"`, ... or `"NO_PRESENCE"`, `"CRC"`, `"VERIFY"`, `"POWER_ON"`. */
   readonly code: string;
   /** What failed: `"W1_CMD_READ"`, `"W1_SLAVE_CMD"`, `"W1_MASTER_CMD"`, `"W1_LIST_MASTERS"`, or a helper's step. */
   readonly op: string;
