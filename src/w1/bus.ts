@@ -218,8 +218,9 @@ export function checkW1RequestOptions<T extends W1RequestOptions>(
  * messages for an id nobody registered without a word; seen on the host's 6.18 without the wire module).
  * With the core loaded, every request is answered, also for a master that does not exist (ENODEV).
  */
-const NO_W1_CORE = "nothing answered, so the kernel's 1-Wire core is not loaded: the w1 core must be loaded " +
-  "(modprobe wire, on a kernel with CONFIG_W1 and CONFIG_W1_CON) before W1Bus can talk to it";
+const NO_W1_CORE = "nothing answered: the kernel's 1-Wire core is probably not loaded (modprobe wire, on a " +
+  "kernel with CONFIG_W1 and CONFIG_W1_CON), or the command took longer than timeoutMs (a search that " +
+  "attaches many devices answers only when it is done: 32 attaches took over 5 s on Debian's 6.1)";
 
 /** Runs an exchange; a timeout before any reply came becomes a TimeoutError that says to load the w1 core. */
 async function orNoCore<T>(
