@@ -42,7 +42,7 @@ describe("subscribing", () => {
     // LISTEN is preceded by 40 events (as another listener's traffic would), the next ones are not.
     const kernel = new FakeKernel();
     const proc = kernel.enableProcEvents();
-    await using other = await kernel.openProcMonitor(); // someone else listens: events flow
+    await using _other = await kernel.openProcMonitor(); // someone else listens: events flow
     let flooded = false;
     const listens: number[] = [];
     const push = proc.ops.push.bind(proc.ops);

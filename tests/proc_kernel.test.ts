@@ -269,7 +269,7 @@ describe("process events from the real kernel", () => {
     // 4 KiB buffer is full within microseconds under this load, so the kernel's ack of LISTEN could be
     // dropped, and open() timed out (seen under a parallel fork load). Keep a fork load running and
     // another listener subscribed, and open small monitors one after another.
-    await using other = await ProcMonitor.open({ events: ["exit"] });
+    await using _other = await ProcMonitor.open({ events: ["exit"] });
     const load = spawn("sh", [
       "-c",
       "for j in 1 2 3 4; do (while :; do for i in $(seq 16); do /bin/true & done; wait; done) & done; wait",

@@ -250,7 +250,8 @@ describe("parents follow re-parenting", () => {
     // Every event: the table sees the fork, so the parent it knows first is the middle process.
     const rec = await Recording.open({ enrich: true });
     try {
-      const middle = spawn("sh", ["-c", "sleep 1.5 >/dev/null 2>&1 & echo $!"], {
+      // The orphan lives long enough for a monitor lagging behind a busy host to read it.
+      const middle = spawn("sh", ["-c", "sleep 5 >/dev/null 2>&1 & echo $!"], {
         stdio: ["ignore", "pipe", "ignore"],
       });
       const orphan = await firstNumber(middle);
@@ -261,7 +262,8 @@ describe("parents follow re-parenting", () => {
         return stat && stat.ppid !== middle.pid ? stat : undefined;
       }, "the kernel to re-parent the orphan");
       await waitFor(() => table.get(orphan)?.ppid === now.ppid, `the table to say ppid ${now.ppid}`, {
-        timeoutMs: 2000,
+        // Under a parallel fork load the monitor first works through everyone else's events.
+        timeoutMs: 15_000,
       }).catch(() => assert.fail(`the table says ppid ${table.get(orphan)?.ppid}, /proc says ${now.ppid}`));
       assert.ok(!table.ancestry(orphan).some((p) => p.pid === middle.pid), "the dead middle is no ancestor");
     } finally {
@@ -276,7 +278,8 @@ describe("parents follow re-parenting", () => {
       const grandchild = await firstNumber(reaper);
       const table = rec.monitor.processes!;
       await waitFor(() => table.get(grandchild)?.ppid === reaper.pid, "the table to name the subreaper", {
-        timeoutMs: 2000,
+        // Under a parallel fork load the monitor first works through everyone else's events.
+        timeoutMs: 15_000,
       }).catch(() => assert.fail(`the table says ppid ${table.get(grandchild)?.ppid}, not ${reaper.pid}`));
       assert.deepEqual(table.ancestry(grandchild).slice(-2).map((p) => p.pid), [reaper.pid, grandchild]);
       await exited(reaper);

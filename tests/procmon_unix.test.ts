@@ -50,25 +50,33 @@ describe("nothing raw on a terminal", () => {
       const procmons: Procmon[] = [];
       try {
         for (const mode of modes) procmons.push(await Procmon.start([...mode, "-e", "exec,exit"]));
-        // A child in the cgroup with an argument that would show as "exe.txt".
-        const workload = () =>
-          runToEnd("sh", [
-            "-c",
-            `echo $$ > ${dir}/cgroup.procs && sh -c 'sleep 1; true' '\u202Etxt.exe'`,
-            "sh",
-            root,
-          ]);
-        const deadline = Date.now() + 60_000;
-        while (!procmons.every((p) => p.stdout.includes(shown))) {
-          const missing = procmons.flatMap((p, i) => p.stdout.includes(shown) ? [] : [modes[i].join(" ") || "default"]);
-          assert.ok(
-            Date.now() < deadline,
-            `not shown by procmon ${missing.join(", ")}: exit ${procmons.map((p) => p.child.exitCode)}\n${
-              procmons.find((p) => !p.stdout.includes(shown))?.stdout.slice(-3000)
-            }`,
-          );
-          await workload();
-          await sleep(300);
+        // A child in the cgroup with an argument that would show as "exe.txt". It stays alive until every
+        // procmon has shown it: on a busy host (a parallel fork load, seven enriching procmons on two
+        // cores) a procmon may reach its exec event seconds late, and must still find it in /proc.
+        const workload = spawn("sh", [
+          "-c",
+          `echo $$ > ${dir}/cgroup.procs && sh -c 'sleep 60; true' '\u202Etxt.exe'`,
+          "sh",
+          root,
+        ], { stdio: "ignore", detached: true });
+        try {
+          const deadline = Date.now() + 90_000;
+          while (!procmons.every((p) => p.stdout.includes(shown))) {
+            const missing = procmons.flatMap((p, i) =>
+              p.stdout.includes(shown) ? [] : [modes[i].join(" ") || "default"]
+            );
+            const ended = procmons.findIndex((p) => p.child.exitCode !== null);
+            assert.ok(
+              ended < 0 && Date.now() < deadline,
+              `not shown by procmon ${missing.join(", ")}: exit ${procmons.map((p) => p.child.exitCode)}\n${
+                procmons.find((p) => !p.stdout.includes(shown))?.stdout.slice(-3000)
+              }`,
+            );
+            await sleep(200);
+          }
+        } finally {
+          process.kill(-workload.pid!, "SIGKILL");
+          await once(workload, "exit");
         }
         for (const [i, procmon] of procmons.entries()) {
           const { stdout } = await procmon.stop();

@@ -35,6 +35,16 @@ import type { FileReader } from "../ffi/files.ts";
 import type { CgroupInfo } from "./cgroup.ts";
 import { type ProcessInfo, type ProcReader, procReader, type ProcStat, userName, withheldByExec } from "./enrich.ts";
 
+/**
+ * How long before an exec event's timestamp a /proc read may already see the new program: the kernel
+ * stamps the event after exec has switched memory and name, and the exec'ing task can be preempted in
+ * between. A read of the previous program that ended within this window is withheld (`uncertain`).
+ */
+const EXEC_TAIL_NS = 50_000_000n;
+
+/** How long the last exec read of a process that ended unseen is kept for a late exec event of it. */
+const EXEC_KEPT_NS = 10_000_000_000n;
+
 /** How often (ms) `ProcMonitor` sweeps the table while a loss or a reaping is to be checked. */
 export const SWEEP_MS = 1000;
 
@@ -215,12 +225,22 @@ export class ProcessTable implements Iterable<ProcessInfo> {
    * way), the ones that started unseen, and the parents that changed.
    */
   sweep(): void {
-    for (const pid of [...this.#absent]) this.#remove(pid);
+    // A process that ended unseen leaves, but what was read at its last exec stays a while: an exec
+    // of that pid still on its way (a backlog) must still withhold that read if it saw the new program.
+    for (const pid of [...this.#absent]) this.#remove(pid, true);
     for (const pid of [...this.#zombies]) {
       const entry = this.#entries.get(pid);
       const stat = entry && this.#stat(pid);
-      if (!stat || !sameStart(entry!.startNs, stat.startNs)) this.#remove(pid);
+      if (!stat || !sameStart(entry!.startNs, stat.startNs)) this.#remove(pid, true);
     }
+    const now = this.#now?.();
+    if (now !== undefined) {
+      for (const [pid, last] of this.#lastExec) {
+        if (!this.#entries.has(pid) && (last.readNs === undefined || last.readNs < now - EXEC_KEPT_NS)) {
+          this.#lastExec.delete(pid);
+        }
+      }
+    } else for (const pid of this.#lastExec.keys()) if (!this.#entries.has(pid)) this.#lastExec.delete(pid);
     if (!this.#reconcile) return;
     this.#reconcile = false;
     const listed = new Set(this.#list());
@@ -279,11 +299,11 @@ export class ProcessTable implements Iterable<ProcessInfo> {
     if (children?.size === 0) this.#children.delete(entry.ppid);
   }
 
-  #remove(pid: number): void {
+  #remove(pid: number, keepExec = false): void {
     const entry = this.#entries.get(pid);
     if (entry) this.#unlink(entry);
     this.#entries.delete(pid);
-    this.#lastExec.delete(pid);
+    if (!keepExec) this.#lastExec.delete(pid);
     this.#zombies.delete(pid);
     this.#absent.delete(pid);
   }
@@ -397,9 +417,15 @@ export class ProcessTable implements Iterable<ProcessInfo> {
       kept("cgroup", ["cgroup", "container", "unit"]);
     }
     // The read may have seen this exec instead of the previous one: withhold what it gave that one.
+    // The kernel stamps an exec event at the end of exec, after the new program's memory (its argv)
+    // and name are in place, so a read that ended a little before this stamp may already have seen
+    // the new program: EXEC_TAIL_NS of grace (seen under a parallel fork load on 6.18: a read ending
+    // before the stamp that carried the next program).
     const previous = this.#lastExec.get(tgid);
     if (
-      previous && (previous.batch === this.#batch || (previous.readNs !== undefined && timestampNs <= previous.readNs))
+      previous &&
+      (previous.batch === this.#batch ||
+        (previous.readNs !== undefined && timestampNs <= previous.readNs + EXEC_TAIL_NS))
     ) {
       withheldByExec(previous.snapshot);
     }
