@@ -13,6 +13,8 @@ import type { ProcessInfo } from "../proc/enrich.ts";
 import { type Context, type NameStyle, statsRow, textHeader, type TextOptions, toJson, toText } from "./format.ts";
 import { parseNumberFlag } from "../args.ts";
 import { hostname } from "node:os";
+import { libcFileReader } from "../ffi/files.ts";
+import { loadLibc } from "../ffi/load.ts";
 import { toEcs, toOtelLogRecord } from "../proc/schema.ts";
 import type { ProcEventShipper } from "../nats/events.ts";
 
@@ -384,8 +386,9 @@ export async function main(args: string[]): Promise<number> {
   let shipper: ProcEventShipper | undefined;
   try {
     const toEpochMs = await wallClock();
-    const host = o.nats?.host ?? hostname();
     const format: OutputFormat = o.format ?? (o.json ? "ndjson" : "text");
+    // Only documents name the host: plain procmon must not need more than --allow-ffi on Deno.
+    const host = o.nats?.host ?? (o.nats || format === "ecs" || format === "otel" ? await hostName() : "");
     const render = documentFormatter(o, format, host, toEpochMs);
     if (o.nats) shipper = await openShipper(o, o.nats, host, toEpochMs);
     // -p needs every fork to know the descendants: without a process table (which asks the kernel
@@ -490,6 +493,21 @@ function documentFormatter(
     if (format === "otel") return JSON.stringify(toOtelLogRecord(item, schemaCtx, { commandLine: o.commandLine }));
     return toJson(item, ctx);
   };
+}
+
+/**
+ * This machine's name: the runtime's (Deno asks for --allow-sys=hostname), else the kernel's
+ * /proc/sys/kernel/hostname read through libc (--allow-ffi is enough, as for the rest of procmon).
+ */
+async function hostName(): Promise<string> {
+  try {
+    return hostname();
+  } catch {
+    const bytes = libcFileReader(await loadLibc()).read("/proc/sys/kernel/hostname");
+    const name = bytes ? new TextDecoder().decode(bytes).trim() : "";
+    if (!name) throw new Error("cannot read the host name: give --host NAME");
+    return name;
+  }
 }
 
 /** The NATS shipper, loaded only with --nats: the rest of procmon does not need the NATS client. */
