@@ -65,3 +65,22 @@ export {
 } from "./src/proc/monitor.ts";
 export { bootOffsetClock, monotonicClock, wallClock } from "./src/proc/clock.ts";
 export { decodeProcInput, encodeProcInput, type ProcInput } from "./src/codec/proc.ts";
+export {
+  ECS_VERSION,
+  type EcsDocument,
+  type EcsOptions,
+  type EcsValue,
+  eventId,
+  exitCodeOf,
+  groupName,
+  OTEL_SCHEMA_URL,
+  OTEL_SEMCONV_VERSION,
+  type OtelOptions,
+  type OtelValue,
+  type OtlpAnyValue,
+  type OtlpLogRecord,
+  type SchemaContext,
+  toEcs,
+  toOtelAttributes,
+  toOtelLogRecord,
+} from "./src/proc/schema.ts";

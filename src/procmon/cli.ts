@@ -12,6 +12,11 @@ import { escapeText, safeJson } from "../proc/text.ts";
 import type { ProcessInfo } from "../proc/enrich.ts";
 import { type Context, type NameStyle, statsRow, textHeader, type TextOptions, toJson, toText } from "./format.ts";
 import { parseNumberFlag } from "../args.ts";
+import { hostname } from "node:os";
+import { libcFileReader } from "../ffi/files.ts";
+import { loadLibc } from "../ffi/load.ts";
+import { toEcs, toOtelLogRecord } from "../proc/schema.ts";
+import type { ProcEventShipper } from "../nats/events.ts";
 
 /** The usage text. */
 export const HELP = `procmon: show process events (fork, exec, exit, uid, gid, sid, ptrace, comm, coredump) live.
@@ -31,10 +36,27 @@ Usage: procmon [options]
   -l, --line-buffered    write each line as it comes (default: each batch of events at once)
   -p, --pid PID          only PID and its descendants
       --cgroup PREFIX    only processes whose cgroup v2 path starts with PREFIX (e.g. /system.slice/docker-)
-      --json             one JSON object per line (NDJSON), stable field names
+      --json             one JSON object per line (NDJSON), stable field names (= --format ndjson)
+      --format FORMAT    text (default), ndjson, ecs (Elastic Common Schema 8.11 documents) or otel
+                         (OpenTelemetry log records, semantic conventions 1.37.0), one per line
+      --command-line M   command lines in ecs/otel documents: none, args, args+line
+                         (default: args+line for ecs; none for otel, as its conventions advise)
       --tree             indent processes under their parents
       --no-enrich        do not read /proc (no names, users, containers; faster under storms)
   -h, --help             this text
+
+Shipping to NATS JetStream (every event acknowledged by the stream, or counted as dropped):
+      --nats URL[,URL]   publish each event to procmon.<host>.<type> (a message id per event: a
+                         resend is never stored twice); the document is --format's (default ecs)
+      --host NAME        host.name in documents and the subject's host token (default: hostname;
+                         characters other than letters, digits, - and _ become _ in the subject)
+      --stream NAME      the stream, created if missing (default PROCMON)
+      --max-age SEC      retention of a created stream: drop messages older than SEC (default: none)
+      --replicas N       replicas of a created stream (default 1; 3 on a three-node cluster)
+      --buffer N         events held in memory while the server is unreachable (default 100000)
+      --spool DIR        then spool them to DIR (kept across restarts), up to --spool-max
+      --spool-max MB     the spool's bound in MiB (default 256); past it events are dropped, counted
+      Counts (accepted, acked, duplicates, dropped, left in the spool) are printed at exit on stderr.
 
 Example: the exits with a non-zero status of everything in docker containers, for a minute:
   procmon -e nonzero-exit --cgroup /system.slice/docker- -D 60
@@ -65,6 +87,27 @@ export interface Options {
   json: boolean;
   tree: boolean;
   enrich: boolean;
+  /** --format: text, or one JSON document per line in a schema; unset: `json` says (ndjson or text). */
+  format?: OutputFormat;
+  /** ecs/otel documents: command lines (undefined: each schema's default). */
+  commandLine?: "none" | "args" | "args+line";
+  /** Shipping to NATS JetStream, when --nats is given. */
+  nats?: NatsOptions;
+}
+
+/** procmon's per-event formats. */
+export type OutputFormat = "text" | "ndjson" | "ecs" | "otel";
+
+/** The --nats options. */
+export interface NatsOptions {
+  servers: string[];
+  host?: string;
+  stream?: string;
+  maxAgeMs?: number;
+  replicas?: number;
+  maxBuffered?: number;
+  spoolDir?: string;
+  spoolMaxBytes?: number;
 }
 
 /** Parses the command line; throws a TypeError with a usable message on bad input. */
@@ -86,6 +129,16 @@ export function parseOptions(args: string[]): Options | "help" {
       json: { type: "boolean", default: false },
       tree: { type: "boolean", default: false },
       "no-enrich": { type: "boolean", default: false },
+      format: { type: "string" },
+      "command-line": { type: "string" },
+      nats: { type: "string" },
+      host: { type: "string" },
+      stream: { type: "string" },
+      "max-age": { type: "string" },
+      replicas: { type: "string" },
+      buffer: { type: "string" },
+      spool: { type: "string" },
+      "spool-max": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -104,6 +157,7 @@ export function parseOptions(args: string[]): Options | "help" {
     tree: values.tree!,
     enrich: !values["no-enrich"],
   };
+  parseFormatOptions(values, options);
   if (values.events !== undefined && values.events !== "all") {
     options.events = values.events.split(",").map((s) => s.trim()).filter(Boolean) as ProcEventName[];
     if (options.events.length === 0) {
@@ -122,6 +176,69 @@ export function parseOptions(args: string[]): Options | "help" {
     options.cgroup = values.cgroup;
   }
   return options;
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+const positive = (name: string, text: string, integer: boolean): number => {
+  const n = Number(text);
+  if (!(n > 0) || (integer && !Number.isInteger(n))) {
+    throw new TypeError(`--${name} wants a positive ${integer ? "integer" : "number"}, got "${text}"`);
+  }
+  return n;
+};
+
+/** --format, --command-line and the NATS options. */
+function parseFormatOptions(values: Values, options: Options): void {
+  const format = values.format as string | undefined;
+  if (format !== undefined) {
+    if (!["text", "ndjson", "ecs", "otel"].includes(format)) {
+      throw new TypeError(`--format wants text, ndjson, ecs or otel, got "${format}"`);
+    }
+    if (values.json && format !== "ndjson") {
+      throw new TypeError(`--json is --format ndjson: it cannot go with --format ${format}`);
+    }
+    options.format = format as OutputFormat;
+    options.json = format !== "text";
+  }
+  const commandLine = values["command-line"] as string | undefined;
+  if (commandLine !== undefined) {
+    if (!["none", "args", "args+line"].includes(commandLine)) {
+      throw new TypeError(`--command-line wants none, args or args+line, got "${commandLine}"`);
+    }
+    options.commandLine = commandLine as Options["commandLine"];
+  }
+  const natsOnly = ["host", "stream", "max-age", "replicas", "buffer", "spool", "spool-max"];
+  if (values.nats === undefined) {
+    const given = natsOnly.find((k) => values[k] !== undefined);
+    if (given) throw new TypeError(`--${given} is an option of --nats: give --nats URL too`);
+    return;
+  }
+  const servers = String(values.nats).split(",").map((s) => s.trim()).filter(Boolean);
+  for (const s of servers) {
+    if (!/^(nats|tls):\/\/[^/\s]+$/.test(s)) throw new TypeError(`--nats wants nats://host:port[,...], got "${s}"`);
+  }
+  if (servers.length === 0) throw new TypeError("--nats wants nats://host:port[,...]");
+  const nats: NatsOptions = { servers };
+  if (values.host !== undefined) {
+    if (values.host === "") throw new TypeError("--host wants a name");
+    nats.host = String(values.host);
+  }
+  if (values.stream !== undefined) {
+    if (!/^[A-Za-z0-9_-]+$/.test(String(values.stream))) {
+      throw new TypeError(`--stream wants a name of letters, digits, - and _, got "${values.stream}"`);
+    }
+    nats.stream = String(values.stream);
+  }
+  if (values["max-age"] !== undefined) nats.maxAgeMs = positive("max-age", String(values["max-age"]), false) * 1000;
+  if (values.replicas !== undefined) nats.replicas = positive("replicas", String(values.replicas), true);
+  if (values.buffer !== undefined) nats.maxBuffered = positive("buffer", String(values.buffer), true);
+  if (values.spool !== undefined) nats.spoolDir = String(values.spool);
+  if (values["spool-max"] !== undefined) {
+    if (values.spool === undefined) throw new TypeError("--spool-max needs --spool DIR");
+    nats.spoolMaxBytes = Math.floor(positive("spool-max", String(values["spool-max"]), false) * (1 << 20));
+  }
+  options.nats = nats;
 }
 
 /** Events per process and type, for -S. */
@@ -266,8 +383,14 @@ export async function main(args: string[]): Promise<number> {
     enriched: o.enrich,
   };
   let monitor: ProcMonitor | undefined;
+  let shipper: ProcEventShipper | undefined;
   try {
     const toEpochMs = await wallClock();
+    const format: OutputFormat = o.format ?? (o.json ? "ndjson" : "text");
+    // Only documents name the host: plain procmon must not need more than --allow-ffi on Deno.
+    const host = o.nats?.host ?? (o.nats || format === "ecs" || format === "otel" ? await hostName() : "");
+    const render = documentFormatter(o, format, host, toEpochMs);
+    if (o.nats) shipper = await openShipper(o, o.nats, host, toEpochMs);
     // -p needs every fork to know the descendants: without a process table (which asks the kernel
     // for them itself), receive every event and apply -e here.
     const own = o.pid !== undefined && !o.enrich && o.events !== undefined ? eventMask(o.events) : undefined;
@@ -317,8 +440,18 @@ export async function main(args: string[]): Promise<number> {
         }
         stats.count(statName(item.process, o.enrich), item.type);
       } else stats.count(item.type === "lost" ? "(lost)" : "(unknown)", item.type);
+      if (shipper) {
+        // The shipped document: --format's, ecs when it is text.
+        const id = shipper.id(item);
+        const shipped = render(item, ctx, id, format === "text" ? "ecs" : format);
+        shipper.ship(item, shipped);
+        if (o.quiet) continue;
+        // stdout shows the shipped document (with its id) when the formats are the same.
+        out.line(format === "text" ? toText(item, ctx, text) : shipped);
+        continue;
+      }
       if (o.quiet) continue;
-      out.line(o.json ? toJson(item, ctx) : toText(item, ctx, text));
+      out.line(format === "text" ? toText(item, ctx, text) : render(item, ctx));
     }
     if (o.stats) printStatistics(out, stats, monitor, o.json);
     out.flush();
@@ -336,7 +469,78 @@ export async function main(args: string[]): Promise<number> {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     await monitor?.close();
+    if (shipper) await closeShipper(shipper);
   }
+}
+
+/** Renders an item as one JSON line in `format` (default: the chosen one); `id` goes in ecs/otel. */
+type Render = (item: ProcMonitorItem, ctx: Context, id?: string, format?: OutputFormat) => string;
+
+function documentFormatter(
+  o: Options,
+  chosen: OutputFormat,
+  host: string,
+  toEpochMs: (ns: bigint) => number,
+): Render {
+  const safeHost = escapeText(host);
+  return (item, ctx, id, format = chosen) => {
+    // Every string in an ECS or OTel document comes escaped from the library (escapeText: no control
+    // characters, DEL, C1 or U+2028/2029), the host name included: plain JSON.stringify is terminal-safe.
+    const schemaCtx = { host: safeHost, toEpochMs, id, nowMs: ctx.timeMs };
+    if (format === "ecs") {
+      return JSON.stringify(toEcs(item, schemaCtx, { commandLine: o.commandLine !== "none" }));
+    }
+    if (format === "otel") return JSON.stringify(toOtelLogRecord(item, schemaCtx, { commandLine: o.commandLine }));
+    return toJson(item, ctx);
+  };
+}
+
+/**
+ * This machine's name: the runtime's (Deno asks for --allow-sys=hostname), else the kernel's
+ * /proc/sys/kernel/hostname read through libc (--allow-ffi is enough, as for the rest of procmon).
+ */
+async function hostName(): Promise<string> {
+  try {
+    return hostname();
+  } catch {
+    const bytes = libcFileReader(await loadLibc()).read("/proc/sys/kernel/hostname");
+    const name = bytes ? new TextDecoder().decode(bytes).trim() : "";
+    if (!name) throw new Error("cannot read the host name: give --host NAME");
+    return name;
+  }
+}
+
+/** The NATS shipper, loaded only with --nats: the rest of procmon does not need the NATS client. */
+async function openShipper(
+  o: Options,
+  nats: NatsOptions,
+  host: string,
+  toEpochMs: (ns: bigint) => number,
+): Promise<ProcEventShipper> {
+  const { ProcEventShipper } = await import("../nats/events.ts");
+  return await ProcEventShipper.open({
+    servers: nats.servers,
+    host,
+    stream: nats.stream,
+    maxAgeMs: nats.maxAgeMs,
+    replicas: nats.replicas,
+    maxBuffered: nats.maxBuffered,
+    spoolDir: nats.spoolDir,
+    spoolMaxBytes: nats.spoolMaxBytes,
+    format: o.format === "otel" ? "otel" : "ecs",
+    commandLine: o.commandLine,
+    toEpochMs,
+    name: `procmon@${host}`,
+  });
+}
+
+/** Drains the shipper and prints its counts on stderr (stdout may be a pipe of documents). */
+async function closeShipper(shipper: ProcEventShipper): Promise<void> {
+  const s = await shipper.close();
+  console.error(
+    `nats: ${s.accepted} accepted, ${s.acked} acked, ${s.duplicates} duplicates, ${s.dropped} dropped, ` +
+      `${s.spooled} left in the spool, ${s.retries} retries, ${s.reconnects} reconnects`,
+  );
 }
 
 /**
