@@ -32,8 +32,8 @@ const LAYERS: { layer: number; prefix: string; family?: string }[] = [
   { layer: 5, prefix: "src/testing/" },
   { layer: 6, prefix: "src/proc/", family: "proc" },
   { layer: 6, prefix: "src/w1/", family: "w1" },
-  { layer: 7, prefix: "src/procmon/" },
-  { layer: 8, prefix: "src/nats/" },
+  { layer: 7, prefix: "src/nats/" }, // ships process events: above proc, below procmon, which uses it
+  { layer: 8, prefix: "src/procmon/" },
   { layer: 9, prefix: "cli/" },
   { layer: 10, prefix: "" }, // the entry points at the top
 ];
