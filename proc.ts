@@ -51,6 +51,7 @@ export {
 export { ProcessTable, type ProcessTableOptions } from "./src/proc/table.ts";
 /** How `/proc` is read: implement it to feed `readProcessInfo` or `ProcessTable` in tests. */
 export type { FileReader } from "./src/ffi/files.ts";
+export type { ReceiptStats } from "./src/proc/receipt.ts";
 export { type CgroupInfo, type ContainerRef, parseCgroup } from "./src/proc/cgroup.ts";
 export { decodeBytes, encodeText, escapeBytes, escapeText, jsonText, safeJson } from "./src/proc/text.ts";
 export {

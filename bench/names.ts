@@ -2,15 +2,22 @@
  * procmon on Deno, procmon on Bun and forkstat (when installed) watching the same workload at the
  * same time, to compare what each can name:
  *
- * - a burst of short-lived children (`sh -c 'exit 0'`, N at once): how many exec rows show the
- *   command line, only a name, or nothing;
+ * - bursts of short-lived children, N at once for each N of `--burst` (default 8, 32 and 128), of two
+ *   workloads: `sh -c 'exit 0'` (each ends about a millisecond after its exec) and the harder
+ *   `/bin/true quick` (a static-free exec of a program that exits at once, ~0.3 ms): how many exec
+ *   rows show the command line, only a name, or nothing;
  * - processes that started before the monitors (`sleep`, killed while they watch): how many exit
- *   rows show the command line and a duration.
+ *   rows show the command line and a duration;
+ * - CPU per event of each listener (user + system of its whole process, all threads, from
+ *   /proc/PID/stat, between just before the first burst and the end of the last, divided by the
+ *   rows it printed meanwhile: every exec and exit on the host, not only the bursts').
  *
- *   deno run -A bench/names.ts [--burst N] [--early N] [--rounds N] [--only NAME]      (root)
+ *   deno run -A bench/names.ts [--burst 8,32,128] [--early N] [--rounds N] [--only a,b] [--baseline DIR]   (root)
  *
- * The listeners run at the same time (the same events for all, competing for the CPU with each other
- * and with the burst); `--only deno|bun|forkstat` runs one alone.
+ * Listeners: `forkstat`, `deno`, `bun` (procmon of this checkout) and, with `--baseline DIR` (another
+ * checkout, e.g. `git worktree add /tmp/cnlink-main main`), `deno@base` and `bun@base`: procmon of that
+ * checkout. They run at the same time (the same events for all, competing for the CPU with each other
+ * and with the bursts); `--only` picks some of them (comma-separated names), e.g. one alone.
  *
  * Prints a table and writes bench/out/names.json.
  *
@@ -19,8 +26,8 @@
 import process from "node:process";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 const here = dirname(new URL(import.meta.url).pathname);
@@ -29,89 +36,126 @@ const bin = (name: string) => join(root, "node_modules", ".bin", name);
 const { values } = parseArgs({
   args: process.argv.slice(2),
   options: {
-    burst: { type: "string", default: "8" },
+    burst: { type: "string", default: "8,32,128" },
     early: { type: "string", default: "8" },
-    rounds: { type: "string", default: "5" },
+    rounds: { type: "string", default: "3" },
     only: { type: "string" },
+    baseline: { type: "string" },
   },
 });
-const burst = Number(values.burst);
+const bursts = values.burst.split(",").map(Number);
 const early = Number(values.early);
 const rounds = Number(values.rounds);
+const baseline = values.baseline ? resolve(values.baseline) : undefined;
+const WORKLOADS = [
+  { name: "sh", command: "sh -c 'exit 0'", cmdline: "sh -c exit 0" },
+  { name: "true", command: "/bin/true quick", cmdline: "/bin/true quick" },
+] as const;
+
+interface Counts {
+  execs: number;
+  cmdline: number;
+  nameOnly: number;
+  nothing: number;
+}
 
 interface Row {
   listener: string;
-  burstExecs: number;
-  burstCmdline: number;
-  burstNameOnly: number;
-  burstNothing: number;
+  /** By workload and burst size, e.g. "sh 32". */
+  bursts: Record<string, Counts>;
   earlyExits: number;
   earlyCmdline: number;
   earlyDuration: number;
+  cpuTicks: number;
+  rowsDuringBursts: number;
 }
 
-function start(name: string, cmd: string, args: string[]): { name: string; child: ChildProcess; out: () => string } {
-  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"], cwd: root });
+interface Listener {
+  name: string;
+  child: ChildProcess;
+  out: () => string;
+}
+
+function start(name: string, cmd: string, args: string[], cwd: string): Listener {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"], cwd });
   let out = "";
   child.stdout!.setEncoding("utf8").on("data", (c: string) => (out += c));
   return { name, child, out: () => out };
 }
 
-async function round(): Promise<Row[]> {
-  const earlies = Array.from({ length: early }, () => spawn("sleep", ["30"], { stdio: "ignore" }));
-  const earlyPids = new Set(earlies.map((c) => c.pid!));
-  const seconds = "12";
-  const wanted = (name: string) => !values.only || name.toLowerCase().includes(values.only.toLowerCase());
-  const listeners = [];
-  if (wanted("procmon on Deno")) {
-    listeners.push(
-      start("procmon on Deno", bin("deno"), [
-        "run",
-        "-A",
-        "cli/procmon.ts",
-        "--json",
-        "-e",
-        "exec,exit",
-        "-D",
-        seconds,
-      ]),
-    );
+/** utime + stime of a process, in clock ticks (1/100 s), all threads. */
+function cpuTicks(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return NaN;
   }
-  if (wanted("procmon on Bun")) {
-    listeners.push(start("procmon on Bun", bin("bun"), ["cli/procmon.ts", "--json", "-e", "exec,exit", "-D", seconds]));
-  }
-  const forkstat = spawnSync("sh", ["-c", "command -v forkstat"]).status === 0;
-  if (forkstat && wanted("forkstat")) listeners.push(start("forkstat", "forkstat", ["-e", "exec,exit", "-D", seconds]));
-  await new Promise((r) => setTimeout(r, 5000)); // every runtime up and subscribed
-  const runner = spawn("sh", ["-c", `for i in $(seq ${burst}); do sh -c 'exit 0' & echo $!; done; wait`], {
+}
+
+/** Runs `n` copies of `command` at once from one shell; resolves with their pids. */
+async function burstOf(n: number, command: string): Promise<number[]> {
+  const runner = spawn("sh", ["-c", `for i in $(seq ${n}); do ${command} & echo $!; done; wait`], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   let pids = "";
   runner.stdout!.setEncoding("utf8").on("data", (c: string) => (pids += c));
-  await once(runner, "exit");
-  const burstPids = new Set(pids.trim().split("\n").map(Number));
-  await new Promise((r) => setTimeout(r, 500));
+  await once(runner, "close");
+  return pids.trim().split("\n").map(Number);
+}
+
+async function round(): Promise<Row[]> {
+  const earlies = Array.from({ length: early }, () => spawn("sleep", ["60"], { stdio: "ignore" }));
+  const earlyPids = new Set(earlies.map((c) => c.pid!));
+  const seconds = String(8 + bursts.length * WORKLOADS.length * 2);
+  const only = values.only?.split(",");
+  const wanted = (name: string) => !only || only.includes(name);
+  const listeners: Listener[] = [];
+  const procmon = ["cli/procmon.ts", "--json", "-e", "exec,exit", "-D", seconds];
+  for (const [suffix, dir] of [["", root], ["@base", baseline]] as const) {
+    if (!dir) continue;
+    if (wanted(`deno${suffix}`)) listeners.push(start(`deno${suffix}`, bin("deno"), ["run", "-A", ...procmon], dir));
+    if (wanted(`bun${suffix}`)) listeners.push(start(`bun${suffix}`, bin("bun"), procmon, dir));
+  }
+  const forkstat = spawnSync("sh", ["-c", "command -v forkstat"]).status === 0;
+  if (forkstat && wanted("forkstat")) {
+    listeners.push(start("forkstat", "forkstat", ["-e", "exec,exit", "-D", seconds], root));
+  }
+  await new Promise((r) => setTimeout(r, 6000)); // every runtime up and subscribed
+  const ticks0 = listeners.map((l) => cpuTicks(l.child.pid!));
+  const lines0 = listeners.map((l) => l.out().split("\n").length);
+  const burstPids = new Map<number, string>();
+  for (const w of WORKLOADS) {
+    for (const n of bursts) {
+      for (const pid of await burstOf(n, w.command)) burstPids.set(pid, `${w.name} ${n}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  const ticks1 = listeners.map((l) => cpuTicks(l.child.pid!));
+  const lines1 = listeners.map((l) => l.out().split("\n").length);
   for (const c of earlies) c.kill("SIGTERM");
   await Promise.all(listeners.map((l) => once(l.child, "exit")));
-  return listeners.map(({ name, out }) => {
+  return listeners.map(({ name, out }, i) => {
     const row: Row = {
       listener: name,
-      burstExecs: 0,
-      burstCmdline: 0,
-      burstNameOnly: 0,
-      burstNothing: 0,
+      bursts: {},
       earlyExits: 0,
       earlyCmdline: 0,
       earlyDuration: 0,
+      cpuTicks: ticks1[i] - ticks0[i],
+      rowsDuringBursts: lines1[i] - lines0[i],
     };
+    for (const w of WORKLOADS) {
+      for (const n of bursts) row.bursts[`${w.name} ${n}`] = { execs: 0, cmdline: 0, nameOnly: 0, nothing: 0 };
+    }
     for (const line of out().split("\n")) {
-      let type: string, pid: number, cmdline: string, nameOnly: boolean, duration: boolean;
+      let type: string, pid: number, cmdline: string, duration: boolean;
       if (name === "forkstat") {
         // "01:33:25 exec  29026                 sh -c exit 0 " / "... exit  29028      0   0.000s sh"
         const m = /^\S+ (exec|exit) +(\d+) +(?:(-?\d+) +([\d.]+s) )? *(.*?) *$/.exec(line);
         if (!m) continue;
         [type, pid, cmdline] = [m[1], Number(m[2]), m[5]];
-        nameOnly = cmdline !== "" && !cmdline.includes(" ") && !cmdline.startsWith("<");
         duration = m[4] !== undefined;
         if (cmdline.startsWith("<")) cmdline = "";
       } else {
@@ -119,19 +163,22 @@ async function round(): Promise<Row[]> {
         const e = JSON.parse(line);
         [type, pid] = [e.type, e.pid];
         const argv: string[] = e.process?.cmdline ?? [];
-        cmdline = argv.join(" ");
-        nameOnly = argv.length === 0 && e.process?.comm !== undefined;
+        cmdline = argv.length ? argv.join(" ") : e.process?.comm ?? "";
         duration = e.durationMs !== undefined;
       }
-      if (type === "exec" && burstPids.has(pid)) {
-        row.burstExecs++;
-        if (cmdline && !nameOnly) row.burstCmdline++;
-        else if (nameOnly) row.burstNameOnly++;
-        else row.burstNothing++;
+      const burst = burstPids.get(pid);
+      if (type === "exec" && burst) {
+        const c = row.bursts[burst];
+        const w = WORKLOADS.find((w) => burst.startsWith(`${w.name} `))!;
+        c.execs++;
+        // The whole command line; else a bare name (forkstat prints the comm when cmdline is empty).
+        if (cmdline === w.cmdline) c.cmdline++;
+        else if (cmdline !== "" && !cmdline.includes(" ")) c.nameOnly++;
+        else c.nothing++;
       }
       if (type === "exit" && earlyPids.has(pid)) {
         row.earlyExits++;
-        if (cmdline.includes("sleep 30")) row.earlyCmdline++;
+        if (cmdline.includes("sleep 60")) row.earlyCmdline++;
         if (duration) row.earlyDuration++;
       }
     }
@@ -148,22 +195,40 @@ for (let r = 0; r < rounds; r++) {
   for (const row of await round()) {
     const t = totals.get(row.listener);
     if (!t) totals.set(row.listener, row);
-    else for (const k of Object.keys(row) as (keyof Row)[]) if (k !== "listener") (t[k] as number) += row[k] as number;
+    else {
+      for (const [k, c] of Object.entries(row.bursts)) {
+        for (const f of Object.keys(c) as (keyof Counts)[]) t.bursts[k][f] += c[f];
+      }
+      t.earlyExits += row.earlyExits;
+      t.earlyCmdline += row.earlyCmdline;
+      t.earlyDuration += row.earlyDuration;
+      t.cpuTicks += row.cpuTicks;
+      t.rowsDuringBursts += row.rowsDuringBursts;
+    }
   }
   console.error(`names: round ${r + 1} of ${rounds} done`);
 }
 const rows = [...totals.values()];
-console.log(
-  "listener           burst execs  with cmdline  name only  nothing   early exits  with cmdline  with duration",
-);
+const pad = (v: unknown, n: number) => String(v).padStart(n);
+console.log(`${"workload".padEnd(10)} ${"listener".padEnd(10)} execs  cmdline  name only  nothing`);
+for (const key of Object.keys(rows[0]?.bursts ?? {})) {
+  for (const r of rows) {
+    const c = r.bursts[key];
+    console.log(
+      `${key.padEnd(10)} ${r.listener.padEnd(10)} ${pad(c.execs, 5)}  ${pad(c.cmdline, 7)}  ${pad(c.nameOnly, 9)}  ${
+        pad(c.nothing, 7)
+      }`,
+    );
+  }
+}
+console.log(`\n${"listener".padEnd(10)} early exits  with cmdline  with duration  CPU µs/row (rows)`);
 for (const r of rows) {
+  const perRow = r.rowsDuringBursts > 0 ? (r.cpuTicks * 10_000 / r.rowsDuringBursts).toFixed(0) : "-";
   console.log(
-    `${r.listener.padEnd(18)} ${String(r.burstExecs).padStart(11)}  ${String(r.burstCmdline).padStart(12)}  ${
-      String(r.burstNameOnly).padStart(9)
-    }  ${String(r.burstNothing).padStart(7)}   ${String(r.earlyExits).padStart(11)}  ${
-      String(r.earlyCmdline).padStart(12)
-    }  ${String(r.earlyDuration).padStart(13)}`,
+    `${r.listener.padEnd(10)} ${pad(r.earlyExits, 11)}  ${pad(r.earlyCmdline, 12)}  ${pad(r.earlyDuration, 13)}  ${
+      pad(perRow, 10)
+    } (${r.rowsDuringBursts})`,
   );
 }
 mkdirSync(join(here, "out"), { recursive: true });
-writeFileSync(join(here, "out", "names.json"), JSON.stringify({ burst, early, rounds, rows }, null, 2));
+writeFileSync(join(here, "out", "names.json"), JSON.stringify({ bursts, early, rounds, rows }, null, 2));

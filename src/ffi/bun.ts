@@ -54,6 +54,20 @@ export function loadBun(path: string): Libc {
   return wrapLibc(s, errno, {
     createRecvBatch: (count, slotSize) => new RecvBatch(count, slotSize, (bytes) => BigInt(ptr(bytes))),
     poller: () => createPoller(s, errno, path),
+    worker: {
+      path,
+      symbols: (names: readonly string[]) =>
+        Object.fromEntries(names.map((n: string) => [n, SYMBOLS[n as keyof typeof SYMBOLS]])),
+      open: `(path, symbols) => {
+        const ffi = require("bun:ffi");
+        const lib = ffi.dlopen(path, symbols);
+        return {
+          s: lib.symbols,
+          address: (bytes) => BigInt(ffi.ptr(bytes)),
+          errno: new Int32Array(ffi.toArrayBuffer(lib.symbols.__errno_location(), 0, 4)),
+        };
+      }`,
+    },
   });
 }
 

@@ -67,6 +67,20 @@ export function loadDeno(path: string): Libc {
     createRecvBatch: (count, slotSize) =>
       new RecvBatch(count, slotSize, (bytes) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes)))),
     poller: () => createPoller(s, errno),
+    worker: {
+      path,
+      symbols: (names: readonly string[]) =>
+        Object.fromEntries(names.map((n: string) => [n, SYMBOLS[n as keyof typeof SYMBOLS]])),
+      open: `(path, symbols) => {
+        const lib = Deno.dlopen(path, symbols);
+        const at = lib.symbols.__errno_location();
+        return {
+          s: lib.symbols,
+          address: (bytes) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes))),
+          errno: new Int32Array(Deno.UnsafePointerView.getArrayBuffer(at, 4)),
+        };
+      }`,
+    },
   });
 }
 

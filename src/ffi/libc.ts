@@ -15,7 +15,7 @@
  * @module
  */
 import type { RecvBatch } from "./batch.ts";
-import { CLOCK_MONOTONIC, type Libc, type Poller } from "./types.ts";
+import { CLOCK_MONOTONIC, type Libc, type Poller, type WorkerFfi } from "./types.ts";
 
 /** A parameter or result kind; see the module documentation. */
 export type CKind = "i32" | "u32" | "size" | "buffer" | "pointer";
@@ -60,6 +60,13 @@ export const LIBC = {
   readlink: { args: ["buffer", "buffer", "size"], result: "i32" },
   // ssize_t getdents64(int fd, void *dirp, size_t count) (glibc >= 2.30)
   getdents64: { args: ["i32", "buffer", "size"], result: "i32" },
+  // int poll(struct pollfd *fds, nfds_t nfds, int timeout): blocks the calling thread, so only a
+  // worker of our own calls it (the receipt worker, src/proc/receipt_worker.ts)
+  poll: { args: ["buffer", "size", "i32"], result: "i32" },
+  // pid_t gettid(void) (glibc >= 2.30)
+  gettid: { args: [], result: "i32" },
+  // int setpriority(int which, id_t who, int prio): with PRIO_PROCESS and a thread id, that thread's nice
+  setpriority: { args: ["i32", "u32", "i32"], result: "i32" },
   // int epoll_create1(int flags)
   epoll_create1: { args: ["i32"], result: "i32" },
   // int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
@@ -71,6 +78,9 @@ export const LIBC = {
   // int *__errno_location(void)
   __errno_location: { args: [], result: "pointer" },
 } as const satisfies Record<string, CFunction>;
+
+/** `PRIO_PROCESS`: setpriority()'s `who` is a process id, or on Linux a thread id. */
+const PRIO_PROCESS = 0;
 
 /** The functions of {@linkcode LIBC} that run on the calling thread (all but the waiting one). */
 export type DirectCall = { [K in keyof typeof LIBC]: typeof LIBC[K] extends { wait: true } ? never : K }[
@@ -92,11 +102,14 @@ export interface Symbols {
   recvmmsg(fd: number, headers: Uint8Array, count: number, flags: number, timeout: null): number;
   close(fd: number): number;
   eventfd(initval: number, flags: number): number;
-  write(fd: number, buf: BigUint64Array, len: bigint): number;
+  write(fd: number, buf: Uint8Array | BigUint64Array, len: bigint): number;
   read(fd: number, buf: Uint8Array | BigUint64Array, len: bigint): number;
   open(path: Uint8Array, flags: number): number;
   readlink(path: Uint8Array, buf: Uint8Array, size: bigint): number;
   getdents64(fd: number, buf: Uint8Array, size: bigint): number;
+  poll(fds: Uint8Array, count: bigint, timeoutMs: number): number;
+  gettid(): number;
+  setpriority(which: number, who: number, prio: number): number;
   epoll_create1(flags: number): number;
   epoll_ctl(epfd: number, op: number, fd: number, event: Uint8Array): number;
   clock_gettime(clock: number, ts: BigInt64Array): number;
@@ -108,6 +121,8 @@ export interface BackendParts {
   createRecvBatch(count: number, slotSize: number): RecvBatch;
   /** The process's poll set, made on first use. */
   poller(): Poller;
+  /** libc for a worker of our own. */
+  worker: WorkerFfi;
 }
 
 /**
@@ -158,6 +173,7 @@ export function wrapLibc(s: Symbols, errno: Int32Array, parts: BackendParts): Li
       return r < 0 ? -errno[0] : r;
     },
     createRecvBatch: parts.createRecvBatch,
+    worker: parts.worker,
     close(fd) {
       const r = s.close(fd);
       return r < 0 ? -errno[0] : r;
@@ -172,6 +188,22 @@ export function wrapLibc(s: Symbols, errno: Int32Array, parts: BackendParts): Li
     },
     readlink(path, buf) {
       const r = s.readlink(path, buf, BigInt(buf.byteLength));
+      return r < 0 ? -errno[0] : r;
+    },
+    poll(fds, timeoutMs) {
+      const r = s.poll(fds, BigInt(fds.byteLength >> 3), timeoutMs);
+      return r < 0 ? -errno[0] : r;
+    },
+    setThreadNice(nice) {
+      const r = s.setpriority(PRIO_PROCESS, s.gettid(), nice);
+      return r < 0 ? -errno[0] : r;
+    },
+    eventfd(initval, flags) {
+      const r = s.eventfd(initval, flags);
+      return r < 0 ? -errno[0] : r;
+    },
+    write(fd, buf) {
+      const r = s.write(fd, buf, BigInt(buf.byteLength));
       return r < 0 ? -errno[0] : r;
     },
     getdents64(fd, buf) {

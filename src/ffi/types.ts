@@ -18,6 +18,23 @@ export interface Poller {
   readonly waiting: number;
 }
 
+/**
+ * libc for a worker thread of our own (FFI handles do not cross threads): the symbols in the
+ * runtime's spelling, and the source of a function that opens them in the worker, for a worker whose
+ * body is shipped as source text (no module graph to load or, under `deno test`, type-check).
+ */
+export interface WorkerFfi {
+  /** The library to open. */
+  readonly path: string;
+  /** Declarations of these functions of the libc table (libc.ts), as this runtime's dlopen takes them. */
+  symbols(names: readonly string[]): Record<string, unknown>;
+  /**
+   * Source of `(path, symbols) => ({ s, address, errno })`: opens the library in the worker and gives
+   * its symbols, a typed array's address as a bigint, and a view of the worker thread's errno.
+   */
+  readonly open: string;
+}
+
 /** The libc calls the socket layer needs. */
 export interface Libc {
   /** `int socket(int domain, int type, int protocol)` */
@@ -46,12 +63,26 @@ export interface Libc {
   read(fd: number, buf: Uint8Array, offset: number): number;
   /** `ssize_t readlink(const char *path, char *buf, size_t size)`; `path` NUL-terminated */
   readlink(path: Uint8Array, buf: Uint8Array): number;
+  /**
+   * `int poll(struct pollfd *fds, nfds_t nfds, int timeout)` over `fds`, an array of 8-byte `struct
+   * pollfd { int fd; short events; short revents; }`. It blocks the calling thread: only a worker
+   * of our own calls it.
+   */
+  poll(fds: Uint8Array, timeoutMs: number): number;
+  /** `setpriority(PRIO_PROCESS, gettid(), nice)`: the calling thread's nice value (lower needs CAP_SYS_NICE). */
+  setThreadNice(nice: number): number;
+  /** `int eventfd(unsigned int initval, int flags)` */
+  eventfd(initval: number, flags: number): number;
+  /** `ssize_t write(int fd, const void *buf, size_t count)` of all of `buf` */
+  write(fd: number, buf: Uint8Array | BigUint64Array): number;
   /** `ssize_t getdents64(int fd, void *dirp, size_t count)` (glibc >= 2.30) */
   getdents64(fd: number, buf: Uint8Array): number;
   /** `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the clock of proc_event timestamps. */
   monotonicNs(): bigint;
   /** `clock_gettime(clock)` in nanoseconds, or `-errno` (a number) when it fails. */
   clockNs(clock: number): bigint | number;
+  /** What a worker thread of our own needs to open libc itself. */
+  readonly worker: WorkerFfi;
   /** The process's one poll set, made on first use (it holds an epoll fd, an eventfd and one thread). */
   readonly poller: Poller;
 }

@@ -34,6 +34,7 @@ import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL } from "./co
 import { bootOffsetClock, monotonicClock } from "./clock.ts";
 import type { ProcessInfo } from "./enrich.ts";
 import { ProcessTable, SWEEP_MS } from "./table.ts";
+import { type ReceiptStats, ReceiptTransport } from "./receipt.ts";
 import { type AckEvent, decodeProcEvent, decodeProcEventAt, type ProcEvent } from "./event.ts";
 import { eventMask, passes, type ProcEventName, TABLE_EVENTS } from "./filter.ts";
 import { checkCount, checkFunction, checkOptions, checkSignal, checkTimeout, checkType, show } from "../args.ts";
@@ -114,6 +115,12 @@ export interface ProcMonitorStats extends ReceiveStats {
   filtered: number;
   /** The receive buffer the kernel reports. */
   rcvbuf: number;
+  /**
+   * With a process table: the execs whose /proc files the receive worker read at receipt, how many
+   * of those reads were uncertain (a later exec of the same process came first: not used), and the
+   * batches it handed over.
+   */
+  receipt?: ReceiptStats;
 }
 
 /** How events are selected: by the kernel (>= 6.6), here (older kernels), or not at all. */
@@ -283,12 +290,21 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
       groups: [CN_IDX_PROC],
       batch: { count: 64, slotSize: MONITOR_SLOT_SIZE },
     });
-    const files = libcFileReader(libc);
-    return procMonitorOver(socket, opts, {
+    let files = libcFileReader(libc);
+    let transport: Transport = socket;
+    if (opts.enrich || opts.cgroup !== undefined) {
+      // With a table, a worker takes the socket over once it runs, and reads /proc for each exec as
+      // soon as it is received (receipt.ts).
+      const receipt = new ReceiptTransport(socket, libc, files);
+      transport = receipt;
+      files = receipt.files;
+    }
+    const list = files;
+    return procMonitorOver(transport, opts, {
       bootOffsetNs: await bootOffsetClock(opts.libcPath),
       monotonicNs: await monotonicClock(opts.libcPath),
       files,
-      list: () => (files.list("/proc") ?? []).filter((name) => /^\d+$/.test(name)).map(Number),
+      list: () => (list.list("/proc") ?? []).filter((name) => /^\d+$/.test(name)).map(Number),
     });
   }
 
@@ -312,7 +328,10 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
 
   /** A snapshot of the counters. */
   get stats(): Readonly<ProcMonitorStats> {
-    return { ...this.#receiver.stats, ...this.#counts, rcvbuf: this.#receiver.transport.rcvbuf };
+    const transport = this.#receiver.transport;
+    const stats: ProcMonitorStats = { ...this.#receiver.stats, ...this.#counts, rcvbuf: transport.rcvbuf };
+    if (transport instanceof ReceiptTransport) stats.receipt = { ...transport.stats };
+    return stats;
   }
 
   /**
@@ -387,6 +406,8 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     this.#table?.scan();
     this.#sweepLater(); // zombies of the scan
     this.#subscribed = true;
+    // With a table: the worker that reads /proc at receipt starts now (receipt.ts).
+    if (this.#receiver.transport instanceof ReceiptTransport) this.#receiver.transport.start();
     this.#receiver.bound(this.#stream as MessageStream<unknown>);
   }
 

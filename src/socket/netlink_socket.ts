@@ -259,6 +259,16 @@ export class NetlinkSocket implements Transport {
     }
   }
 
+  /**
+   * The next datagram that an earlier recvmmsg() took from the kernel and `receive()` has not handed
+   * out yet, or "again": no system call. For a reader that hands the socket to another thread (the
+   * receipt worker) and must first take what was received here, in order.
+   */
+  receiveBuffered(): ReceiveResult {
+    if (!this.#batch || this.#batchNext >= this.#batchCount) return "again";
+    return this.#receiveBatched(this.#batch);
+  }
+
   #receiveBatched(batch: RecvBatch): ReceiveResult {
     while (this.#batchNext >= this.#batchCount) {
       batch.rearm(this.#batchCount);
@@ -280,6 +290,11 @@ export class NetlinkSocket implements Transport {
       batch.sourcePort(i),
       batch.sourceGroups(i),
     );
+  }
+
+  /** Stops a pending `wait()` (it resolves false) and leaves the process's poll set; the fd stays open. */
+  stopWaiting(): void {
+    if (this.#waited) this.#libc.poller.forget(this.#fd);
   }
 
   wait(): Promise<boolean> {

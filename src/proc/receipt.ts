@@ -1,0 +1,385 @@
+/**
+ * Enrichment at the point of receipt: a {@linkcode Transport} whose datagrams come from the receipt
+ * worker (receipt_worker.ts), which receives them from the process-events socket and reads `/proc`
+ * for each exec at once, off the JS thread. The monitor runs its pipeline on it unchanged (decode,
+ * table, filters, loss accounting): datagrams and overruns come out of `receive()` in the order the
+ * worker received them, and `files` serves the /proc files read for the datagram being handled, so
+ * the process table's reads (`readProcessInfo`) find them instead of racing the process to /proc.
+ *
+ * Sends, groups and the receive buffer go to the socket itself. `close()` stops the worker (an
+ * eventfd wakes its poll()), waits until it has left its loop, then terminates it and closes the
+ * eventfd and the socket: no thread or fd is left, and the worker never sees a closed or reused fd.
+ *
+ * @module
+ */
+import { ClosedError, NetlinkError } from "../errors.ts";
+import type { FileReader } from "../ffi/files.ts";
+import { EFD_CLOEXEC, EFD_NONBLOCK, type Libc } from "../ffi/types.ts";
+import type { NetlinkAddress } from "../codec/netlink.ts";
+import type { ReceivedDatagram, ReceiveResult, Transport } from "../socket/transport.ts";
+import type { NetlinkSocket } from "../socket/netlink_socket.ts";
+import {
+  DATAGRAM_HEADER,
+  FILE_HEADER,
+  FILE_UNCERTAIN,
+  FILES,
+  KIND_DATAGRAM,
+  KIND_FILE,
+  KIND_OVERRUN,
+  LAYOUT,
+  RECEIPT_NICE,
+  type ReceiptMessage,
+  type ReceiptSetup,
+  type ReceiptStart,
+  SHARED,
+  WORKER_SYMBOLS,
+} from "./receipt_format.ts";
+import { receiptWorker } from "./receipt_worker.ts";
+
+let workerUrl: string | undefined;
+
+/** The /proc files read for one exec when it was received. */
+interface Prefetched {
+  /** `/proc/PID/` */
+  readonly dir: string;
+  /** By index in FILES: the bytes, or null when it could not be read. */
+  readonly files: (Uint8Array | null)[];
+  /** Some file was read after a later exec of the same process: none of them can be trusted. */
+  uncertain: boolean;
+}
+
+/** What the monitor can see of the reads at receipt (for tests and the bench). */
+export interface ReceiptStats {
+  /**
+   * Whether the worker reads the socket (it takes over once started; until then, or if it cannot
+   * start, the JS thread reads the socket and /proc, as without a worker).
+   */
+  active: boolean;
+  /** Execs whose /proc files the worker read. */
+  reads: number;
+  /** Of those, reads marked uncertain (a later exec of the process came before the read ended). */
+  uncertain: number;
+  /** Batches handed over by the worker. */
+  batches: number;
+  /** Whether the worker's thread runs at a raised priority (nice -10: the process may, e.g. as root). */
+  raisedPriority: boolean;
+}
+
+/** The one ReceivedDatagram handed out, refilled by each receive. */
+class Received implements ReceivedDatagram {
+  buffer: Uint8Array = new Uint8Array(0);
+  offset = 0;
+  size = 0;
+  length = 0;
+  truncated = false;
+  readonly source = { port: 0, groups: 0 };
+
+  get data(): Uint8Array {
+    return this.buffer.subarray(this.offset, this.offset + this.size);
+  }
+}
+
+/** A decoded batch: entry offsets of datagrams and overruns (-1) in order, and the files by datagram. */
+interface Batch {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  readonly entries: number[];
+  readonly prefetched: Map<number, Prefetched>;
+}
+
+/** Bun's Worker can be unref'd; Deno's cannot (and needs not: the monitor is open while it runs). */
+type AnyWorker = Worker & { unref?(): void };
+
+/**
+ * Serves the files read at receipt for the datagram being handled, and everything else from
+ * `fallback` (the table's own reads: a scan, a process that started unseen).
+ */
+class ReceiptFiles implements FileReader {
+  current: Prefetched | null = null;
+  constructor(readonly fallback: FileReader) {}
+
+  #lookup(path: string): Uint8Array | null | undefined {
+    const c = this.current;
+    if (!c || !path.startsWith(c.dir)) return undefined;
+    const index = FILES.indexOf(path.slice(c.dir.length) as typeof FILES[number]);
+    if (index < 0) return undefined;
+    // An uncertain read may show a later program: unknown, never borrowed.
+    return c.uncertain ? null : c.files[index];
+  }
+
+  read(path: string, max?: number): Uint8Array | null {
+    const hit = this.#lookup(path);
+    if (hit === undefined) return this.fallback.read(path, max);
+    return hit && max !== undefined && hit.byteLength > max ? hit.subarray(0, max) : hit;
+  }
+
+  readlink(path: string): Uint8Array | null {
+    const hit = this.#lookup(path);
+    return hit === undefined ? this.fallback.readlink(path) : hit;
+  }
+
+  list(path: string): string[] | null {
+    return this.fallback.list(path);
+  }
+}
+
+/**
+ * The process-events socket read by the receipt worker. Internal: `ProcMonitor.open()` uses it when
+ * the monitor keeps a process table.
+ */
+export class ReceiptTransport implements Transport {
+  readonly #socket: NetlinkSocket;
+  readonly #libc: Libc;
+  #wake = -1;
+  readonly #shared = new Int32Array(new SharedArrayBuffer(4 * SHARED.LENGTH));
+  #worker: AnyWorker | null = null;
+  readonly #files: ReceiptFiles;
+  readonly #received = new Received();
+  readonly #batches: Batch[] = [];
+  #batch: Batch | null = null;
+  #next = 0;
+  #taken = 0;
+  // Until the worker has the socket, this thread reads it (as without a worker).
+  #direct = true;
+  #waiting: ((ready: boolean) => void) | null = null;
+  #failure: unknown = null;
+  #stopped: Promise<void> = Promise.resolve();
+  #closing: Promise<void> | null = null;
+  readonly stats: ReceiptStats = { active: false, reads: 0, uncertain: 0, batches: 0, raisedPriority: false };
+
+  /**
+   * Reads `socket` on this thread at once; `start()` starts the worker, which takes the socket over
+   * as soon as it runs (a runtime may take from a tenth of a second to seconds, under load, to start
+   * a worker: `open()` does not wait for it, and until then /proc is read here, as without a worker).
+   * If the worker cannot start, this thread goes on reading; `stats.active` says which.
+   *
+   * @param socket the process-events socket (bound; it becomes the worker's to read)
+   * @param libc the JS thread's libc (eventfd, write, close)
+   * @param fallback reads of files the worker did not read
+   */
+  constructor(socket: NetlinkSocket, libc: Libc, fallback: FileReader) {
+    this.#socket = socket;
+    this.#libc = libc;
+    this.#files = new ReceiptFiles(fallback);
+  }
+
+  /**
+   * Starts the worker (the monitor calls it once its subscription is confirmed: under \`deno test\`,
+   * which type-checks a worker's module, starting one blocks this thread for a while).
+   * Idempotent; nothing after close().
+   */
+  start(): void {
+    if (this.#worker || this.#closing) return;
+    let stopped!: () => void;
+    this.#stopped = new Promise<void>((resolve) => (stopped = resolve));
+    workerUrl ??= URL.createObjectURL(
+      new Blob([
+        `self.onmessage = (e) => { self.onmessage = null; (${
+          String(receiptWorker)
+        })(e.data, ${this.#libc.worker.open}); };`,
+      ], { type: "application/javascript" }),
+    );
+    const worker: AnyWorker = new Worker(workerUrl, { type: "module" });
+    this.#worker = worker;
+    worker.onmessage = (e: MessageEvent) => {
+      const m = e.data as ReceiptMessage;
+      if (m.type === "batch") this.#arrived(m.batch);
+      else if (m.type === "ready") this.#handOver(m.raised);
+      else if (m.type === "stopped") stopped();
+      else if (m.type === "failed") {
+        if (this.#direct) {
+          // It never had the socket: this thread goes on reading it.
+          worker.terminate();
+          stopped();
+          return;
+        }
+        this.#fail(new NetlinkError(m.op, m.errno, `receive process events in the receipt worker (${m.message})`));
+        stopped();
+      }
+    };
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault?.();
+      if (!this.#direct) this.#fail(new Error(`cnlink: the receipt worker failed: ${e.message}`));
+      stopped();
+    };
+    const ffi = this.#libc.worker;
+    worker.postMessage(
+      {
+        path: ffi.path,
+        symbols: ffi.symbols(WORKER_SYMBOLS),
+        nice: RECEIPT_NICE,
+        layout: LAYOUT,
+      } satisfies ReceiptStart,
+    );
+  }
+
+  /** The worker runs: stop reading here, and give it the socket. */
+  #handOver(raised: boolean): void {
+    if (this.#closing) return;
+    const wake = this.#libc.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake < 0) {
+      // No eventfd, no way to stop the worker: keep reading here.
+      this.#worker!.terminate();
+      return;
+    }
+    this.#wake = wake;
+    this.#direct = false;
+    this.stats.active = true;
+    this.stats.raisedPriority = raised;
+    // A pending wait() on the socket resolves false and is turned into a wait for batches.
+    this.#socket.stopWaiting();
+    const setup: ReceiptSetup = { socket: this.#socket.fd, wake, shared: this.#shared.buffer as SharedArrayBuffer };
+    this.#worker!.postMessage(setup);
+  }
+
+  /** Serves the files read at receipt for the datagram being handled; anything else from the fallback. */
+  get files(): FileReader {
+    return this.#files;
+  }
+
+  get port(): number {
+    return this.#socket.port;
+  }
+
+  join(group: number): void {
+    this.#socket.join(group);
+  }
+
+  leave(group: number): void {
+    this.#socket.leave(group);
+  }
+
+  memberships(): number[] {
+    return this.#socket.memberships();
+  }
+
+  send(datagram: Uint8Array, to: NetlinkAddress): void {
+    if (this.#closing) throw new ClosedError("send");
+    this.#socket.send(datagram, to);
+  }
+
+  setReceiveBuffer(bytes: number): number {
+    return this.#socket.setReceiveBuffer(bytes);
+  }
+
+  get rcvbuf(): number {
+    return this.#socket.rcvbuf;
+  }
+
+  #fail(err: unknown): void {
+    this.#failure ??= err;
+    this.#waiting?.(true);
+    this.#waiting = null;
+  }
+
+  #arrived(buffer: ArrayBuffer): void {
+    if (this.#closing) return;
+    const bytes = new Uint8Array(buffer);
+    const view = new DataView(buffer);
+    const entries: number[] = [];
+    const prefetched = new Map<number, Prefetched>();
+    for (let at = 0; at < bytes.byteLength;) {
+      const kind = view.getUint32(at, true);
+      if (kind === KIND_DATAGRAM) {
+        entries.push(at);
+        at += DATAGRAM_HEADER + ((view.getUint32(at + 8, true) + 3) & ~3);
+      } else if (kind === KIND_OVERRUN) {
+        entries.push(-1);
+        at += 4;
+      } else if (kind === KIND_FILE) {
+        const index = view.getUint32(at + 4, true);
+        const file = view.getUint32(at + 8, true);
+        const length = view.getInt32(at + 16, true);
+        let p = prefetched.get(index);
+        if (!p) {
+          const d = entries[index];
+          const tgid = view.getInt32(d + DATAGRAM_HEADER + 56, true);
+          prefetched.set(index, p = { dir: `/proc/${tgid}/`, files: [], uncertain: false });
+          this.stats.reads++;
+        }
+        if ((view.getUint32(at + 12, true) & FILE_UNCERTAIN) !== 0 && !p.uncertain) {
+          p.uncertain = true;
+          this.stats.uncertain++;
+        }
+        p.files[file] = length < 0 ? null : bytes.subarray(at + FILE_HEADER, at + FILE_HEADER + length);
+        at += FILE_HEADER + (length < 0 ? 0 : (length + 3) & ~3);
+      } else {
+        this.#fail(new Error(`cnlink: the receipt worker sent an entry of unknown kind ${kind}`));
+        return;
+      }
+    }
+    this.stats.batches++;
+    this.#batches.push({ bytes, view, entries, prefetched });
+    this.#waiting?.(true);
+    this.#waiting = null;
+  }
+
+  receive(): ReceiveResult {
+    if (this.#closing) throw new ClosedError("receive");
+    if (this.#failure) throw this.#failure;
+    this.#files.current = null;
+    if (this.#direct) return this.#socket.receive();
+    // What this thread took from the kernel before the hand-over comes first.
+    const early = this.#socket.receiveBuffered();
+    if (early !== "again") return early;
+    for (;;) {
+      const b = this.#batch ??= this.#batches.shift() ?? null;
+      if (!b) return "again";
+      if (this.#next === b.entries.length) {
+        // Done with it: the worker may post another.
+        this.#batch = null;
+        this.#next = 0;
+        this.#taken = (this.#taken + 1) | 0;
+        Atomics.store(this.#shared, SHARED.TAKEN, this.#taken);
+        Atomics.notify(this.#shared, SHARED.TAKEN);
+        continue;
+      }
+      const i = this.#next++;
+      const at = b.entries[i];
+      if (at < 0) return "overrun";
+      const r = this.#received;
+      r.buffer = b.bytes;
+      r.length = b.view.getUint32(at + 4, true);
+      r.size = b.view.getUint32(at + 8, true);
+      r.truncated = b.view.getUint32(at + 12, true) !== 0;
+      r.source.port = b.view.getUint32(at + 16, true);
+      r.source.groups = b.view.getUint32(at + 20, true);
+      r.offset = at + DATAGRAM_HEADER;
+      this.#files.current = b.prefetched.get(i) ?? null;
+      return r;
+    }
+  }
+
+  wait(): Promise<boolean> {
+    if (this.#closing) return Promise.resolve(false);
+    if (this.#direct) {
+      // Resolves false when closed, or when the hand-over stopped it: then wait for batches.
+      return this.#socket.wait().then((ready) => ready || (!this.#closing && !this.#direct ? this.wait() : false));
+    }
+    if (this.#failure || this.#batch || this.#batches.length) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => (this.#waiting = resolve));
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#waiting?.(false);
+      this.#waiting = null;
+      this.#batches.length = 0;
+      this.#batch = null;
+      this.#files.current = null;
+      if (this.#wake >= 0) {
+        Atomics.store(this.#shared, SHARED.STOP, 1);
+        Atomics.notify(this.#shared, SHARED.TAKEN);
+        this.#libc.write(this.#wake, new BigUint64Array([1n]));
+        // The worker leaves its loop at once (it waits in poll() or for room, and both were woken);
+        // only then may the fds close (a closed fd number can be reused at once).
+        await this.#stopped;
+      }
+      // A worker that never got the socket has nothing to stop.
+      this.#worker?.terminate();
+      if (this.#wake >= 0) this.#libc.close(this.#wake);
+      await this.#socket.close();
+    })();
+    return this.#closing;
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * What the receipt worker (receipt_worker.ts) and the JS thread (receipt.ts) agree on: how a batch of
+ * received datagrams and the /proc files read for them are laid out in the ArrayBuffer the worker
+ * transfers, the shared words of their flow control, and the bounds of a read.
+ *
+ * A batch is a sequence of entries, each 4-byte aligned, little-endian:
+ *
+ *     datagram: u32 KIND_DATAGRAM, u32 length (the real one), u32 size (bytes here), u32 truncated,
+ *               u32 source port, u32 source groups, then `size` bytes (padded to 4)
+ *     overrun:  u32 KIND_OVERRUN (recvmmsg() failed with ENOBUFS at this point of the stream)
+ *     file:     u32 KIND_FILE, u32 datagram (its index in this batch), u32 file (index in FILES),
+ *               u32 flags (FILE_UNCERTAIN), i32 length (-1: could not be read), then the bytes (padded to 4)
+ *
+ * Datagrams are numbered in the order they were received; a file entry follows the datagram it was
+ * read for (not necessarily at once: the worker reads after each recvmmsg()).
+ *
+ * @module
+ */
+import { CMDLINE_LIMIT } from "./enrich.ts";
+
+/** Entry kinds. */
+export const KIND_DATAGRAM = 1;
+export const KIND_OVERRUN = 2;
+export const KIND_FILE = 3;
+
+/** Bytes before a datagram's bytes, and before a file's. */
+export const DATAGRAM_HEADER = 24;
+export const FILE_HEADER = 20;
+
+/**
+ * The files read for an exec, by index in file entries, in the order the worker reads them: the
+ * command line first (forkstat's order: it names the process), then the name, then the rest.
+ */
+export const FILES = ["cmdline", "comm", "stat", "status", "exe", "cgroup"] as const;
+/** One of {@linkcode FILES}. */
+export type PrefetchedFile = typeof FILES[number];
+
+/**
+ * A file entry's flag: a later exec of the same process happened (by the kernel's timestamp) before
+ * this read ended, so what was read may be that later program's.
+ */
+export const FILE_UNCERTAIN = 1;
+
+/** Words of the shared Int32Array: batches the JS thread has taken, and the stop request. */
+export const SHARED = { TAKEN: 0, STOP: 1, LENGTH: 2 } as const;
+
+/**
+ * Batches the worker may have posted that the JS thread has not taken yet. At the bound the worker
+ * stops receiving, so the kernel's buffer fills and reports an overrun, as when the receive loop
+ * itself pauses for a full stream: memory stays bounded and the loss is reported.
+ */
+export const MAX_BATCHES_IN_FLIGHT = 64;
+/** A batch is posted once the socket is drained, or at this size (at most one more datagram's reads over). */
+export const BATCH_BYTES = 1 << 20;
+
+/** Layouts and bounds the worker's body uses (it can import nothing: receipt_worker.ts). */
+export const LAYOUT = {
+  vector: 64,
+  slot: 128,
+  files: FILES,
+  cmdlineLimit: CMDLINE_LIMIT,
+  datagramHeader: DATAGRAM_HEADER,
+  fileHeader: FILE_HEADER,
+  kindDatagram: KIND_DATAGRAM,
+  kindOverrun: KIND_OVERRUN,
+  kindFile: KIND_FILE,
+  fileUncertain: FILE_UNCERTAIN,
+  taken: SHARED.TAKEN,
+  stop: SHARED.STOP,
+  maxInFlight: MAX_BATCHES_IN_FLIGHT,
+  batchBytes: BATCH_BYTES,
+  procEventExec: 0x2,
+} as const;
+
+/** The worker's first message: how to open libc (FFI handles do not cross threads), and the layouts. */
+export interface ReceiptStart {
+  path: string;
+  /** The libc table's functions the worker calls, in the runtime's spelling. */
+  symbols: Record<string, unknown>;
+  /** The nice value to ask for its thread. */
+  nice: number;
+  layout: typeof LAYOUT;
+}
+
+/** The libc functions the worker calls. */
+export const WORKER_SYMBOLS = [
+  "poll",
+  "recvmmsg",
+  "open",
+  "read",
+  "close",
+  "readlink",
+  "clock_gettime",
+  "gettid",
+  "setpriority",
+  "__errno_location",
+] as const;
+
+/** Its second message, once it is `ready`: what to read. */
+export interface ReceiptSetup {
+  /** The process-events socket (fds are process-wide); the worker is its only reader. */
+  socket: number;
+  /** An eventfd written to stop the worker's poll(). */
+  wake: number;
+  /** {@linkcode SHARED}. */
+  shared: SharedArrayBuffer;
+}
+
+/**
+ * The receipt thread's nice value when the process may lower it (CAP_SYS_NICE, e.g. root): a thread
+ * that sleeps until an exec and then races the process to /proc should get the CPU first. Measured on
+ * a loaded 2-vCPU machine (docs/PROCMON.md): at the process's nice it named about as many short-lived
+ * processes as forkstat, at -10 about twice as many. It costs no CPU: the work per event is the same.
+ */
+export const RECEIPT_NICE = -10;
+
+/** Messages from the worker. */
+export type ReceiptMessage =
+  | { type: "ready"; raised: boolean }
+  | { type: "batch"; batch: ArrayBuffer }
+  | { type: "failed"; op: string; errno: number; message: string }
+  | { type: "stopped" };
