@@ -53,6 +53,13 @@ export const MAX_BATCHES_IN_FLIGHT = 64;
 /** A batch is posted once the socket is drained, or at this size (at most one more datagram's reads over). */
 export const BATCH_BYTES = 1 << 20;
 
+/**
+ * A read is uncertain when a later exec of the same process has a kernel timestamp up to 2 ms after
+ * the read's end (receipt_worker.ts): the kernel sends an exec's event only after loading the new
+ * image, while /proc already shows its name. The worker holds a batch with reads that long.
+ */
+export const UNCERTAIN_MARGIN_NS = 2_000_000;
+
 /** Layouts and bounds the worker's body uses (it can import nothing: receipt_worker.ts). */
 export const LAYOUT = {
   vector: 64,
@@ -70,6 +77,7 @@ export const LAYOUT = {
   maxInFlight: MAX_BATCHES_IN_FLIGHT,
   batchBytes: BATCH_BYTES,
   procEventExec: 0x2,
+  uncertainMarginNs: UNCERTAIN_MARGIN_NS,
 } as const;
 
 /** The worker's first message: how to open libc (FFI handles do not cross threads), and the layouts. */

@@ -13,8 +13,11 @@
  * then stat, status, exe and cgroup of those execs; then post the batch (the datagrams as received,
  * overruns where recvmmsg() reported them, and the files) as one transferred ArrayBuffer (layout:
  * receipt_format.ts). A read for exec E of process P is marked uncertain when a later exec of P was
- * received before the read was complete, or has a kernel timestamp at or before its end: the files
- * may be the later program's, and the JS thread must not use them.
+ * received before the read was complete, or has a kernel timestamp up to UNCERTAIN_MARGIN_NS after
+ * its end: the files may be the later program's, and the JS thread must not use them. (The kernel
+ * renames the task and switches its memory early in exec, but sends the event only once the new
+ * image is loaded: a read in between sees the later program while its event is not there yet. The
+ * batch is held until the margin has passed, so that event arrives and marks the read.)
  *
  * It stops when the eventfd is written (close), and waits, without receiving, while
  * MAX_BATCHES_IN_FLIGHT batches are not taken yet (the kernel's buffer then fills and reports the
@@ -183,6 +186,9 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     const reads = new Map<number, Read>(); // the latest read of each process in the current batch
     const due: Read[] = []; // reads whose second half (stat, status, exe, cgroup) is due
     const fresh: Read[] = [];
+    // A later exec within this margin after a read's end marks it uncertain (see the hold below).
+    const margin = BigInt(L.uncertainMarginNs);
+    let lastEndNs = -margin;
 
     const uncertain = (read: Read) => {
       read.uncertain = true;
@@ -208,7 +214,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     const finish = () => {
       for (const read of due) {
         for (let index = 2; index < L.files.length; index++) file(read, index);
-        read.endNs = monotonicNs();
+        read.endNs = lastEndNs = monotonicNs();
         read.done = true;
       }
       due.length = 0;
@@ -252,7 +258,16 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
           if (err !== EAGAIN) throw { op: "recvmmsg", errno: err, message: "recvmmsg failed" };
         }
         if (n <= 0) {
-          if (due.length === 0) break;
+          if (due.length === 0) {
+            // Hold the batch until the margin after the last read has passed: a later exec of the
+            // same process that had begun (new name, new image) before the read, but whose event the
+            // kernel sends only once the new image is loaded, comes meanwhile and marks it.
+            const left = lastEndNs + margin - monotonicNs();
+            if (left <= 0n) break;
+            const q = s.poll(fds, 2n, Math.ceil(Number(left) / 1e6));
+            if (q > 0 && fdsView.getInt16(14, LE) !== 0) return;
+            continue;
+          }
           // Drained: the second halves, then look again (events may have come meanwhile).
           finish();
           if (at >= L.batchBytes) break;
@@ -285,7 +300,9 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
             // An earlier read of this process not complete yet, or completed after this exec: its
             // files may be this exec's program.
             const earlier = reads.get(tgid);
-            if (earlier && (!earlier.done || earlier.endNs >= slots.getBigUint64(d + 44, LE))) uncertain(earlier);
+            if (earlier && (!earlier.done || earlier.endNs + margin >= slots.getBigUint64(d + 44, LE))) {
+              uncertain(earlier);
+            }
             const read: Read = { index: count, tgid, flags: [], uncertain: false, endNs: 0n, done: false };
             reads.set(tgid, read);
             fresh.push(read);
