@@ -111,6 +111,9 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
           return null;
         }
         n += r;
+        // /proc's files (seq_file, cmdline) fill what was asked up to their end: a short read is
+        // the end, and asking again would only return 0 (a system call per file saved).
+        if (r < into.byteLength) break;
       }
     } finally {
       s.close(fd);
