@@ -106,7 +106,8 @@ export function turnsFor(clock: Clock): Turns {
 }
 
 /**
- * Runs the loop until `running()` is false or the transport closes. `coalesce: false` never sleeps
+ * Runs the loop until `running()` is false or the transport closes (`coalesce` may be a function, asked
+ * after each drain). `coalesce: false` never sleeps
  * between drains: every datagram is handled as soon as the waiting thread sees it (for readers that
  * must act before the sender is gone, e.g. reading /proc of a short-lived process).
  */
@@ -114,7 +115,7 @@ export async function pump(
   transport: Transport,
   on: PumpHandlers,
   clock: Clock = realClock,
-  coalesce = true,
+  coalesce: boolean | (() => boolean) = true,
 ): Promise<void> {
   const turns = turnsFor(clock);
   let drained = 0;
@@ -142,7 +143,7 @@ export async function pump(
       const safeMs = transport.rcvbuf / DATAGRAM_TRUESIZE / 2 / rate;
       cycle = now;
       on.idle?.();
-      if (coalesce && drained >= BURST && safeMs >= 1) {
+      if ((coalesce === true || (coalesce !== false && coalesce())) && drained >= BURST && safeMs >= 1) {
         await clock.sleep(Math.min(sleepMs, safeMs));
         sleepMs = Math.min(sleepMs * 2, MAX_SLEEP_MS);
       } else {

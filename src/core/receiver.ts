@@ -64,7 +64,7 @@ export interface ReceiverOptions {
   /** Time for the loop (tests give a fake clock). */
   clock?: Clock;
   /** Coalesce wake-ups under load (default true); false handles each datagram as soon as it is seen. */
-  coalesce?: boolean;
+  coalesce?: boolean | (() => boolean);
 }
 
 /** The receive loop of one socket. */

@@ -260,7 +260,8 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
       onError: options.onError,
       label: () => "the process-events socket",
       // /proc must be read before short-lived processes are gone: no sleeping between drains.
-      coalesce: !enrich,
+      // Once the receipt worker reads /proc at receipt, this thread may coalesce again.
+      coalesce: !enrich || (transport instanceof ReceiptTransport && (() => transport.stats.active)),
     });
     // Not bounded before the kernel's ack is through: a full stream would pause the loop before it.
     this.#stream = this.#receiver.stream(options.signal, () => void this.close(), false);

@@ -23,6 +23,7 @@ import {
   FILE_HEADER,
   FILE_UNCERTAIN,
   FILES,
+  inFlightLimit,
   KIND_DATAGRAM,
   KIND_FILE,
   KIND_OVERRUN,
@@ -84,6 +85,8 @@ interface Batch {
   readonly bytes: Uint8Array;
   readonly view: DataView;
   readonly entries: number[];
+  /** How many of the entries are datagrams (not overruns). */
+  readonly datagrams: number;
   readonly prefetched: Map<number, Prefetched>;
 }
 
@@ -224,6 +227,7 @@ export class ReceiptTransport implements Transport {
     }
     this.#wake = wake;
     this.#direct = false;
+    Atomics.store(this.#shared, SHARED.LIMIT, inFlightLimit(this.#socket.rcvbuf));
     this.stats.active = true;
     this.stats.raisedPriority = raised;
     // A pending wait() on the socket resolves false and is turned into a wait for batches.
@@ -259,7 +263,11 @@ export class ReceiptTransport implements Transport {
   }
 
   setReceiveBuffer(bytes: number): number {
-    return this.#socket.setReceiveBuffer(bytes);
+    const reported = this.#socket.setReceiveBuffer(bytes);
+    // The worker buffers as much as the socket would, no more.
+    Atomics.store(this.#shared, SHARED.LIMIT, inFlightLimit(reported));
+    Atomics.notify(this.#shared, SHARED.TAKEN);
+    return reported;
   }
 
   get rcvbuf(): number {
@@ -309,7 +317,9 @@ export class ReceiptTransport implements Transport {
       }
     }
     this.stats.batches++;
-    this.#batches.push({ bytes, view, entries, prefetched });
+    let datagrams = 0;
+    for (const at of entries) if (at >= 0) datagrams++;
+    this.#batches.push({ bytes, view, entries, datagrams, prefetched });
     this.#waiting?.(true);
     this.#waiting = null;
   }
@@ -329,7 +339,7 @@ export class ReceiptTransport implements Transport {
         // Done with it: the worker may post another.
         this.#batch = null;
         this.#next = 0;
-        this.#taken = (this.#taken + 1) | 0;
+        this.#taken = (this.#taken + b.datagrams) | 0;
         Atomics.store(this.#shared, SHARED.TAKEN, this.#taken);
         Atomics.notify(this.#shared, SHARED.TAKEN);
         continue;

@@ -41,15 +41,22 @@ export type PrefetchedFile = typeof FILES[number];
  */
 export const FILE_UNCERTAIN = 1;
 
-/** Words of the shared Int32Array: batches the JS thread has taken, and the stop request. */
-export const SHARED = { TAKEN: 0, STOP: 1, LENGTH: 2 } as const;
+/**
+ * Words of the shared Int32Array: datagrams the JS thread has taken (counting up, wrapping at 2^32),
+ * the stop request, and how many datagrams may be in flight (see {@linkcode inFlightLimit}).
+ */
+export const SHARED = { TAKEN: 0, STOP: 1, LIMIT: 2, LENGTH: 3 } as const;
 
 /**
- * Batches the worker may have posted that the JS thread has not taken yet. At the bound the worker
- * stops receiving, so the kernel's buffer fills and reports an overrun, as when the receive loop
- * itself pauses for a full stream: memory stays bounded and the loss is reported.
+ * Datagrams the worker may have received and posted that the JS thread has not taken yet: as many as
+ * the socket's buffer holds (bytes / 768, the kernel's charge for an event), at least 64, at most
+ * 65536. At the bound the worker stops receiving, so the kernel's buffer fills and reports an
+ * overrun, as when the receive loop itself pauses for a full stream: the buffering the user sized
+ * (`rcvbuf`) is not doubled silently, memory stays bounded, and the loss is reported.
  */
-export const MAX_BATCHES_IN_FLIGHT = 64;
+export function inFlightLimit(rcvbuf: number): number {
+  return Math.min(65536, Math.max(64, Math.floor(rcvbuf / 768)));
+}
 /** A batch is posted once the socket is drained, or at this size (at most one more datagram's reads over). */
 export const BATCH_BYTES = 1 << 20;
 
@@ -74,7 +81,7 @@ export const LAYOUT = {
   fileUncertain: FILE_UNCERTAIN,
   taken: SHARED.TAKEN,
   stop: SHARED.STOP,
-  maxInFlight: MAX_BATCHES_IN_FLIGHT,
+  limit: SHARED.LIMIT,
   batchBytes: BATCH_BYTES,
   procEventExec: 0x2,
   uncertainMarginNs: UNCERTAIN_MARGIN_NS,

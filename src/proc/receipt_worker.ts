@@ -20,7 +20,7 @@
  * batch is held until the margin has passed, so that event arrives and marks the read.)
  *
  * It stops when the eventfd is written (close), and waits, without receiving, while
- * MAX_BATCHES_IN_FLIGHT batches are not taken yet (the kernel's buffer then fills and reports the
+ * as many datagrams as the socket's buffer holds are not taken yet (the kernel's buffer then fills and reports the
  * overrun, as for a paused receive loop).
  *
  * It runs in its own thread, so receipt.ts ships {@linkcode receiptWorker} as source text
@@ -227,17 +227,20 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
       const batch = out.buffer.slice(0, at) as ArrayBuffer;
       at = 0;
       scope.postMessage({ type: "batch", batch }, [batch]);
-      posted = (posted + 1) | 0;
+      posted = (posted + count) | 0;
       count = 0;
       reads.clear();
     };
 
     for (;;) {
-      // Room for another batch? (The JS thread notifies TAKEN after each batch, and close() after STOP.)
-      for (let taken = Atomics.load(shared, L.taken); ((posted - taken) | 0) >= L.maxInFlight;) {
+      // Room for more? (The JS thread notifies TAKEN after each batch, and close() after STOP.)
+      let room = 0;
+      for (;;) {
         if (Atomics.load(shared, L.stop)) return;
+        const taken = Atomics.load(shared, L.taken);
+        room = Atomics.load(shared, L.limit) - ((posted - taken) | 0);
+        if (room > 0) break;
         Atomics.wait(shared, L.taken, taken);
-        taken = Atomics.load(shared, L.taken);
       }
       if (Atomics.load(shared, L.stop)) return;
       const p = s.poll(fds, 2n, -1);
@@ -318,7 +321,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
           file(read, 1);
           due.push(read);
         }
-        if (at >= L.batchBytes) {
+        if (at >= L.batchBytes || count >= room) {
           finish();
           break;
         }
