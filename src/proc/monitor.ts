@@ -80,9 +80,11 @@ export interface ProcMonitorOptions {
   /**
    * Keep a live process table (`monitor.processes`): a /proc scan at open, then kept by the events,
    * so each event carries `process` (its process: command line, user, cgroup, container, start
-   * time, ...) including processes that started earlier. /proc is read in the receive loop, before
-   * the event waits in the queue, and the loop does not coalesce wake-ups, so short-lived processes
-   * are read while they still exist; what cannot be read is listed in `process.missing`.
+   * time, ...) including processes that started earlier. /proc is read at the point of receipt: a
+   * worker thread receives the events and reads /proc for each exec as soon as its datagram arrives
+   * (until it runs, the receive loop reads, without coalescing wake-ups), so short-lived processes
+   * are read while they still exist; what cannot be read is listed in `process.missing`
+   * (`stats.receipt` says what the worker did).
    * /proc is read through libc (open/read/close), several times faster than the runtimes' fs
    * modules, and so with Deno's `--allow-ffi` alone (its fs module wants `--allow-all` for /proc).
    */
