@@ -35,6 +35,11 @@ export class Procmon {
     return this.#out;
   }
 
+  /** What it printed on stderr so far. */
+  get stderr(): string {
+    return this.#err;
+  }
+
   /**
    * Runs `workload` (which returns the pid it started) every 300 ms until `shown(pid)` holds for one
    * of them; returns that pid.

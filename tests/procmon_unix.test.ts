@@ -68,9 +68,9 @@ describe("nothing raw on a terminal", () => {
             const ended = procmons.findIndex((p) => p.child.exitCode !== null);
             assert.ok(
               ended < 0 && Date.now() < deadline,
-              `not shown by procmon ${missing.join(", ")}: exit ${procmons.map((p) => p.child.exitCode)}\n${
-                procmons.find((p) => !p.stdout.includes(shown))?.stdout.slice(-3000)
-              }`,
+              `not shown by procmon ${missing.join(", ")}: exit ${procmons.map((p) => p.child.exitCode)}; stderr ${
+                procmons.map((p) => p.stderr.slice(-500)).join(" | ")
+              }\n${procmons.find((p) => !p.stdout.includes(shown))?.stdout.slice(-3000)}`,
             );
             await sleep(200);
           }

@@ -35,6 +35,8 @@ export interface PumpHandlers {
    * to its consumers now (a reader that holds a received batch back to look ahead in it).
    */
   idle?(): void;
+  /** The socket had nothing more to read (everything queued before this receive was handled). */
+  empty?(): void;
   /**
    * Undefined when the consumer has room now; else a promise that resolves when it may have room
    * again (asked again then, before the next receive).
@@ -136,6 +138,7 @@ export async function pump(
     }
     const got = transport.receive();
     if (got === "again") {
+      on.empty?.();
       const now = clock.now();
       // Arrival rate since the previous drain ended (datagrams per ms), and how long half the
       // buffer lasts at that rate.

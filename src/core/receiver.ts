@@ -94,6 +94,7 @@ export class Receiver {
   #closeReason: unknown = undefined;
   #dispatching = false;
   #paused = false;
+  #emptied = 0;
   #drainLater: Promise<void> | null = null;
 
   constructor(transport: Transport, sink: ReceiverSink, options: ReceiverOptions = {}) {
@@ -103,6 +104,14 @@ export class Receiver {
     this.#maxQueued = positive(options.maxQueued, DEFAULT_MAX_QUEUED, "maxQueued");
     this.#maxQueuedBytes = positive(options.maxQueuedBytes, DEFAULT_MAX_QUEUED_BYTES, "maxQueuedBytes");
     this.#kernelOnly = options.kernelOnly === true;
+  }
+
+  /**
+   * How many times a receive found the socket empty: once it grew after a send, everything the
+   * kernel queued inside that send has been handled (a handshake's ack, if one was sent, was seen).
+   */
+  get emptied(): number {
+    return this.#emptied;
   }
 
   /** Whether `close()` was called (or an error closed the receiver). */
@@ -171,6 +180,7 @@ export class Receiver {
         },
         overrun: () => this.#overrun(),
         idle: this.#sink.idle && (() => this.#sink.idle!()),
+        empty: () => this.#emptied++,
         backpressure: () => this.#full === null ? undefined : this.#pause(this.#full),
       },
       this.#options.clock ?? realClock,
@@ -215,7 +225,10 @@ export class Receiver {
           return;
         }
         const got = this.#transport.receive();
-        if (got === "again") return;
+        if (got === "again") {
+          this.#emptied++;
+          return;
+        }
         if (got === "overrun") this.#overrun();
         else this.#handle(got);
         if (this.#closing || this.#full !== null) return;

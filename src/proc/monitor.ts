@@ -73,7 +73,11 @@ export interface ProcMonitorOptions {
   rcvbuf?: number;
   /** Double the receive buffer after each overrun, up to this many bytes; default 256 MiB, `0` to keep it. */
   maxRcvbuf?: number;
-  /** How long to wait for the kernel's ack of LISTEN; default 1000 ms. */
+  /**
+   * How long to wait for the kernel's ack of LISTEN; default 1000 ms. The ack queues behind other
+   * listeners' events: while the socket still holds events that came before it (a busy host, a
+   * starved process), the wait is extended, up to ten times this.
+   */
   ackTimeoutMs?: number;
   /** Closes the monitor when aborted: the iteration ends quietly, as with `close()`. */
   signal?: AbortSignal;
@@ -191,6 +195,8 @@ function randomAck(): number {
 
 /** LISTEN handshakes tried when the kernel's ack was lost to an overrun (within `ackTimeoutMs`). */
 const SUBSCRIBE_ATTEMPTS = 5;
+/** How many times `ackTimeoutMs` the handshake waits while the socket still holds what came before the ack. */
+const ACK_BACKLOG_LIMIT = 10;
 
 /**
  * A subscription to process events. Iterate it for events and loss reports; close it to unsubscribe.
@@ -289,8 +295,8 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     const libc = await loadLibc(opts.libcPath);
     // Events are 76-byte datagrams: batch them, 64 per system call. A larger datagram cannot be a
     // process event; it arrives truncated and is reported as such.
+    // Group 1 is joined by the handshake, right before LISTEN goes out (see #subscribe).
     const socket = NetlinkSocket.open(libc, {
-      groups: [CN_IDX_PROC],
       batch: { count: 64, slotSize: MONITOR_SLOT_SIZE },
     });
     let files = libcFileReader(libc);
@@ -348,6 +354,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   async #subscribe(): Promise<void> {
     const timeoutMs = this.#options.ackTimeoutMs ?? 1000;
     const deadline = performance.now() + timeoutMs;
+    const hardDeadline = deadline + (ACK_BACKLOG_LIMIT - 1) * timeoutMs;
     const seen = new Set<number>();
     let wide = 0;
     let ack: AckEvent | null = null;
@@ -356,12 +363,28 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     // and the next receive reports the overrun. Then LISTEN is sent again into the buffer just drained
     // (a datagram into an empty buffer is always taken). A repeated LISTEN is not counted twice by the
     // kernel (>= 6.6: the socket's previous op was LISTEN); retries happen only after an overrun.
+    // The socket joins group 1 only now: once in the group it receives every other listener's
+    // events, and whatever arrived between a bind() and LISTEN would queue ahead of our ack. On a busy
+    // host (a fork load, seven monitors starting on two cores) that backlog held the ack back by up to
+    // 7 s (measured on 6.18), past the timeout. Joined here, only what the kernel sends between this
+    // setsockopt() and the sendto() below is ahead of the ack.
+    this.#receiver.transport.join(CN_IDX_PROC);
     for (let attempt = 0; !ack && attempt < SUBSCRIBE_ATTEMPTS; attempt++) {
       wide = randomAck();
       const classic = randomAck();
       const overruns = this.#handshakeOverruns;
+      let sent = Infinity;
       const confirmed = new Promise<AckEvent | null>((resolve) => {
-        const timer = setTimeout(() => resolve(null), Math.max(0, deadline - performance.now()));
+        // The ack is queued inside our sendto(), behind what other listeners' events queued before
+        // it. So it is missing only once the socket was read empty after the send; until then a slow
+        // reader (a starved process on a busy host) is still catching up, and the wait goes on, up to
+        // ACK_BACKLOG_LIMIT times the timeout.
+        const expire = () => {
+          const now = performance.now();
+          if (this.#receiver.emptied > sent || now >= hardDeadline) resolve(null);
+          else timer = setTimeout(expire, Math.min(50, hardDeadline - now));
+        };
+        let timer = setTimeout(expire, Math.max(0, deadline - performance.now()));
         this.#onAck = (event) => {
           seen.add(event.ack);
           if (event.ack !== ((classic + 1) >>> 0)) return;
@@ -374,9 +397,12 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
         };
       });
       try {
-        this.#receiver.drainNow();
+        // A retry first empties the buffer the lost ack overflowed; the first attempt sends at once,
+        // so that nothing but what the kernel sends in between queues ahead of the ack.
+        if (attempt > 0) this.#receiver.drainNow();
         this.#sendOp(PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, 8, wide);
         this.#sendOp(PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, 4, classic);
+        sent = this.#receiver.emptied;
         // The acks were queued inside those sendto() calls: take them now, without a wake-up.
         this.#receiver.drainNow();
         ack = await confirmed;

@@ -50,7 +50,7 @@
  * @module
  */
 import { type CallbackId, CN_MSG, decodeDatagram, encodeMessage, type MessageInit } from "../codec/cn_msg.ts";
-import { CN_IDX_PROC, CN_MSG_HDRLEN, CONNECTOR_MAX_MSG_SIZE, NLMSG_HDRLEN } from "../codec/constants.ts";
+import { CN_MSG_HDRLEN, CONNECTOR_MAX_MSG_SIZE, NLMSG_HDRLEN } from "../codec/constants.ts";
 import type { NetlinkAddress } from "../codec/netlink.ts";
 import { decodeNetlinkHeader, LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { ClosedError, Errno, groupHint, NetlinkError } from "../errors.ts";
@@ -411,7 +411,7 @@ export class FakeKernel {
     } catch (err) {
       return Promise.reject(err);
     }
-    return procMonitorOver(this.#open({ groups: [CN_IDX_PROC], slotSize: MONITOR_SLOT_SIZE }), opts);
+    return procMonitorOver(this.#open({ groups: [], slotSize: MONITOR_SLOT_SIZE }), opts);
   }
 
   /**
