@@ -213,7 +213,18 @@ describe("cgroups are kept through exec and followed when a process moves", () =
         await rec.close();
       }
       const mine = (type: string) => rec.items.filter((e) => e.type === type && info(e)?.ppid === shell);
-      assert.equal(mine("exec").length, runs, "every exec of the children passed the cgroup filter");
+      const execs = new Set(mine("exec").map((e) => e.type === "exec" && e.pid));
+      const without = mine("exit").flatMap((e) => e.type === "exit" && !execs.has(e.pid) ? [e.pid] : []);
+      assert.equal(
+        mine("exec").length,
+        runs,
+        `every exec of the children passed the cgroup filter; the items of those without one: ${
+          JSON.stringify(
+            rec.items.filter((e) => e.type !== "lost" && without.includes(e.type === "fork" ? e.childTgid : e.tgid)),
+            (_, v) => typeof v === "bigint" ? `${v}` : v,
+          )
+        }; lost: ${JSON.stringify(rec.items.filter((e) => e.type === "lost"))}`,
+      );
       assert.equal(mine("exit").length, runs, "every exit of the children passed the cgroup filter");
       assert.ok(rec.items.every((e) => e.type === "lost" || e.process?.cgroup === cgroup.path));
     } finally {
