@@ -220,7 +220,7 @@ describe("cgroups are kept through exec and followed when a process moves", () =
         runs,
         `every exec of the children passed the cgroup filter; the items of those without one: ${
           JSON.stringify(
-            rec.items.filter((e) => e.type !== "lost" && without.includes(e.type === "fork" ? e.childTgid : e.tgid)),
+            rec.items.filter((e) => without.includes(e.type === "fork" ? e.childTgid : "tgid" in e ? e.tgid : -1)),
             (_, v) => typeof v === "bigint" ? `${v}` : v,
           )
         }; lost: ${JSON.stringify(rec.items.filter((e) => e.type === "lost"))}`,
