@@ -19,6 +19,7 @@ import type { NetlinkAddress } from "../codec/netlink.ts";
 import type { ReceivedDatagram, ReceiveResult, Transport } from "../socket/transport.ts";
 import type { NetlinkSocket } from "../socket/netlink_socket.ts";
 import {
+  CHUNK_HEADER,
   DATAGRAM_HEADER,
   FILE_HEADER,
   FILE_UNCERTAIN,
@@ -32,6 +33,8 @@ import {
   type ReceiptMessage,
   type ReceiptSetup,
   type ReceiptStart,
+  RING_BYTES,
+  RING_WRAP,
   SHARED,
   WORKER_SYMBOLS,
 } from "./receipt_format.ts";
@@ -135,6 +138,12 @@ export class ReceiptTransport implements Transport {
   readonly #libc: Libc;
   #wake = -1;
   readonly #shared = new Int32Array(new SharedArrayBuffer(4 * SHARED.LENGTH));
+  // The ring the worker writes batches to (receipt_format.ts), what of it this thread consumed, and
+  // the chunks of a batch not complete yet.
+  readonly #ring = new Uint8Array(new SharedArrayBuffer(RING_BYTES));
+  readonly #ringView = new DataView(this.#ring.buffer);
+  #tail = 0;
+  #partial: Uint8Array[] = [];
   #worker: AnyWorker | null = null;
   readonly #files: ReceiptFiles;
   readonly #received = new Received();
@@ -186,8 +195,7 @@ export class ReceiptTransport implements Transport {
     this.#worker = worker;
     worker.onmessage = (e: MessageEvent) => {
       const m = e.data as ReceiptMessage;
-      if (m.type === "batch") this.#arrived(m.batch);
-      else if (m.type === "ready") this.#handOver(m.raised);
+      if (m.type === "ready") this.#handOver(m.raised);
       else if (m.type === "stopped") stopped();
       else if (m.type === "failed") {
         if (this.#direct) {
@@ -232,7 +240,12 @@ export class ReceiptTransport implements Transport {
     this.stats.raisedPriority = raised;
     // A pending wait() on the socket resolves false and is turned into a wait for batches.
     this.#socket.stopWaiting();
-    const setup: ReceiptSetup = { socket: this.#socket.fd, wake, shared: this.#shared.buffer as SharedArrayBuffer };
+    const setup: ReceiptSetup = {
+      socket: this.#socket.fd,
+      wake,
+      shared: this.#shared.buffer as SharedArrayBuffer,
+      ring: this.#ring.buffer as SharedArrayBuffer,
+    };
     this.#worker!.postMessage(setup);
   }
 
@@ -280,6 +293,43 @@ export class ReceiptTransport implements Transport {
     this.#waiting = null;
   }
 
+  /**
+   * Takes what the worker put in the ring since the last time: copies each batch out (its bytes are
+   * referenced while its datagrams are handled) and gives the worker the room back.
+   */
+  #pull(): void {
+    const head = Atomics.load(this.#shared, SHARED.HEAD);
+    if (head === this.#tail) return;
+    const mask = RING_BYTES - 1;
+    while (this.#tail !== head) {
+      const pos = this.#tail & mask;
+      const n = this.#ringView.getUint32(pos, true);
+      if (n === RING_WRAP) {
+        this.#tail = (this.#tail + RING_BYTES - pos) | 0;
+        continue;
+      }
+      const more = this.#ringView.getUint32(pos + 4, true) !== 0;
+      // slice() of a shared view copies into an ArrayBuffer of its own.
+      const chunk = this.#ring.slice(pos + CHUNK_HEADER, pos + CHUNK_HEADER + n);
+      this.#tail = (this.#tail + CHUNK_HEADER + n) | 0;
+      if (more) this.#partial.push(chunk);
+      else if (this.#partial.length === 0) this.#arrived(chunk.buffer);
+      else {
+        this.#partial.push(chunk);
+        const whole = new Uint8Array(this.#partial.reduce((sum, c) => sum + c.byteLength, 0));
+        let at = 0;
+        for (const c of this.#partial) {
+          whole.set(c, at);
+          at += c.byteLength;
+        }
+        this.#partial = [];
+        this.#arrived(whole.buffer);
+      }
+    }
+    Atomics.store(this.#shared, SHARED.TAIL, this.#tail);
+    Atomics.notify(this.#shared, SHARED.TAIL);
+  }
+
   #arrived(buffer: ArrayBuffer): void {
     if (this.#closing) return;
     const bytes = new Uint8Array(buffer);
@@ -302,7 +352,8 @@ export class ReceiptTransport implements Transport {
         if (!p) {
           const d = entries[index];
           const tgid = view.getInt32(d + DATAGRAM_HEADER + 56, true);
-          prefetched.set(index, p = { dir: `/proc/${tgid}/`, files: [], uncertain: false });
+          // A file without an entry was not read (the process was gone): null.
+          prefetched.set(index, p = { dir: `/proc/${tgid}/`, files: FILES.map(() => null), uncertain: false });
           this.stats.reads++;
         }
         if ((view.getUint32(at + 12, true) & FILE_UNCERTAIN) !== 0 && !p.uncertain) {
@@ -320,8 +371,6 @@ export class ReceiptTransport implements Transport {
     let datagrams = 0;
     for (const at of entries) if (at >= 0) datagrams++;
     this.#batches.push({ bytes, view, entries, datagrams, prefetched });
-    this.#waiting?.(true);
-    this.#waiting = null;
   }
 
   receive(): ReceiveResult {
@@ -333,6 +382,7 @@ export class ReceiptTransport implements Transport {
     const early = this.#socket.receiveBuffered();
     if (early !== "again") return early;
     for (;;) {
+      if (!this.#batch) this.#pull();
       const b = this.#batch ??= this.#batches.shift() ?? null;
       if (!b) return "again";
       if (this.#next === b.entries.length) {
@@ -367,7 +417,17 @@ export class ReceiptTransport implements Transport {
       return this.#socket.wait().then((ready) => ready || (!this.#closing && !this.#direct ? this.wait() : false));
     }
     if (this.#failure || this.#batch || this.#batches.length) return Promise.resolve(true);
-    return new Promise<boolean>((resolve) => (this.#waiting = resolve));
+    const waited = Atomics.waitAsync(this.#shared, SHARED.HEAD, this.#tail);
+    if (!waited.async) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      this.#waiting = resolve;
+      // The worker notifies HEAD once a batch is in the ring (close() too, to end this wait).
+      void waited.value.then(() => {
+        if (this.#waiting !== resolve) return;
+        this.#waiting = null;
+        resolve(!this.#closing);
+      });
+    });
   }
 
   close(): Promise<void> {
@@ -376,10 +436,14 @@ export class ReceiptTransport implements Transport {
       this.#waiting = null;
       this.#batches.length = 0;
       this.#batch = null;
+      this.#partial = [];
       this.#files.current = null;
+      // A pending Atomics.waitAsync of wait() ends.
+      Atomics.notify(this.#shared, SHARED.HEAD);
       if (this.#wake >= 0) {
         Atomics.store(this.#shared, SHARED.STOP, 1);
         Atomics.notify(this.#shared, SHARED.TAKEN);
+        Atomics.notify(this.#shared, SHARED.TAIL);
         this.#libc.write(this.#wake, new BigUint64Array([1n]));
         // The worker leaves its loop at once (it waits in poll() or for room, and both were woken);
         // only then may the fds close (a closed fd number can be reused at once).

@@ -1,7 +1,7 @@
 /**
  * What the receipt worker (receipt_worker.ts) and the JS thread (receipt.ts) agree on: how a batch of
- * received datagrams and the /proc files read for them are laid out in the ArrayBuffer the worker
- * transfers, the shared words of their flow control, and the bounds of a read.
+ * received datagrams and the /proc files read for them are laid out, the ring the worker hands
+ * batches over through, the shared words of their flow control, and the bounds of a read.
  *
  * A batch is a sequence of entries, each 4-byte aligned, little-endian:
  *
@@ -12,7 +12,9 @@
  *               u32 flags (FILE_UNCERTAIN), i32 length (-1: could not be read), then the bytes (padded to 4)
  *
  * Datagrams are numbered in the order they were received; a file entry follows the datagram it was
- * read for (not necessarily at once: the worker reads after each recvmmsg()).
+ * read for (not necessarily at once: the worker reads after each recvmmsg()), in the order read, not
+ * of FILES. A file the worker did not read (it stops at the first one missing because the process
+ * is gone) has no entry, and counts as one that could not be read.
  *
  * @module
  */
@@ -43,9 +45,28 @@ export const FILE_UNCERTAIN = 1;
 
 /**
  * Words of the shared Int32Array: datagrams the JS thread has taken (counting up, wrapping at 2^32),
- * the stop request, and how many datagrams may be in flight (see {@linkcode inFlightLimit}).
+ * the stop request, how many datagrams may be in flight (see {@linkcode inFlightLimit}), and the
+ * ring's bytes written by the worker and consumed by the JS thread (both counting up, wrapping at
+ * 2^32; a position in the ring is the count modulo its size).
  */
-export const SHARED = { TAKEN: 0, STOP: 1, LIMIT: 2, LENGTH: 3 } as const;
+export const SHARED = { TAKEN: 0, STOP: 1, LIMIT: 2, HEAD: 3, TAIL: 4, LENGTH: 5 } as const;
+
+/**
+ * The ring the worker hands batches over through (a SharedArrayBuffer): 2 MiB. A batch goes in as
+ * chunks of at most {@linkcode CHUNK_BYTES}, each `u32 length, u32 more (1: the batch goes on)`, then
+ * its bytes; a chunk that does not fit before the ring's end leaves {@linkcode RING_WRAP} there and
+ * starts at 0. The worker waits (Atomics.wait on TAIL) for room, and notifies HEAD once a batch is
+ * in; the JS thread copies chunks out as it takes batches, and waits with Atomics.waitAsync on HEAD.
+ * Measured: one postMessage() per batch (a structured clone and a message event each) was the
+ * largest cost of the hand-over (bench/README.md, "CPU per event of enrichment at receipt").
+ */
+export const RING_BYTES = 2 << 20;
+/** The largest chunk: half of the ring, so that one always fits once the JS thread has caught up. */
+export const CHUNK_BYTES = 1 << 20;
+/** Bytes before a chunk's bytes. */
+export const CHUNK_HEADER = 8;
+/** In a chunk's length word: the rest of the ring up to its end is unused, go on at 0. */
+export const RING_WRAP = 0xffffffff;
 
 /**
  * Datagrams the worker may have received and posted that the JS thread has not taken yet: as many as
@@ -57,8 +78,14 @@ export const SHARED = { TAKEN: 0, STOP: 1, LIMIT: 2, LENGTH: 3 } as const;
 export function inFlightLimit(rcvbuf: number): number {
   return Math.min(65536, Math.max(64, Math.floor(rcvbuf / 768)));
 }
-/** A batch is posted once the socket is drained, or at this size (at most one more datagram's reads over). */
+/** A batch is posted once the socket is drained, or at this size (at most one vector's reads over). */
 export const BATCH_BYTES = 1 << 20;
+
+/**
+ * How much of a /proc file other than cmdline the worker reads: 64 KiB (stat, status and cgroup are
+ * a few KiB at most; the bound keeps one vector's reads bounded).
+ */
+export const FILE_LIMIT = 64 << 10;
 
 /**
  * A read is uncertain when a later exec of the same process has a kernel timestamp up to 2 ms after
@@ -73,6 +100,7 @@ export const LAYOUT = {
   slot: 128,
   files: FILES,
   cmdlineLimit: CMDLINE_LIMIT,
+  fileLimit: FILE_LIMIT,
   datagramHeader: DATAGRAM_HEADER,
   fileHeader: FILE_HEADER,
   kindDatagram: KIND_DATAGRAM,
@@ -82,6 +110,11 @@ export const LAYOUT = {
   taken: SHARED.TAKEN,
   stop: SHARED.STOP,
   limit: SHARED.LIMIT,
+  head: SHARED.HEAD,
+  tail: SHARED.TAIL,
+  chunkBytes: CHUNK_BYTES,
+  chunkHeader: CHUNK_HEADER,
+  ringWrap: RING_WRAP,
   batchBytes: BATCH_BYTES,
   procEventExec: 0x2,
   uncertainMarginNs: UNCERTAIN_MARGIN_NS,
@@ -119,6 +152,8 @@ export interface ReceiptSetup {
   wake: number;
   /** {@linkcode SHARED}. */
   shared: SharedArrayBuffer;
+  /** The ring of {@linkcode RING_BYTES}. */
+  ring: SharedArrayBuffer;
 }
 
 /**
@@ -132,6 +167,5 @@ export const RECEIPT_NICE = -10;
 /** Messages from the worker. */
 export type ReceiptMessage =
   | { type: "ready"; raised: boolean }
-  | { type: "batch"; batch: ArrayBuffer }
   | { type: "failed"; op: string; errno: number; message: string }
   | { type: "stopped" };

@@ -53,7 +53,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
   const scope = globalThis as unknown as Scope;
   const L = start.layout;
   const LE = true;
-  const EINTR = 4, EAGAIN = 11, ENOBUFS = 105;
+  const ENOENT = 2, ESRCH = 3, EINTR = 4, EAGAIN = 11, ENOBUFS = 105;
   const POLLIN = 1, MSG_DONTWAIT = 0x40, MSG_TRUNC = 0x20, O_RDONLY_CLOEXEC = 0o2000000;
   let lib: WorkerLibc;
   try {
@@ -89,40 +89,83 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
   };
   rearm(VECTOR);
 
-  // Reading files: open/read/close into one buffer that grows, never past `limit`.
-  const encoder = new TextEncoder();
-  let buffer = new Uint8Array(16384);
-  const readFile = (path: string, limit: number): Uint8Array | null => {
-    const fd = s.open(encoder.encode(path + "\0"), O_RDONLY_CLOEXEC);
-    if (fd < 0) return null;
-    let n = 0;
-    try {
-      while (n < limit) {
-        if (n === buffer.byteLength) {
-          const bigger = new Uint8Array(buffer.byteLength * 2);
-          bigger.set(buffer);
-          buffer = bigger;
-        }
-        const into = (limit < buffer.byteLength ? buffer.subarray(0, limit) : buffer).subarray(n);
-        const r = s.read(fd, into, BigInt(into.byteLength));
-        if (r === 0) break;
-        if (r < 0) {
-          if (errno[0] === EINTR) continue;
-          return null;
-        }
-        n += r;
-        // /proc's files (seq_file, cmdline) fill what was asked up to their end: a short read is
-        // the end, and asking again would only return 0 (a system call per file saved).
-        if (r < into.byteLength) break;
-      }
-    } finally {
-      s.close(fd);
-    }
-    return buffer.subarray(0, n);
+  // The batch being built: entries as receipt_format.ts lays them out, in a buffer that grows.
+  let out = new Uint8Array(64 << 10);
+  let ov = new DataView(out.buffer);
+  let at = 0;
+  /** Makes room for `n` more bytes after `at` (the buffer may be replaced: views of it go stale). */
+  const reserve = (n: number) => {
+    if (at + n <= out.byteLength) return;
+    let size = out.byteLength * 2;
+    while (size < at + n) size *= 2;
+    const bigger = new Uint8Array(size);
+    // All of it: a read may be filling bytes past `at`.
+    bigger.set(out);
+    out = bigger;
+    ov = new DataView(out.buffer);
   };
-  const readLink = (path: string): Uint8Array | null => {
-    const r = s.readlink(encoder.encode(path + "\0"), buffer, BigInt(buffer.byteLength));
-    return r < 0 ? null : buffer.subarray(0, r);
+  const u32 = (v: number) => {
+    ov.setUint32(at, v, LE);
+    at += 4;
+  };
+
+  // Paths: "/proc/PID/NAME\0" in one buffer, reused: the directory once per read, the name per file.
+  const FILES = L.files;
+  const CMDLINE = FILES.indexOf("cmdline"), COMM = FILES.indexOf("comm"), STAT = FILES.indexOf("stat");
+  const EXE = FILES.indexOf("exe");
+  // The second half, in this order: cgroup before exe, whose link a zombie no longer has.
+  const LATER = [FILES.indexOf("status"), FILES.indexOf("cgroup"), EXE];
+  const encoder = new TextEncoder();
+  const names = FILES.map((name) => encoder.encode(`${name}\0`));
+  const path = new Uint8Array(64);
+  path.set(encoder.encode("/proc/"));
+  let dirEnd = 0;
+  const directory = (tgid: number) => {
+    let digits = 1;
+    for (let v = tgid; v >= 10; v = Math.floor(v / 10)) digits++;
+    for (let i = 5 + digits, v = tgid; i > 5; i--, v = Math.floor(v / 10)) path[i] = 48 + (v % 10);
+    path[6 + digits] = 0x2f; // "/"
+    dirEnd = 7 + digits;
+  };
+  const pathOf = (file: number) => {
+    path.set(names[file], dirEnd);
+    return path;
+  };
+
+  // What reading a file gave: its length, or one of these.
+  const FAILED = -1, GONE = -2;
+  const failure = () => {
+    const err = errno[0];
+    return err === ENOENT || err === ESRCH ? GONE : FAILED;
+  };
+  /** Reads file `file` (its path set) into the batch at `into`, up to `limit` bytes: its length, FAILED or GONE. */
+  const readInto = (file: number, into: number, limit: number): number => {
+    const fd = s.open(pathOf(file), O_RDONLY_CLOEXEC);
+    if (fd < 0) return failure();
+    let n = 0;
+    while (n < limit) {
+      const end = into + n;
+      if (out.byteLength - end < 4096 + 4) reserve(end + 4096 + 4 - at);
+      const want = Math.min(limit - n, out.byteLength - end - 4);
+      const r = s.read(fd, out.subarray(end, end + want), BigInt(want));
+      if (r === 0) break;
+      if (r < 0) {
+        if (errno[0] === EINTR) continue;
+        n = failure();
+        break;
+      }
+      n += r;
+      // /proc's files (seq_file, cmdline) fill what was asked up to their end: a short read is
+      // the end, and asking again would only return 0 (a system call per file saved).
+      if (r < want) break;
+    }
+    s.close(fd);
+    return n;
+  };
+  const readLinkInto = (file: number, into: number): number => {
+    reserve(into + 4096 + 4 - at);
+    const r = s.readlink(pathOf(file), out.subarray(into, into + 4096), 4096n);
+    return r < 0 ? failure() : r;
   };
   const timespec = new BigInt64Array(2);
   const monotonicNs = () => {
@@ -154,13 +197,84 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     /** Where its file entries' flag words are, to mark them uncertain later. */
     readonly flags: number[];
     uncertain: boolean;
+    /** A file was missing because the process is gone: nothing more is read. */
+    gone: boolean;
     /** When its last file was read (CLOCK_MONOTONIC ns), once all were. */
     endNs: bigint;
     done: boolean;
   }
 
+  /** Starts a file entry of `read` for `file` at `at`; returns where its bytes go. */
+  const entry = (read: Read, file: number): number => {
+    reserve(L.fileHeader);
+    u32(L.kindFile);
+    u32(read.index);
+    u32(file);
+    read.flags.push(at);
+    u32(read.uncertain ? L.fileUncertain : 0);
+    u32(0xffffffff);
+    return at;
+  };
+  /** Ends the entry whose bytes start at `into`: `n` bytes, or FAILED/GONE (length -1). */
+  const ended = (read: Read, into: number, n: number) => {
+    if (n < 0) {
+      if (n === GONE) read.gone = true;
+      at = into;
+      return;
+    }
+    ov.setUint32(into - 4, n, LE);
+    at = into + ((n + 3) & ~3);
+  };
+  const file = (read: Read, file: number) => {
+    const into = entry(read, file);
+    const n = file === EXE
+      ? readLinkInto(file, into)
+      : readInto(file, into, file === CMDLINE ? L.cmdlineLimit + 1 : L.fileLimit);
+    ended(read, into, n);
+  };
+  /**
+   * The name from the stat entry that ends at `at`: /proc/PID/stat's second field is the same
+   * task name /proc/PID/comm shows (both print it unescaped, up to 64 bytes for kernel workers), in
+   * parentheses; the name itself may hold ")" and spaces, so it ends at the last ")". Written as a
+   * comm entry, with comm's newline: one file read per exec saved.
+   */
+  const commFromStat = (read: Read, from: number, n: number) => {
+    let open = from;
+    while (open < from + n && out[open] !== 0x28) open++;
+    let close = from + n - 1;
+    while (close > open && out[close] !== 0x29) close--;
+    if (close <= open) return; // not a stat line: comm stays unread (null)
+    const length = close - open - 1;
+    reserve(L.fileHeader + length + 4);
+    const into = entry(read, COMM);
+    out.copyWithin(into, open + 1, close);
+    out[into + length] = 0x0a;
+    ended(read, into, length + 1);
+  };
+  /** The first half, at once: the command line, then stat (and the name in it). */
+  const firstHalf = (read: Read) => {
+    directory(read.tgid);
+    file(read, CMDLINE);
+    if (read.gone) return;
+    const into = entry(read, STAT);
+    const n = readInto(STAT, into, L.fileLimit);
+    ended(read, into, n);
+    if (n > 0) commFromStat(read, into, n);
+  };
+  /** The second half, once the socket is drained: status, cgroup, exe, unless the process is gone. */
+  const secondHalf = (read: Read) => {
+    if (!read.gone) {
+      directory(read.tgid);
+      for (let i = 0; i < LATER.length && !read.gone; i++) file(read, LATER[i]);
+    }
+  };
+
   function run(setup: ReceiptSetup): void {
     const shared = new Int32Array(setup.shared);
+    const ring = new Uint8Array(setup.ring);
+    const rv = new DataView(setup.ring);
+    const ringMask = ring.byteLength - 1;
+    let head = 0;
     const fds = new Uint8Array(16);
     const fdsView = new DataView(fds.buffer);
     fdsView.setInt32(0, setup.socket, LE);
@@ -168,89 +282,137 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     fdsView.setInt32(8, setup.wake, LE);
     fdsView.setInt16(12, POLLIN, LE);
     const slots = new DataView(memory.buffer, dataAt);
-    let out = new Uint8Array(64 << 10);
-    let ov = new DataView(out.buffer);
-    let at = 0;
-    const reserve = (n: number) => {
-      if (at + n <= out.byteLength) return;
-      let size = out.byteLength * 2;
-      while (size < at + n) size *= 2;
-      const bigger = new Uint8Array(size);
-      bigger.set(out.subarray(0, at));
-      out = bigger;
-      ov = new DataView(out.buffer);
-    };
-    const u32 = (v: number) => {
-      ov.setUint32(at, v, LE);
-      at += 4;
-    };
     let posted = 0;
     let count = 0; // datagrams in the current batch
     const reads = new Map<number, Read>(); // the latest read of each process in the current batch
-    const due: Read[] = []; // reads whose second half (stat, status, exe, cgroup) is due
+    const due: Read[] = []; // reads whose second half is due
     const fresh: Read[] = [];
     // A later exec within this margin after a read's end marks it uncertain (see the hold below).
     const margin = BigInt(L.uncertainMarginNs);
     let lastEndNs = -margin;
+    let stopped = false;
 
     const uncertain = (read: Read) => {
       read.uncertain = true;
       for (const flag of read.flags) ov.setUint32(flag, L.fileUncertain, LE);
     };
-    const file = (read: Read, index: number) => {
-      const path = `/proc/${read.tgid}/${L.files[index]}`;
-      const bytes = L.files[index] === "exe"
-        ? readLink(path)
-        : readFile(path, L.files[index] === "cmdline" ? L.cmdlineLimit + 1 : Infinity);
-      reserve(L.fileHeader + (bytes ? bytes.byteLength + 3 : 0));
-      u32(L.kindFile);
-      u32(read.index);
-      u32(index);
-      read.flags.push(at);
-      u32(read.uncertain ? L.fileUncertain : 0);
-      u32(bytes ? bytes.byteLength : 0xffffffff);
-      if (bytes) {
-        out.set(bytes, at);
-        at += (bytes.byteLength + 3) & ~3;
-      }
-    };
     const finish = () => {
       for (const read of due) {
-        for (let index = 2; index < L.files.length; index++) file(read, index);
+        secondHalf(read);
         read.endNs = lastEndNs = monotonicNs();
         read.done = true;
       }
       due.length = 0;
     };
+    /** Waits for `need` bytes of room in the ring, contiguous or after a wrap; false when stopped. */
+    const ringRoom = (need: number): boolean => {
+      for (;;) {
+        if (Atomics.load(shared, L.stop)) return false;
+        const tail = Atomics.load(shared, L.tail);
+        const toEnd = ring.byteLength - (head & ringMask);
+        const total = need <= toEnd ? need : toEnd + need;
+        if (ring.byteLength - ((head - tail) | 0) >= total) return true;
+        Atomics.wait(shared, L.tail, tail);
+      }
+    };
+    /** Puts `n` bytes of the batch from `from` in the ring as one chunk (`more`: the batch goes on). */
+    const put = (from: number, n: number, more: boolean): boolean => {
+      const need = L.chunkHeader + n;
+      if (!ringRoom(need)) return false;
+      let pos = head & ringMask;
+      if (need > ring.byteLength - pos) {
+        rv.setUint32(pos, L.ringWrap, LE);
+        head = (head + ring.byteLength - pos) | 0;
+        pos = 0;
+      }
+      rv.setUint32(pos, n, LE);
+      rv.setUint32(pos + 4, more ? 1 : 0, LE);
+      ring.set(out.subarray(from, from + n), pos + L.chunkHeader);
+      head = (head + need) | 0;
+      Atomics.store(shared, L.head, head);
+      return true;
+    };
+    /** Hands the batch over through the ring, in chunks of at most half of it, and wakes the JS thread. */
     const post = () => {
       if (at === 0) return;
-      const batch = out.buffer.slice(0, at) as ArrayBuffer;
+      for (let from = 0; from < at;) {
+        const n = Math.min(at - from, L.chunkBytes);
+        if (!put(from, n, from + n < at)) {
+          stopped = true;
+          return;
+        }
+        from += n;
+      }
+      Atomics.notify(shared, L.head);
       at = 0;
-      scope.postMessage({ type: "batch", batch }, [batch]);
       posted = (posted + count) | 0;
       count = 0;
       reads.clear();
     };
-
-    for (;;) {
-      // Room for more? (The JS thread notifies TAKEN after each batch, and close() after STOP.)
-      let room = 0;
+    /** Waits until the JS thread has room for more datagrams; the room, or 0 when stopped. */
+    const room = (): number => {
       for (;;) {
-        if (Atomics.load(shared, L.stop)) return;
+        if (Atomics.load(shared, L.stop)) return 0;
         const taken = Atomics.load(shared, L.taken);
-        room = Atomics.load(shared, L.limit) - ((posted - taken) | 0);
-        if (room > 0) break;
+        const left = Atomics.load(shared, L.limit) - ((posted - taken) | 0);
+        if (left > 0) return left;
         Atomics.wait(shared, L.taken, taken);
       }
-      if (Atomics.load(shared, L.stop)) return;
-      const p = s.poll(fds, 2n, -1);
-      if (p < 0) {
-        if (errno[0] === EINTR) continue;
-        throw { op: "poll", errno: errno[0], message: "poll failed" };
+    };
+    /** Copies datagram `i` of the vector into the batch; an exec of the kernel's gets a read. */
+    const take = (i: number) => {
+      const length = mv.getUint32(i * 64 + 56, LE);
+      const size = Math.min(length, SLOT);
+      const truncated = length > SLOT || (mv.getInt32(i * 64 + 48, LE) & MSG_TRUNC) !== 0;
+      const port = mv.getUint32(namesAt + i * 16 + 4, LE);
+      reserve(L.datagramHeader + SLOT);
+      u32(L.kindDatagram);
+      u32(length);
+      u32(size);
+      u32(truncated ? 1 : 0);
+      u32(port);
+      u32(mv.getUint32(namesAt + i * 16 + 8, LE));
+      const d = i * SLOT;
+      out.set(memory.subarray(dataAt + d, dataAt + d + size), at);
+      at += (size + 3) & ~3;
+      // The kernel's exec events only (nlmsg_len 76, cb_id {1, 1}, cn_msg len 40, what EXEC);
+      // the JS thread checks everything else.
+      if (
+        size === 76 && !truncated && port === 0 && slots.getUint32(d, LE) === 76 &&
+        slots.getUint32(d + 16, LE) === 1 && slots.getUint32(d + 20, LE) === 1 &&
+        slots.getUint16(d + 32, LE) === 40 && slots.getUint32(d + 36, LE) === L.procEventExec
+      ) {
+        const tgid = slots.getInt32(d + 56, LE);
+        // An earlier read of this process not complete yet, or completed after this exec: its
+        // files may be this exec's program.
+        const earlier = reads.get(tgid);
+        if (earlier && (!earlier.done || earlier.endNs + margin >= slots.getBigUint64(d + 44, LE))) {
+          uncertain(earlier);
+        }
+        const read: Read = { index: count, tgid, flags: [], uncertain: false, gone: false, endNs: 0n, done: false };
+        reads.set(tgid, read);
+        fresh.push(read);
       }
-      if (fdsView.getInt16(14, LE) !== 0) return; // the eventfd: close()
-      // Drain: vectors until EAGAIN, each exec's command line and name right after its vector; the
-      // rest of the reads once drained.
+      count++;
+    };
+    /**
+     * Holds the batch until the margin after the last read has passed: a later exec of the same
+     * process that had begun (new name, new image) before the read, but whose event the kernel sends
+     * only once the new image is loaded, comes meanwhile and marks it. True when it has passed,
+     * false when something arrived (or close() woke the poll: then `stopped`).
+     */
+    const held = (): boolean => {
+      const left = lastEndNs + margin - monotonicNs();
+      if (left <= 0n) return true;
+      const q = s.poll(fds, 2n, Math.ceil(Number(left) / 1e6));
+      if (q > 0 && fdsView.getInt16(14, LE) !== 0) stopped = true;
+      return false;
+    };
+    /**
+     * Drains the socket into the batch: vectors until EAGAIN, each exec's first half right after its
+     * vector; the second halves once drained, then again (events may have come meanwhile).
+     */
+    const drain = (limit: number) => {
       for (;;) {
         const n = s.recvmmsg(setup.socket, memory, VECTOR, MSG_DONTWAIT | MSG_TRUNC, null);
         if (n < 0) {
@@ -265,67 +427,39 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         }
         if (n <= 0) {
           if (due.length === 0) {
-            // Hold the batch until the margin after the last read has passed: a later exec of the
-            // same process that had begun (new name, new image) before the read, but whose event the
-            // kernel sends only once the new image is loaded, comes meanwhile and marks it.
-            const left = lastEndNs + margin - monotonicNs();
-            if (left <= 0n) break;
-            const q = s.poll(fds, 2n, Math.ceil(Number(left) / 1e6));
-            if (q > 0 && fdsView.getInt16(14, LE) !== 0) return;
+            if (held() || stopped) return;
             continue;
           }
-          // Drained: the second halves, then look again (events may have come meanwhile).
           finish();
-          if (at >= L.batchBytes) break;
+          if (at >= L.batchBytes) return;
           continue;
         }
         fresh.length = 0;
-        for (let i = 0; i < n; i++) {
-          const length = mv.getUint32(i * 64 + 56, LE);
-          const size = Math.min(length, SLOT);
-          const truncated = length > SLOT || (mv.getInt32(i * 64 + 48, LE) & MSG_TRUNC) !== 0;
-          const port = mv.getUint32(namesAt + i * 16 + 4, LE);
-          reserve(L.datagramHeader + SLOT);
-          u32(L.kindDatagram);
-          u32(length);
-          u32(size);
-          u32(truncated ? 1 : 0);
-          u32(port);
-          u32(mv.getUint32(namesAt + i * 16 + 8, LE));
-          const d = i * SLOT;
-          out.set(memory.subarray(dataAt + d, dataAt + d + size), at);
-          at += (size + 3) & ~3;
-          // The kernel's exec events only (nlmsg_len 76, cb_id {1, 1}, cn_msg len 40, what EXEC);
-          // the JS thread checks everything else.
-          if (
-            size === 76 && !truncated && port === 0 && slots.getUint32(d, LE) === 76 &&
-            slots.getUint32(d + 16, LE) === 1 && slots.getUint32(d + 20, LE) === 1 &&
-            slots.getUint16(d + 32, LE) === 40 && slots.getUint32(d + 36, LE) === L.procEventExec
-          ) {
-            const tgid = slots.getInt32(d + 56, LE);
-            // An earlier read of this process not complete yet, or completed after this exec: its
-            // files may be this exec's program.
-            const earlier = reads.get(tgid);
-            if (earlier && (!earlier.done || earlier.endNs + margin >= slots.getBigUint64(d + 44, LE))) {
-              uncertain(earlier);
-            }
-            const read: Read = { index: count, tgid, flags: [], uncertain: false, endNs: 0n, done: false };
-            reads.set(tgid, read);
-            fresh.push(read);
-          }
-          count++;
-        }
+        for (let i = 0; i < n; i++) take(i);
         rearm(n);
         for (const read of fresh) {
-          file(read, 0);
-          file(read, 1);
+          firstHalf(read);
           due.push(read);
         }
-        if (at >= L.batchBytes || count >= room) {
+        if (at >= L.batchBytes || count >= limit) {
           finish();
-          break;
+          return;
         }
       }
+    };
+
+    while (!stopped) {
+      // Room for more? (The JS thread notifies TAKEN after each batch, and close() after STOP.)
+      const limit = room();
+      if (limit === 0 || Atomics.load(shared, L.stop)) return;
+      const p = s.poll(fds, 2n, -1);
+      if (p < 0) {
+        if (errno[0] === EINTR) continue;
+        throw { op: "poll", errno: errno[0], message: "poll failed" };
+      }
+      if (fdsView.getInt16(14, LE) !== 0) return; // the eventfd: close()
+      drain(limit);
+      if (stopped) return;
       post();
     }
   }
