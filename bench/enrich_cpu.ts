@@ -18,8 +18,9 @@
  * ran on the host); and it tells how the bursts' execs were named: the whole command line, only a
  * name (comm), or nothing.
  *
- * Prints, per runtime and checkout, the medians over rounds of CPU µs per item and of items, and the
- * sums of the execs named; writes every run to bench/out/enrich_cpu.json.
+ * Prints, per runtime and checkout, the medians over rounds of CPU µs per item (and of the main
+ * thread's alone: CLOCK_THREAD_CPUTIME_ID), of its ratio to the first checkout's in the same round,
+ * and of items, and the sums of the execs named; writes every run to bench/out/enrich_cpu.json.
  *
  * @module
  */
@@ -30,6 +31,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
+import { threadClock } from "./thread_clock.ts";
 
 const here = dirname(new URL(import.meta.url).pathname);
 const WORKLOADS = [
@@ -44,6 +46,8 @@ interface Run {
   round: number;
   items: number;
   cpuUs: number;
+  /** Of it, the main thread's (the receive loop, the table, the consumer). */
+  mainUs: number;
   usPerItem: number;
   execs: number;
   cmdline: number;
@@ -69,6 +73,7 @@ else await drive();
 /** One monitoring process: stdin says `go`, then `stop PID,PID,...` (the bursts' execs). */
 async function monitor(tree: string): Promise<void> {
   const { ProcMonitor } = await import(join(tree, "proc.ts")) as typeof import("../proc.ts");
+  const threadUs = await threadClock();
   const m = await ProcMonitor.open({ enrich: true });
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   // A checkout with a receipt worker: wait until it reads the socket (older ones have none).
@@ -91,6 +96,7 @@ async function monitor(tree: string): Promise<void> {
   })();
   await sleep(300);
   let start = process.cpuUsage();
+  let startMain = threadUs();
   const lines = createInterface({ input: process.stdin });
   console.log("ready");
   for await (const line of lines) {
@@ -99,12 +105,14 @@ async function monitor(tree: string): Promise<void> {
       named.clear();
       counting = true;
       start = process.cpuUsage();
+      startMain = threadUs();
       continue;
     }
     const cpu = process.cpuUsage(start);
+    const mainUs = threadUs() - startMain;
     counting = false;
     const pids = line.slice("stop ".length).split(",").map(Number);
-    const run = { items, cpuUs: cpu.user + cpu.system, execs: 0, cmdline: 0, nameOnly: 0, nothing: 0 };
+    const run = { items, cpuUs: cpu.user + cpu.system, mainUs, execs: 0, cmdline: 0, nameOnly: 0, nothing: 0 };
     for (const pid of pids) {
       const how = named.get(pid);
       if (!how) continue;
@@ -186,7 +194,8 @@ async function drive(): Promise<void> {
         const run = await measure(tree, runtime, round);
         runs.push(run);
         console.error(
-          `round ${round + 1} ${runtime} ${tree}: ${run.usPerItem.toFixed(1)} µs/item, ${run.items} items, ` +
+          `round ${round + 1} ${runtime} ${tree}: ${run.usPerItem.toFixed(1)} µs/item ` +
+            `(main thread ${(run.mainUs / run.items).toFixed(1)}), ${run.items} items, ` +
             `${run.cmdline}/${run.nameOnly}/${run.nothing} of ${run.execs} execs`,
         );
       }
@@ -199,16 +208,24 @@ async function drive(): Promise<void> {
   };
   console.log(`load average (1, 5, 15 min) at the start and after each round: ${loads.join(" | ")}`);
   console.log(
-    "runtime  checkout                        CPU µs/item (median)  items (median)  cmdline / name / nothing",
+    "runtime  checkout                        CPU µs/item (median)  main thread  × first (median of rounds)  " +
+      "items (median)  cmdline / name / nothing",
   );
   for (const runtime of runtimes) {
     for (const tree of trees) {
       const mine = runs.filter((r) => r.runtime === runtime && r.tree === tree);
       const sum = (k: "execs" | "cmdline" | "nameOnly" | "nothing") => mine.reduce((a, r) => a + r[k], 0);
+      // Against the first checkout in the same round (the same host activity, minutes apart at most).
+      const ratios = mine.map((r) => {
+        const first = runs.find((f) => f.runtime === runtime && f.tree === trees[0] && f.round === r.round)!;
+        return r.usPerItem / first.usPerItem;
+      });
       console.log(
         `${runtime.padEnd(8)} ${tree.padEnd(31)} ${median(mine.map((r) => r.usPerItem)).toFixed(1).padStart(20)}  ${
-          String(median(mine.map((r) => r.items))).padStart(14)
-        }  ${sum("cmdline")} / ${sum("nameOnly")} / ${sum("nothing")} of ${sum("execs")}`,
+          median(mine.map((r) => r.mainUs / r.items)).toFixed(1).padStart(11)
+        }  ${median(ratios).toFixed(3).padStart(26)}  ${String(median(mine.map((r) => r.items))).padStart(14)}  ${
+          sum("cmdline")
+        } / ${sum("nameOnly")} / ${sum("nothing")} of ${sum("execs")}`,
       );
     }
   }
