@@ -168,9 +168,10 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     return r < 0 ? failure() : r;
   };
   const timespec = new BigInt64Array(2);
+  // CLOCK_MONOTONIC in ns as a number (exact for 104 days of uptime; no BigInt arithmetic per read).
   const monotonicNs = () => {
     s.clock_gettime(1, timespec);
-    return timespec[0] * 1_000_000_000n + timespec[1];
+    return Number(timespec[0]) * 1e9 + Number(timespec[1]);
   };
 
   scope.onmessage = (e: MessageEvent) => {
@@ -200,7 +201,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     /** A file was missing because the process is gone: nothing more is read. */
     gone: boolean;
     /** When its last file was read (CLOCK_MONOTONIC ns), once all were. */
-    endNs: bigint;
+    endNs: number;
     done: boolean;
   }
 
@@ -288,7 +289,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     const due: Read[] = []; // reads whose second half is due
     const fresh: Read[] = [];
     // A later exec within this margin after a read's end marks it uncertain (see the hold below).
-    const margin = BigInt(L.uncertainMarginNs);
+    const margin = L.uncertainMarginNs;
     let lastEndNs = -margin;
     let stopped = false;
 
@@ -386,31 +387,38 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         // An earlier read of this process not complete yet, or completed after this exec: its
         // files may be this exec's program.
         const earlier = reads.get(tgid);
-        if (earlier && (!earlier.done || earlier.endNs + margin >= slots.getBigUint64(d + 44, LE))) {
+        const stampNs = slots.getUint32(d + 44, LE) + slots.getUint32(d + 48, LE) * 2 ** 32;
+        if (earlier && (!earlier.done || earlier.endNs + margin >= stampNs)) {
           uncertain(earlier);
         }
-        const read: Read = { index: count, tgid, flags: [], uncertain: false, gone: false, endNs: 0n, done: false };
+        const read: Read = { index: count, tgid, flags: [], uncertain: false, gone: false, endNs: 0, done: false };
         reads.set(tgid, read);
         fresh.push(read);
       }
       count++;
     };
     /**
-     * Holds the batch until the margin after the last read has passed: a later exec of the same
-     * process that had begun (new name, new image) before the read, but whose event the kernel sends
-     * only once the new image is loaded, comes meanwhile and marks it. True when it has passed,
-     * false when something arrived (or close() woke the poll: then `stopped`).
+     * Waits for more datagrams until the margin after the last read has passed: a later exec of the
+     * same process that had begun (new name, new image) before the read, but whose event the kernel
+     * sends only once the new image is loaded, comes meanwhile and marks it. True when the socket
+     * has datagrams; false when the margin has passed without any (the batch can go: after a
+     * timeout no recvmmsg() is needed to know) or close() woke the poll (then `stopped`).
      */
-    const held = (): boolean => {
+    const more = (): boolean => {
       const left = lastEndNs + margin - monotonicNs();
-      if (left <= 0n) return true;
-      const q = s.poll(fds, 2n, Math.ceil(Number(left) / 1e6));
-      if (q > 0 && fdsView.getInt16(14, LE) !== 0) stopped = true;
-      return false;
+      if (left <= 0) return false;
+      const q = s.poll(fds, 2n, Math.ceil(left / 1e6));
+      if (q < 0) return errno[0] === EINTR;
+      if (q === 0) return false;
+      if (fdsView.getInt16(14, LE) !== 0) {
+        stopped = true;
+        return false;
+      }
+      return true;
     };
     /**
      * Drains the socket into the batch: vectors until EAGAIN, each exec's first half right after its
-     * vector; the second halves once drained, then again (events may have come meanwhile).
+     * vector; the second halves once drained, then again while datagrams come within the margin.
      */
     const drain = (limit: number) => {
       for (;;) {
@@ -426,12 +434,10 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
           if (err !== EAGAIN) throw { op: "recvmmsg", errno: err, message: "recvmmsg failed" };
         }
         if (n <= 0) {
-          if (due.length === 0) {
-            if (held() || stopped) return;
-            continue;
-          }
+          // Drained: the second halves, then wait out the margin (events may come meanwhile; a
+          // poll() that finds some at once costs what a recvmmsg() that finds none would).
           finish();
-          if (at >= L.batchBytes) return;
+          if (at >= L.batchBytes || !more()) return;
           continue;
         }
         fresh.length = 0;
