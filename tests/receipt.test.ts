@@ -9,7 +9,8 @@ import { describe } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { join } from "node:path";
 import process from "node:process";
 import { monotonicClock, ProcMonitor, type ProcMonitorItem, type ProcMonitorOptions } from "../proc.ts";
 import { forkStorm, kernelTest, markerProcess, sleep } from "./_kernel.ts";
@@ -206,6 +207,43 @@ describe("enrichment at the point of receipt", () => {
     assert.ok(borrowed <= pids.length / 8, figure);
     assert.ok(monitor.stats.receipt!.uncertain > 0, `chains make reads uncertain: ${figure}`);
   }, 60_000);
+
+  kernelTest("the name taken from /proc/PID/stat is exactly what /proc/PID/comm shows", async () => {
+    // The worker reads stat, not comm, and takes the name from its second field: "(name)", where
+    // the name may hold ")", "(", spaces and newlines, and is cut at 15 bytes. A program's name is
+    // the base name of the path it was exec'd by: symlinks to sleep with such names.
+    const dir = mkdtempSync("/tmp/cnlink-comm-");
+    const names = ["a) b (c)) d", "x) (y)) z) longer than fifteen", "p\nq) r", ")"];
+    const paths = names.map((name) => join(dir, name));
+    for (const path of paths) symlinkSync("/bin/sleep", path);
+    const monitor = await openActive({ events: ["exec"] });
+    const children: ChildProcess[] = [];
+    const comms = new Map<number, string>();
+    try {
+      const items = await collect(monitor, async () => {
+        for (const path of paths) {
+          const child = spawn(path, ["3"], { stdio: "ignore" });
+          children.push(child);
+          await once(child, "spawn");
+        }
+        await sleep(300);
+        // What /proc/PID/comm shows while they live, without its newline.
+        for (const child of children) {
+          comms.set(child.pid!, readFileSync(`/proc/${child.pid}/comm`, "latin1").replace(/\n$/, ""));
+        }
+      }, (i) => children.every((c) => i.some((e) => e.type === "exec" && e.pid === c.pid)));
+      for (const child of children) {
+        const exec = items.find((e) => e.type === "exec" && e.pid === child.pid);
+        assert.ok(exec?.type === "exec", `the exec of ${child.pid} arrived`);
+        assert.equal(exec.process?.comm, comms.get(child.pid!), `missing: ${exec.process?.missing}`);
+      }
+      // And they are the names asked for, cut at 15 bytes.
+      assert.deepEqual(children.map((c) => comms.get(c.pid!)), names.map((n) => n.slice(0, 15)));
+    } finally {
+      for (const child of children) child.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 
   kernelTest("close() leaves no worker thread, eventfd or socket behind", async () => {
     // The first worker makes the runtime set up its own machinery for workers (kept): not counted.
