@@ -1,7 +1,9 @@
 /**
  * Enrichment at the point of receipt: a {@linkcode Transport} whose datagrams come from the receipt
  * worker (receipt_worker.ts), which receives them from the process-events socket and reads `/proc`
- * for each exec at once, off the JS thread. The monitor runs its pipeline on it unchanged (decode,
+ * for each exec at once, off the JS thread, and hands them over in batches through a shared ring
+ * (receipt_format.ts): this thread copies each batch out as it takes it, and waits for more with
+ * Atomics.waitAsync. The monitor runs its pipeline on it unchanged (decode,
  * table, filters, loss accounting): datagrams and overruns come out of `receive()` in the order the
  * worker received them, and `files` serves the /proc files read for the datagram being handled, so
  * the process table's reads (`readProcessInfo`) find them instead of racing the process to /proc.

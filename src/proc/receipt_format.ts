@@ -30,8 +30,10 @@ export const DATAGRAM_HEADER = 24;
 export const FILE_HEADER = 20;
 
 /**
- * The files read for an exec, by index in file entries, in the order the worker reads them: the
- * command line first (forkstat's order: it names the process), then the name, then the rest.
+ * The files read for an exec, by index in file entries. The worker reads the command line first
+ * (forkstat's order: it names the process), then stat, whose second field gives the comm entry (the
+ * same task name /proc/PID/comm shows, with its newline: comm is not read itself), then status,
+ * cgroup and exe.
  */
 export const FILES = ["cmdline", "comm", "stat", "status", "exe", "cgroup"] as const;
 /** One of {@linkcode FILES}. */

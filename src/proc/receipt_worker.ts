@@ -9,19 +9,28 @@
  * C loop; the JS thread never blocks on a /proc read for an exec.
  *
  * Its loop: poll([socket, eventfd]); recvmmsg() up to 64 datagrams; for each exec among them read
- * cmdline and comm at once (the name is what a short-lived process loses first); again until EAGAIN;
- * then stat, status, exe and cgroup of those execs; then post the batch (the datagrams as received,
- * overruns where recvmmsg() reported them, and the files) as one transferred ArrayBuffer (layout:
- * receipt_format.ts). A read for exec E of process P is marked uncertain when a later exec of P was
+ * cmdline and stat at once (the name is what a short-lived process loses first; the name, comm, is
+ * taken from stat's second field, which is the same task->comm /proc/PID/comm prints: one read
+ * saved); again until EAGAIN; then status, cgroup and exe of those execs; then put the batch (the
+ * datagrams as received, overruns where recvmmsg() reported them, and the files) in the ring shared
+ * with the JS thread and notify it (layout and ring: receipt_format.ts). A read for exec E of process P is marked uncertain when a later exec of P was
  * received before the read was complete, or has a kernel timestamp up to UNCERTAIN_MARGIN_NS after
  * its end: the files may be the later program's, and the JS thread must not use them. (The kernel
  * renames the task and switches its memory early in exec, but sends the event only once the new
  * image is loaded: a read in between sees the later program while its event is not there yet. The
  * batch is held until the margin has passed, so that event arrives and marks the read.)
  *
- * It stops when the eventfd is written (close), and waits, without receiving, while
- * as many datagrams as the socket's buffer holds are not taken yet (the kernel's buffer then fills and reports the
- * overrun, as for a paused receive loop).
+ * A process's reads stop at the first file missing because the process is gone (ENOENT, ESRCH):
+ * the rest would fail too, a system call each. Paths are built in one reused buffer, and files are
+ * read straight into the batch.
+ *
+ * It stops when the eventfd is written (close), and waits, without receiving, while as many
+ * datagrams as the socket's buffer holds are not taken yet (the kernel's buffer then fills and
+ * reports the overrun, as for a paused receive loop), or while the ring has no room.
+ *
+ * The loop is a few small functions, not one large one (which V8 was seen to deoptimize and
+ * recompile again and again). CPU per event against the monitor before enrichment at receipt (4a171ca):
+ * bench/README.md, "CPU per event of enrichment at receipt".
  *
  * It runs in its own thread, so receipt.ts ships {@linkcode receiptWorker} as source text
  * (`String(receiptWorker)`) in a Blob, as bun_poller_worker.ts does: the function may use nothing but
