@@ -2,7 +2,7 @@
  * CPU per event of an enriching `ProcMonitor` (`enrich: true`: a process table, /proc read for every
  * exec) of several checkouts, side by side in one run, under the same bursts of short-lived children:
  *
- *   deno run -A bench/enrich_cpu.ts [--rounds N] [--burst 8,32,128] [--repeat N] [--runtimes deno,bun] DIR...   (root)
+ *   deno run -A bench/enrich_cpu.ts [--rounds N] [--burst 8,32,128] [--repeat N] [--runtimes deno,bun] [--together] DIR...   (root)
  *
  * Each DIR is a checkout with its node_modules (e.g. `git worktree add --detach /tmp/cpu-base 4a171ca`);
  * `.` is this one. In each round, for each runtime, each checkout in turn (the order rotates from round
@@ -17,6 +17,11 @@
  * processes and not counted), divided by the items it got meanwhile (the bursts' and whatever else
  * ran on the host); and it tells how the bursts' execs were named: the whole command line, only a
  * name (comm), or nothing.
+ *
+ * With `--together` the checkouts' monitors (of one runtime) run at the same time instead, in
+ * processes of their own: each gets exactly the same events (the host's activity, which moves the
+ * absolute figures by a third between runs on a shared machine, is then the same for all), while
+ * they compete for the CPU with each other.
  *
  * Prints, per runtime and checkout, the medians over rounds of CPU µs per item (and of the main
  * thread's alone: CLOCK_THREAD_CPUTIME_ID), of its ratio to the first checkout's in the same round,
@@ -64,6 +69,7 @@ const { values, positionals } = parseArgs({
     burst: { type: "string", default: "8,32,128" },
     repeat: { type: "string", default: "2" },
     runtimes: { type: "string", default: "deno,bun" },
+    together: { type: "boolean", default: false },
   },
 });
 
@@ -139,18 +145,26 @@ async function burstOf(n: number, command: string): Promise<number[]> {
   return pids.trim().split("\n").map(Number);
 }
 
-async function measure(tree: string, runtime: string, round: number): Promise<Run> {
+/**
+ * Runs the bursts under the monitors of `trees` on `runtime`, all at once (each sees the same
+ * events), and returns what each reported.
+ */
+async function measure(trees: string[], runtime: string, round: number): Promise<Run[]> {
   const script = join(here, "enrich_cpu.ts");
   const bin = join(here, "..", "node_modules", ".bin", runtime);
-  const args = runtime === "deno" ? ["run", "-A", script, "--monitor", tree] : [script, "--monitor", tree];
-  const child = spawn(bin, args, { cwd: tree, stdio: ["pipe", "pipe", "inherit"] });
-  const out = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-  const first = await out.next();
-  if (first.value !== "ready") throw new Error(`${runtime} ${tree}: ${first.value ?? "exited"}`);
+  const monitors = [];
+  for (const tree of trees) {
+    const args = runtime === "deno" ? ["run", "-A", script, "--monitor", tree] : [script, "--monitor", tree];
+    const child = spawn(bin, args, { cwd: tree, stdio: ["pipe", "pipe", "inherit"] });
+    const out = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+    const first = await out.next();
+    if (first.value !== "ready") throw new Error(`${runtime} ${tree}: ${first.value ?? "exited"}`);
+    monitors.push({ tree, child, out });
+  }
   // One burst of each workload first, so that what is measured runs compiled code.
   for (const w of WORKLOADS) await burstOf(32, w.command);
   await new Promise((r) => setTimeout(r, 300));
-  child.stdin!.write("go\n");
+  for (const m of monitors) m.child.stdin!.write("go\n");
   const pids: number[] = [];
   const bursts = values.burst.split(",").map(Number);
   for (let r = 0; r < Number(values.repeat); r++) {
@@ -162,12 +176,16 @@ async function measure(tree: string, runtime: string, round: number): Promise<Ru
     }
   }
   await new Promise((r) => setTimeout(r, 500));
-  child.stdin!.write(`stop ${pids.join(",")}\n`);
-  const reply = await out.next();
-  await once(child, "exit");
-  if (typeof reply.value !== "string") throw new Error(`${runtime} ${tree}: exited without a result`);
-  const run = JSON.parse(reply.value);
-  return { tree, runtime, round, ...run, usPerItem: run.cpuUs / run.items };
+  for (const m of monitors) m.child.stdin!.write(`stop ${pids.join(",")}\n`);
+  const runs: Run[] = [];
+  for (const { tree, child, out } of monitors) {
+    const reply = await out.next();
+    await once(child, "exit");
+    if (typeof reply.value !== "string") throw new Error(`${runtime} ${tree}: exited without a result`);
+    const run = JSON.parse(reply.value);
+    runs.push({ tree, runtime, round, ...run, usPerItem: run.cpuUs / run.items });
+  }
+  return runs;
 }
 
 async function drive(): Promise<void> {
@@ -190,14 +208,17 @@ async function drive(): Promise<void> {
   for (let round = 0; round < rounds; round++) {
     const order = trees.map((_, i) => trees[(i + round) % trees.length]);
     for (const runtime of runtimes) {
-      for (const tree of order) {
-        const run = await measure(tree, runtime, round);
-        runs.push(run);
-        console.error(
-          `round ${round + 1} ${runtime} ${tree}: ${run.usPerItem.toFixed(1)} µs/item ` +
-            `(main thread ${(run.mainUs / run.items).toFixed(1)}), ${run.items} items, ` +
-            `${run.cmdline}/${run.nameOnly}/${run.nothing} of ${run.execs} execs`,
-        );
+      // Alternating: each checkout alone in turn; --together: all at once.
+      const batches = values.together ? [order] : order.map((tree) => [tree]);
+      for (const batch of batches) {
+        for (const run of await measure(batch, runtime, round)) {
+          runs.push(run);
+          console.error(
+            `round ${round + 1} ${runtime} ${run.tree}: ${run.usPerItem.toFixed(1)} µs/item ` +
+              `(main thread ${(run.mainUs / run.items).toFixed(1)}), ${run.items} items, ` +
+              `${run.cmdline}/${run.nameOnly}/${run.nothing} of ${run.execs} execs`,
+          );
+        }
       }
     }
     loads.push(load());
@@ -230,5 +251,8 @@ async function drive(): Promise<void> {
     }
   }
   mkdirSync(join(here, "out"), { recursive: true });
-  writeFileSync(join(here, "out", "enrich_cpu.json"), JSON.stringify({ trees, rounds, loads, runs }, null, 2));
+  writeFileSync(
+    join(here, "out", "enrich_cpu.json"),
+    JSON.stringify({ trees, rounds, together: values.together, loads, runs }, null, 2),
+  );
 }
