@@ -156,10 +156,11 @@ async function measure(trees: string[], runtime: string, round: number): Promise
   for (const tree of trees) {
     const args = runtime === "deno" ? ["run", "-A", script, "--monitor", tree] : [script, "--monitor", tree];
     const child = spawn(bin, args, { cwd: tree, stdio: ["pipe", "pipe", "inherit"] });
+    const exited = once(child, "exit");
     const out = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
     const first = await out.next();
     if (first.value !== "ready") throw new Error(`${runtime} ${tree}: ${first.value ?? "exited"}`);
-    monitors.push({ tree, child, out });
+    monitors.push({ tree, child, out, exited });
   }
   // One burst of each workload first, so that what is measured runs compiled code.
   for (const w of WORKLOADS) await burstOf(32, w.command);
@@ -178,9 +179,9 @@ async function measure(trees: string[], runtime: string, round: number): Promise
   await new Promise((r) => setTimeout(r, 500));
   for (const m of monitors) m.child.stdin!.write(`stop ${pids.join(",")}\n`);
   const runs: Run[] = [];
-  for (const { tree, child, out } of monitors) {
+  for (const { tree, out, exited } of monitors) {
     const reply = await out.next();
-    await once(child, "exit");
+    await exited;
     if (typeof reply.value !== "string") throw new Error(`${runtime} ${tree}: exited without a result`);
     const run = JSON.parse(reply.value);
     runs.push({ tree, runtime, round, ...run, usPerItem: run.cpuUs / run.items });
