@@ -59,8 +59,8 @@ export const SHARED = { TAKEN: 0, STOP: 1, LIMIT: 2, HEAD: 3, TAIL: 4, LENGTH: 5
  * its bytes; a chunk that does not fit before the ring's end leaves {@linkcode RING_WRAP} there and
  * starts at 0. The worker waits (Atomics.wait on TAIL) for room, and notifies HEAD once a batch is
  * in; the JS thread copies chunks out as it takes batches, and waits with Atomics.waitAsync on HEAD.
- * Measured: one postMessage() per batch (a structured clone and a message event each) was the
- * largest cost of the hand-over (bench/README.md, "CPU per event of enrichment at receipt").
+ * It replaced a postMessage() per batch (a structured clone and a message event each); CPU per event
+ * before and after: bench/README.md, "CPU per event of enrichment at receipt".
  */
 export const RING_BYTES = 2 << 20;
 /** The largest chunk: half of the ring, so that one always fits once the JS thread has caught up. */
