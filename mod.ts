@@ -26,6 +26,7 @@ export type {
   CallbackRegistration,
   ConnectorMessage,
   ConnectorOptions,
+  ConnectorOverOptions,
   ConnectorStats,
   Destination,
   MessagesOptions,
@@ -40,6 +41,7 @@ export type {
   ReceiveIssueInfo,
   ReceiveStats,
 } from "./src/core/types.ts";
+export type { ReceivedDatagram, ReceiveResult, Transport } from "./src/socket/transport.ts";
 export { ClosedError, errnoName, NetlinkError, TimeoutError } from "./src/errors.ts";
 export { DecodeError } from "./src/codec/decode_error.ts";
 export {

@@ -58,9 +58,12 @@ export {
   type EnrichedProcEvent,
   type FilterMode,
   type LostEvent,
+  type ProcEventsOptions,
   ProcMonitor,
+  type ProcMonitorDependencies,
   type ProcMonitorItem,
   type ProcMonitorOptions,
+  type ProcMonitorOverOptions,
   type ProcMonitorStats,
   watchProcesses,
 } from "./src/proc/monitor.ts";

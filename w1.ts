@@ -27,6 +27,7 @@
 export { W1Bus, W1Error } from "./src/w1/bus.ts";
 export type {
   W1BusOptions,
+  W1BusOverOptions,
   W1Event,
   W1EventsOptions,
   W1Op,

@@ -154,7 +154,7 @@ async function fakeWorld(): Promise<World & { kernel: FakeKernel }> {
     name: "fake",
     kernel: fake,
     // As Connector.open does, a bad option is a rejection, not a throw.
-    open: (o) => new Promise((resolve) => resolve(fake.connect(o))),
+    open: (o) => fake.connect(o),
     info: (port) => {
       const info = fake.socketInfo(port);
       if (!info) throw new Error(`no fake socket at port ${port}`);

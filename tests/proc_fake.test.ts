@@ -233,7 +233,7 @@ describe("the kernel's listener count", () => {
   test("no acks and no events while it is below 1; from 6.6 a socket counts once while its op is LISTEN", async () => {
     const kernel = new FakeKernel();
     const proc = kernel.enableProcEvents();
-    await using a = kernel.connect({ groups: [1] });
+    await using a = await kernel.connect({ groups: [1] });
     const acks: number[] = [];
     a.addCallback(PROC, "acks", (m) => acks.push(m.ack));
     assert.equal(proc.emit(exec(1)), -1, "nobody listens: nothing sent");
@@ -251,8 +251,8 @@ describe("the kernel's listener count", () => {
   test("before 6.6 (inputFilter false) every LISTEN and IGNORE moves it, and the sender of IGNORE gets its ack", async () => {
     const kernel = new FakeKernel();
     const proc = kernel.enableProcEvents({ inputFilter: false });
-    await using a = kernel.connect({ groups: [1] });
-    await using b = kernel.connect({ groups: [1] });
+    await using a = await kernel.connect({ groups: [1] });
+    await using b = await kernel.connect({ groups: [1] });
     const acks: number[] = [];
     b.addCallback(PROC, "acks", (m) => acks.push(m.ack));
     a.send({ id: PROC, ack: 10, data: op(PROC_CN_MCAST_LISTEN) });

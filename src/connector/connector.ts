@@ -14,7 +14,7 @@ import type { MessageSource, ReceiveBufferSize } from "../core/types.ts";
 import { ClosedError, Errno, NetlinkError, TimeoutError } from "../errors.ts";
 import { loadLibc } from "../ffi/load.ts";
 import { describeAddress, NetlinkSocket } from "../socket/netlink_socket.ts";
-import { groupBit, type Transport } from "../socket/transport.ts";
+import { checkTransport, groupBit, type Transport } from "../socket/transport.ts";
 import {
   checkCount,
   checkFunction,
@@ -32,6 +32,7 @@ import type {
   CallbackRegistration,
   ConnectorMessage,
   ConnectorOptions,
+  ConnectorOverOptions,
   ConnectorStats,
   Destination,
   MessagesOptions,
@@ -73,6 +74,10 @@ const OPEN_KEYS = [
   "maxInFlight",
   "whenBusy",
 ] as const satisfies readonly (keyof ConnectorOptions)[];
+/** The keys of `Connector.over`'s options: how the socket is bound is the transport's business. */
+const OVER_KEYS = OPEN_KEYS.filter((k) => k !== "groups" && k !== "port" && k !== "libcPath") as readonly (
+  keyof ConnectorOverOptions
+)[];
 const SEND_KEYS = ["to"] as const satisfies readonly (keyof SendOptions)[];
 const REQUEST_KEYS = ["to", "timeoutMs", "signal", "match"] as const satisfies readonly (keyof RequestOptions)[];
 const REQUEST_ALL_KEYS = [...REQUEST_KEYS, "until"] as const satisfies readonly (keyof RequestAllOptions)[];
@@ -86,7 +91,10 @@ const MESSAGES_KEYS = ["id", "signal"] as const satisfies readonly (keyof Messag
  * @throws {RangeError} a group outside 1..32, a port, rcvbuf or limit out of range
  */
 export function checkConnectorOptions(options: ConnectorOptions | undefined): ConnectorOptions {
-  const opts = checkOptions("Connector options", options, OPEN_KEYS);
+  return checkOptionValues(checkOptions("Connector options", options, OPEN_KEYS));
+}
+
+function checkOptionValues(opts: ConnectorOptions): ConnectorOptions {
   checkGroups(opts.groups);
   checkCount(opts.port, "port", 0, 0xffffffff);
   checkCount(opts.rcvbuf, "rcvbuf", 1, 0x7fffffff);
@@ -199,6 +207,40 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
     const opts = checkConnectorOptions(options);
     const libc = await loadLibc(opts.libcPath);
     return new Connector(NetlinkSocket.open(libc, opts), opts);
+  }
+
+  /**
+   * Builds a connector over a transport that is already open and bound: the seam the fake kernel and
+   * tests use (`Connector.over(kernel.socket({ groups: [14] }))`), the way `open()` is this over a
+   * real socket. The connector owns the transport from then on: `close()` closes it. Options are
+   * checked as `open()` checks them (before the transport is touched); `rcvbuf` is applied to it.
+   *
+   * @param transport the socket: a `Transport` (see `FakeKernelCore.socket`)
+   * @param options as for `open`, without `groups`, `port` and `libcPath` (the transport's)
+   * @returns the connector
+   * @throws {TypeError} `transport` is not a Transport, an unknown option, a wrong type
+   * @throws {RangeError} an rcvbuf or limit out of range
+   *
+   * @example Over a fake kernel's socket
+   * ```ts
+   * import { Connector } from "@cnlink/connector";
+   * import { FakeKernelCore } from "@cnlink/connector/testing";
+   * import assert from "node:assert/strict";
+   *
+   * const kernel = new FakeKernelCore();
+   * await using conn = await Connector.over(kernel.socket({ groups: [14] }), { maxQueued: 16 });
+   * assert.deepEqual(conn.groups, [14]);
+   * ```
+   */
+  static over(transport: Transport, options?: ConnectorOverOptions): Promise<Connector> {
+    try {
+      const opts = checkOptionValues(checkOptions("Connector.over options", options, OVER_KEYS));
+      checkTransport(transport);
+      if (opts.rcvbuf !== undefined) transport.setReceiveBuffer(opts.rcvbuf);
+      return Promise.resolve(new Connector(transport, opts));
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Our netlink port id (`nl_pid`). */
@@ -345,14 +387,14 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * import assert from "node:assert/strict";
    *
    * const kernel = new FakeKernel();
-   * kernel.addCallback({ idx: 14, val: 1 }, "twice", (m, ctx) => {
+   * kernel.addCallback({ idx: 14, val: 1 }, "twice", (m) => {
    *   for (const part of [1, 2]) {
    *     kernel.send({ id: m.id, seq: m.seq, ack: m.seq + 1, data: new Uint8Array([part]) }, {
-   *       to: { port: ctx.senderPort },
+   *       to: { port: m.source.port },
    *     });
    *   }
    * });
-   * await using conn = kernel.connect();
+   * await using conn = await kernel.connect();
    * const replies = await conn.requestAll({ id: { idx: 14, val: 1 } }, {
    *   until: (_reply, replies) => replies.length === 2,
    * });
@@ -645,13 +687,4 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
   [Symbol.dispose](): void {
     void this.close();
   }
-}
-
-/**
- * Builds a connector over any transport: the internal factory the fake kernel uses (not exported
- * from `mod.ts`). The constructor is private to the public API; this is its one other caller.
- */
-export function connectorOver(transport: Transport, options: ConnectorOptions = {}): Connector {
-  const construct = Connector as unknown as new (t: Transport, o: ConnectorOptions) => Connector;
-  return new construct(transport, options);
 }

@@ -73,6 +73,12 @@ export interface ConnectorOptions {
   whenBusy?: "queue" | "fail";
 }
 
+/**
+ * Options of `Connector.over`: those of `Connector.open` but the ones that say how the socket is made
+ * and bound (`groups`, `port`, `libcPath`): those are the transport's. `rcvbuf` is applied to it.
+ */
+export type ConnectorOverOptions = Omit<ConnectorOptions, "groups" | "port" | "libcPath">;
+
 /** Options of `Connector.request`. */
 export interface RequestOptions {
   /** A port or a group; omitted: the kernel. */

@@ -22,6 +22,7 @@
  * @module
  */
 import type { ConnectorMessage, ConnectorOptions } from "../connector/types.ts";
+import type { ReceiveBufferSize } from "../core/types.ts";
 import { Connector } from "../connector/connector.ts";
 import {
   decodeW1Messages,
@@ -39,9 +40,10 @@ import {
 import { CN_W1_IDX, CN_W1_VAL } from "../codec/constants.ts";
 import { LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { errnoName, TimeoutError } from "../errors.ts";
-import { checkFunction, checkOptions, checkSignal, checkTimeout, checkType } from "../args.ts";
+import { checkCount, checkFunction, checkOptions, checkSignal, checkTimeout, checkType, show } from "../args.ts";
 import type {
   W1BusOptions,
+  W1BusOverOptions,
   W1Event,
   W1EventsOptions,
   W1Op,
@@ -176,9 +178,16 @@ function checkMaster(master: number): number {
   return master;
 }
 
-const OPEN_KEYS = ["rcvbuf", "libcPath", "onError", "onOverrun", "bundle"] as const satisfies readonly (
-  keyof W1BusOptions
-)[];
+const OPEN_KEYS = [
+  "rcvbuf",
+  "libcPath",
+  "onError",
+  "onOverrun",
+  "maxQueued",
+  "maxQueuedBytes",
+  "bundle",
+] as const satisfies readonly (keyof W1BusOptions)[];
+const OVER_KEYS = ["bundle"] as const satisfies readonly (keyof W1BusOverOptions)[];
 const REQUEST_KEYS = ["timeoutMs", "signal"] as const satisfies readonly (keyof W1RequestOptions)[];
 
 /**
@@ -193,6 +202,8 @@ export function checkW1BusOptions(options: W1BusOptions | undefined): W1BusOptio
   checkType(opts.libcPath, "libcPath", "string");
   checkFunction(opts.onError, "onError");
   checkFunction(opts.onOverrun, "onOverrun");
+  checkCount(opts.maxQueued, "maxQueued", 1);
+  checkCount(opts.maxQueuedBytes, "maxQueuedBytes", 1);
   return opts;
 }
 
@@ -308,13 +319,13 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
  * }
  * ```
  */
-export class W1Bus implements AsyncDisposable {
+export class W1Bus implements AsyncDisposable, Disposable {
   readonly #conn: Connector;
   readonly #bundle: boolean;
-  readonly #stats: W1Stats = { foreign: 0, undecodable: 0 };
+  readonly #stats = { foreign: 0, malformed: 0 };
   #seq = Math.floor(Math.random() * 0x7fffffff);
 
-  /** Use {@linkcode W1Bus.open}. */
+  /** Use {@linkcode W1Bus.open} or {@linkcode W1Bus.over}. */
   private constructor(conn: Connector, options: W1BusOptions) {
     this.#conn = conn;
     this.#bundle = options.bundle ?? true;
@@ -333,18 +344,74 @@ export class W1Bus implements AsyncDisposable {
       libcPath: opts.libcPath,
       onError: opts.onError,
       onOverrun: opts.onOverrun,
+      maxQueued: opts.maxQueued,
+      maxQueuedBytes: opts.maxQueuedBytes,
     };
     return new W1Bus(await Connector.open(connOptions), opts);
   }
 
-  /** The connector below (its port, stats, receive buffer). */
+  /**
+   * Builds a bus client over a connector that is already open: the seam the fake kernel and tests use,
+   * the way `open()` is this over a new connector. The bus owns the connector from then on: `close()`
+   * closes it. Options are checked as `open()` checks them.
+   *
+   * @param connector an open `Connector` (its receive buffer, limits and hooks are the bus's)
+   * @param options the bus's own: `bundle`
+   * @returns the bus client
+   * @throws {TypeError} `connector` is not an open Connector, an unknown option, a wrong type
+   *
+   * @example Over a fake kernel's connector
+   * ```ts
+   * import { W1Bus } from "@cnlink/connector/w1";
+   * import { FakeKernel } from "@cnlink/connector/testing";
+   * import assert from "node:assert/strict";
+   *
+   * const kernel = new FakeKernel();
+   * const master = kernel.enableW1().addMaster();
+   * await using bus = await W1Bus.over(await kernel.connect(), { bundle: false });
+   * assert.deepEqual(await bus.listMasters(), [master]);
+   * ```
+   */
+  static over(connector: Connector, options?: W1BusOverOptions): Promise<W1Bus> {
+    try {
+      const opts = checkOptions("W1Bus.over options", options, OVER_KEYS);
+      checkType(opts.bundle, "bundle", "boolean");
+      if (!(connector instanceof Connector)) {
+        throw new TypeError(`connector must be an open Connector, got ${show(connector)}`);
+      }
+      if (connector.closed) throw new TypeError("connector must be an open Connector, got a closed one");
+      return Promise.resolve(new W1Bus(connector, opts));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** The connector below (its port, groups, callbacks). */
   get connector(): Connector {
     return this.#conn;
   }
 
-  /** What was ignored: messages not from the kernel, and ones that did not decode. */
+  /** Whether `close()` was called (or an error closed the connector below). */
+  get closed(): boolean {
+    return this.#conn.closed;
+  }
+
+  /** The receive buffer of the connector below: what was asked for, and what the kernel reports. */
+  get receiveBuffer(): ReceiveBufferSize {
+    return this.#conn.receiveBuffer;
+  }
+
+  /**
+   * The connector's counters, with what the bus set aside added in: `foreign` (messages to group 3
+   * not from the kernel) and `malformed` (1-Wire payloads that did not decode).
+   */
   get stats(): Readonly<W1Stats> {
-    return { ...this.#stats };
+    const conn = this.#conn.stats;
+    return {
+      ...conn,
+      foreign: conn.foreign + this.#stats.foreign,
+      malformed: conn.malformed + this.#stats.malformed,
+    };
   }
 
   /**
@@ -640,6 +707,11 @@ export class W1Bus implements AsyncDisposable {
     return this.close();
   }
 
+  /** Starts `close()` without waiting for it. */
+  [Symbol.dispose](): void {
+    void this.close();
+  }
+
   #nextSeq(): number {
     const seq = this.#seq;
     this.#seq = (this.#seq + 1) >>> 0;
@@ -704,7 +776,7 @@ export class W1Bus implements AsyncDisposable {
     try {
       return decodeW1Messages(m.data);
     } catch {
-      this.#stats.undecodable++;
+      this.#stats.malformed++;
       return [];
     }
   }
@@ -737,13 +809,4 @@ function eventOf(w: W1NetlinkMessage, seq: number): W1Event | undefined {
     default:
       return undefined;
   }
-}
-
-/**
- * Builds a bus client over a connector: the internal factory the fake kernel uses (not exported
- * from `w1.ts`).
- */
-export function w1BusOver(conn: Connector, options: W1BusOptions = {}): W1Bus {
-  const construct = W1Bus as unknown as new (c: Connector, o: W1BusOptions) => W1Bus;
-  return new construct(conn, options);
 }
