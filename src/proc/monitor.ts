@@ -247,10 +247,16 @@ function randomAck(): number {
   return crypto.getRandomValues(new Uint32Array(1))[0] & 0x7fffffff;
 }
 
-/** LISTEN handshakes tried when the kernel's ack was lost to an overrun (within `timeoutMs`). */
-const SUBSCRIBE_ATTEMPTS = 5;
+/**
+ * LISTEN handshakes tried when the kernel's ack was lost to an overrun (known lost: the socket was read
+ * empty after the send without it, and an overrun was reported since), within ACK_BACKLOG_LIMIT times
+ * the timeout.
+ */
+const SUBSCRIBE_ATTEMPTS = 10;
 /** How many times `timeoutMs` the handshake waits while the socket still holds what came before the ack. */
 const ACK_BACKLOG_LIMIT = 10;
+/** How often the LISTEN handshake checks whether the socket was read empty since the send. */
+const HANDSHAKE_TICK_MS = 20;
 
 /**
  * A subscription to process events. Iterate it for events and loss reports; close it to unsubscribe.
@@ -284,7 +290,6 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   #subscribed = false;
   /** Overruns while subscribing, and who waits to hear of one (the handshake resends LISTEN). */
   #handshakeOverruns = 0;
-  #onHandshakeOverrun: (() => void) | null = null;
   #onAck: ((ack: AckEvent) => void) | null = null;
   #closing: Promise<void> | null = null;
   // With a table, what the receive loop got since it last paused: held back until then, so that an
@@ -338,7 +343,8 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
    * @throws {NetlinkError} EPERM (group 1 refused: root always works; mainline Linux >= 6.6 allows any user, some vendor builds do not), EPROTONOSUPPORT
    *   (no connector), ECONNREFUSED (not the initial network namespace)
    * @throws {TimeoutError} the kernel did not ack LISTEN: not the initial user/pid namespace, or no
-   *   CONFIG_PROC_EVENTS
+   *   CONFIG_PROC_EVENTS; or its ack was lost to an overrun at each of 10 tries (a tiny `rcvbuf` that
+   *   other listeners' events keep full)
    * @throws {TypeError} an unknown option (the message lists the accepted ones), `events` not an array
    *   of known names, a signal that is not an `AbortSignal` (all before anything is opened)
    * @throws {RangeError} `timeoutMs` not finite with 0 < t <= 2147483647, a size out of range
@@ -500,6 +506,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     const seen = new Set<number>();
     let wide = 0;
     let ack: AckEvent | null = null;
+    let lostAcks = 0; // attempts in a row whose ack was lost to an overrun
     // The socket is in group 1 from bind() on, so on a busy host other listeners' events already flow
     // into it, and a small buffer can be full when the kernel multicasts our ack: the ack is dropped
     // and the next receive reports the overrun. Then LISTEN is sent again into the buffer just drained
@@ -511,48 +518,74 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     // 7 s (measured on 6.18), past the timeout. Joined here, only what the kernel sends between this
     // setsockopt() and the sendto() below is ahead of the ack.
     this.#receiver.transport.join(CN_IDX_PROC);
-    for (let attempt = 0; !ack && attempt < SUBSCRIBE_ATTEMPTS; attempt++) {
+    for (let attempt = 0; !ack && attempt < SUBSCRIBE_ATTEMPTS && performance.now() < hardDeadline; attempt++) {
+      // A retry first empties the buffer the lost ack overflowed. Reading it empty also clears the
+      // kernel's congestion flag: while that is set, a dropped datagram is not reported again, so a
+      // second lost ack would go unseen. The first attempt sends at once, so that nothing but what
+      // the kernel sends in between queues ahead of the ack. The overruns this drain reports belong
+      // to the previous attempt: they are counted before this attempt's baseline.
+      if (attempt > 0) this.#receiver.drainNow();
       wide = randomAck();
       const classic = randomAck();
       const overruns = this.#handshakeOverruns;
       let sent = Infinity;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let settle = () => {};
       const confirmed = new Promise<AckEvent | null>((resolve) => {
         // The ack is queued inside our sendto(), behind what other listeners' events queued before
-        // it. So it is missing only once the socket was read empty after the send; until then a slow
-        // reader (a starved process on a busy host) is still catching up, and the wait goes on, up to
-        // ACK_BACKLOG_LIMIT times the timeout.
-        const expire = () => {
+        // it. So it is missing only once the socket was read empty after the send. An overrun
+        // reported meanwhile does not mean the ack was lost (the kernel reports it ahead of what is
+        // still queued): only when the socket was read empty after the send without the ack, and an
+        // overrun was reported since the send, is the ack known lost, and LISTEN goes out again.
+        // Without an overrun, the wait lasts the timeout; a slow reader (a starved process on a busy
+        // host) still catching up extends it, up to ACK_BACKLOG_LIMIT times the timeout.
+        settle = () => {
           const now = performance.now();
-          if (this.#receiver.emptied > sent || now >= hardDeadline) resolve(null);
-          else timer = setTimeout(expire, Math.min(50, hardDeadline - now));
+          const readEmpty = this.#receiver.emptied > sent;
+          const lost = this.#handshakeOverruns !== overruns;
+          if ((readEmpty && (lost || now >= deadline)) || now >= hardDeadline) {
+            clearTimeout(timer);
+            resolve(null);
+          }
         };
-        let timer = setTimeout(expire, Math.max(0, deadline - performance.now()));
+        const tick = () => {
+          settle();
+          timer = setTimeout(tick, HANDSHAKE_TICK_MS);
+        };
+        timer = setTimeout(tick, HANDSHAKE_TICK_MS);
         this.#onAck = (event) => {
           seen.add(event.ack);
           if (event.ack !== ((classic + 1) >>> 0)) return;
           clearTimeout(timer);
           resolve(event);
         };
-        this.#onHandshakeOverrun = () => {
-          clearTimeout(timer);
-          resolve(null);
-        };
       });
       try {
-        // A retry first empties the buffer the lost ack overflowed; the first attempt sends at once,
-        // so that nothing but what the kernel sends in between queues ahead of the ack.
-        if (attempt > 0) this.#receiver.drainNow();
         this.#sendOp(PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, 8, wide);
         this.#sendOp(PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL, 4, classic);
         sent = this.#receiver.emptied;
         // The acks were queued inside those sendto() calls: take them now, without a wake-up.
         this.#receiver.drainNow();
+        settle();
         ack = await confirmed;
       } finally {
+        clearTimeout(timer);
         this.#onAck = null;
-        this.#onHandshakeOverrun = null;
       }
-      if (!ack && (this.#handshakeOverruns === overruns || performance.now() >= deadline)) break;
+      // No overrun since the send: the kernel did not ack (or the hard deadline passed); do not retry.
+      if (!ack && this.#handshakeOverruns === overruns) {
+        lostAcks = 0;
+        break;
+      }
+      if (!ack) lostAcks++;
+    }
+    if (!ack && lostAcks > 0) {
+      throw new TimeoutError(
+        `The kernel's ack of LISTEN was lost to an overrun ${lostAcks} time(s)`,
+        timeoutMs,
+        `other listeners' process events fill this socket's receive buffer (${this.#receiver.transport.rcvbuf} B as ` +
+          "the kernel reports it) faster than it is read: give a larger rcvbuf",
+      );
     }
     if (!ack) {
       throw new TimeoutError(
@@ -588,10 +621,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   }
 
   #overrun(): void {
-    if (!this.#subscribed) {
-      this.#handshakeOverruns++;
-      this.#onHandshakeOverrun?.();
-    }
+    if (!this.#subscribed) this.#handshakeOverruns++;
     this.#push({ type: "lost", reason: "overrun" });
     this.#lost();
     const max = this.#options.maxRcvbuf ?? DEFAULT_MAX_RCVBUF;
