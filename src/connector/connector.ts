@@ -10,6 +10,7 @@ import { MAX_DATA_TO_KERNEL } from "../codec/constants.ts";
 import type { NetlinkAddress } from "../codec/netlink.ts";
 import type { MessageStream } from "../core/message_stream.ts";
 import { Receiver } from "../core/receiver.ts";
+import { InFlightLimit, type InFlightTicket } from "../core/in_flight.ts";
 import type { MessageSource, ReceiveBufferSize } from "../core/types.ts";
 import { ClosedError, Errno, NetlinkError, TimeoutError } from "../errors.ts";
 import { loadLibc } from "../ffi/load.ts";
@@ -163,9 +164,8 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
   readonly #pending = new Set<Pending>();
   readonly #subscribers = new Set<Subscriber>();
   readonly #counts = { callbackErrors: 0, unhandled: 0 };
-  readonly #waitingForSlot: (() => void)[] = [];
+  readonly #limit: InFlightLimit;
   #requested: number | undefined;
-  #inFlight = 0;
   #nextHandle = 1;
   #nextSeq = Math.floor(Math.random() * 0x7fffffff);
 
@@ -173,6 +173,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
   private constructor(transport: Transport, options: ConnectorOptions) {
     this.#options = options;
     this.#requested = options.rcvbuf;
+    this.#limit = new InFlightLimit(options.maxInFlight);
     this.#receiver = new Receiver(transport, {
       wanted: () => this.#handles.size + this.#subscribers.size + this.#pending.size > 0,
       message: (m, source) => this.#deliver(m, source),
@@ -182,7 +183,10 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
             console.warn(`cnlink: receive buffer overrun on port ${this.port}, messages lost (${s.overruns} so far)`));
         report(this.stats);
       },
-      failed: (error) => this.#rejectPending(new ClosedError("wait for a reply", error)),
+      failed: (error) => {
+        this.#limit.pause();
+        this.#rejectPending(new ClosedError("wait for a reply", error));
+      },
     }, { maxQueued: options.maxQueued, maxQueuedBytes: options.maxQueuedBytes, onError: options.onError });
   }
 
@@ -441,17 +445,13 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
     if (this.#receiver.closed) return Promise.reject(new ClosedError("send a request", this.#receiver.closeReason));
     const where = describeAddress(address);
     return new Promise<ConnectorMessage[]>((resolve, reject) => {
-      let slot = false;
-      let queued: (() => void) | null = null;
+      let ticket: InFlightTicket | null = null;
       const replies: ConnectorMessage[] = [];
       const finish = () => {
         this.#pending.delete(pending);
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
-        const place = queued ? this.#waitingForSlot.indexOf(queued) : -1;
-        if (place >= 0) this.#waitingForSlot.splice(place, 1);
-        if (slot) this.#releaseSlot();
-        slot = false;
+        ticket?.done();
       };
       let sent = false;
       const pending: Pending = {
@@ -491,7 +491,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
       };
       const onAbort = () => pending.reject(signal?.reason);
       const timer = setTimeout(() => {
-        const waited = queued ? ` (it was still waiting for one of ${this.#options.maxInFlight} request slots)` : "";
+        const waited = ticket?.waiting ? ` (it was still waiting for one of ${this.#limit.max} request slots)` : "";
         const got = replies.length
           ? ` (${replies.length} repl${replies.length === 1 ? "y" : "ies"} came, not the last)`
           : "";
@@ -502,11 +502,9 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
       }, timeoutMs);
       signal?.addEventListener("abort", onAbort, { once: true });
       this.#pending.add(pending);
-      const go = () => {
-        queued = null;
-        slot = true;
+      const go = (taken: InFlightTicket) => {
+        ticket = taken;
         sent = true;
-        this.#inFlight++;
         try {
           this.#receiver.transport.send(encodeMessage({ ...message, seq }), address);
         } catch (err) {
@@ -517,28 +515,17 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
         // A kernel agent answers inside our sendto(): take the reply now, without a wake-up.
         this.#receiver.drainNow();
       };
-      const max = this.#options.maxInFlight;
-      if (max === undefined || this.#inFlight < max) go();
-      else if (this.#options.whenBusy === "fail") {
+      if (this.#limit.full && this.#options.whenBusy === "fail") {
         pending.reject(
           new NetlinkError(
             "sendto",
             Errno.EAGAIN,
             `send a request to ${where}`,
-            `${max} requests (maxInFlight) already wait for replies: nothing was sent`,
+            `${this.#limit.max} requests (maxInFlight) already wait for replies: nothing was sent`,
           ),
         );
-      } else {
-        queued = go;
-        this.#waitingForSlot.push(go);
-      }
+      } else ticket = this.#limit.take(go);
     });
-  }
-
-  #releaseSlot(): void {
-    this.#inFlight--;
-    if (this.#receiver.closed) return;
-    this.#waitingForSlot.shift()?.();
   }
 
   #takeSeq(): number {
@@ -670,6 +657,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    */
   close(): Promise<void> {
     if (!this.#receiver.closed) {
+      this.#limit.pause();
       this.#rejectPending(new ClosedError("wait for a reply"));
       this.#subscribers.clear();
       this.#callbacks.clear();
