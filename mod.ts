@@ -29,6 +29,7 @@ export type {
   ConnectorOverOptions,
   ConnectorStats,
   Destination,
+  MessageInput,
   MessagesOptions,
   RequestAllOptions,
   RequestOptions,
@@ -42,6 +43,7 @@ export type {
   ReceiveStats,
 } from "./src/core/types.ts";
 export type { ReceivedDatagram, ReceiveResult, Transport } from "./src/socket/transport.ts";
+export type { ByteInput } from "./src/args.ts";
 export { ClosedError, errnoName, NetlinkError, TimeoutError } from "./src/errors.ts";
 export { DecodeError } from "./src/codec/decode_error.ts";
 export {

@@ -25,6 +25,7 @@
  * @module
  */
 export { W1Bus, W1Error } from "./src/w1/bus.ts";
+export type { ByteInput } from "./src/args.ts";
 export type {
   W1BusOptions,
   W1BusOverOptions,

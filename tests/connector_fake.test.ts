@@ -367,12 +367,13 @@ describe("errors and reports", () => {
 });
 
 describe("message data and shape", () => {
-  test("data is taken as the bytes of any typed array, DataView or ArrayBuffer", async () => {
+  test("data is taken as the bytes of any typed array, DataView, ArrayBuffer or array of bytes", async () => {
     const kernel = new FakeKernel();
     await using conn = await kernel.connect();
     const le = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
     const f64 = new Uint8Array(new Float64Array([1.5]).buffer);
-    const cases: [ArrayBufferView | ArrayBuffer, number[]][] = [
+    const cases: [ArrayBufferView | ArrayBuffer | number[], number[]][] = [
+      [[0, 1, 255], [0, 1, 255]],
       [new Uint16Array([0x0201, 0x0403]), le ? [1, 2, 3, 4] : [2, 1, 4, 3]],
       [new Float64Array([1.5]), [...f64]],
       [new Uint8Array([1, 2, 3]).buffer, [1, 2, 3]],
@@ -382,18 +383,32 @@ describe("message data and shape", () => {
     ];
     for (const [data] of cases) conn.send({ id: ECHO, data });
     assert.deepEqual(kernel.received.map((m) => [...m.data]), cases.map(([, bytes]) => bytes));
+    // request takes the same inputs: the bytes reach the kernel as they are.
+    await assert.rejects(conn.request({ id: ECHO, data: [7, 8] }, { timeoutMs: 1 }), { name: "TimeoutError" });
+    assert.deepEqual([...kernel.received.at(-1)!.data], [7, 8]);
   });
 
   test("anything else is a TypeError naming the field, before anything is sent", async () => {
     const kernel = new FakeKernel();
     await using conn = await kernel.connect();
-    const bad: unknown[] = ["text", [1, 2, 3], 7, { length: 3 }, null];
+    const bad: unknown[] = ["text", 7, { length: 3 }, null];
     for (const data of bad) {
       assert.throws(
         () => conn.send({ id: ECHO, data: data as Uint8Array }),
         (e: Error) => e instanceof TypeError && /message\.data must be a Uint8Array/.test(e.message),
       );
     }
+    // An array is bytes only when every element is one; nothing is sent otherwise.
+    assert.throws(() => conn.send({ id: ECHO, data: [1, 256] }), {
+      name: "RangeError",
+      message: "message.data[1] must be a byte (an integer in 0..255), got 256",
+    });
+    assert.throws(() => conn.send({ id: ECHO, data: ["1"] as never }), {
+      name: "TypeError",
+      message: 'message.data[0] must be a byte (a number 0..255), got "1"',
+    });
+    await assert.rejects(conn.request({ id: ECHO, data: [1.5] }), { name: "RangeError" });
+    assert.equal(kernel.received.length, 0);
     for (const message of [{}, { id: 3 }, { id: { idx: 1 } }, null]) {
       assert.throws(
         () => conn.send(message as never),

@@ -155,7 +155,13 @@ describe("W1Bus against the fake w1 core", () => {
     await assert.rejects(bus.transaction({ slave: "28-000000000001" }, [{ op: "reset" }]), /runs on a master only/);
     await assert.rejects(bus.read({ master }, 0), RangeError);
     await assert.rejects(bus.read({ master }, 70000), RangeError);
-    await assert.rejects(bus.write({ master }, [256]), TypeError);
+    // Bytes as Connector.send takes them: an element out of 0..255 is a RangeError, a non-number a TypeError.
+    await assert.rejects(bus.write({ master }, [256]), {
+      name: "RangeError",
+      message: /^write\.data\[0\] must be a byte/,
+    });
+    await assert.rejects(bus.write({ master }, ["1"] as never), TypeError);
+    await assert.rejects(bus.write({ master }, "1" as never), TypeError);
     await assert.rejects(bus.write({ master }, []), RangeError);
     await assert.rejects(bus.read({ master: -1 }, 1), RangeError);
     await assert.rejects(bus.read({ slave: "nope" }, 1), TypeError);

@@ -17,6 +17,7 @@ import { loadLibc } from "../ffi/load.ts";
 import { describeAddress, NetlinkSocket } from "../socket/netlink_socket.ts";
 import { checkTransport, groupBit, type Transport } from "../socket/transport.ts";
 import {
+  checkBytes,
   checkCount,
   checkFunction,
   checkGroup,
@@ -36,6 +37,7 @@ import type {
   ConnectorOverOptions,
   ConnectorStats,
   Destination,
+  MessageInput,
   MessagesOptions,
   RequestAllOptions,
   RequestOptions,
@@ -131,6 +133,14 @@ function addressOf(to: Destination | undefined): NetlinkAddress {
     return { port: to.port, groups: 0 };
   }
   throw new TypeError(shape);
+}
+
+/** The message with its data as bytes: an array of bytes is checked and copied; the rest is encodeMessage's to check. */
+function withBytes(message: MessageInput): MessageInit {
+  if (typeof message === "object" && message !== null && Array.isArray(message.data)) {
+    return { ...message, data: checkBytes(message.data, "message.data") };
+  }
+  return message as MessageInit;
 }
 
 /** Checks the options `request` and `requestAll` share. */
@@ -315,7 +325,8 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
   /**
    * Sends one message to the kernel (default), a userspace port, or a multicast group.
    *
-   * @param message the cn_msg; `data` may be any typed array, DataView or ArrayBuffer (taken as bytes)
+   * @param message the cn_msg; `data` is a {@linkcode ByteInput}: any typed array, DataView or
+   *   ArrayBuffer (taken as the bytes it covers), or an array of integers 0..255
    * @param options `to: { port }` or `to: { group }`; omitted: the kernel
    * @throws {TypeError} a message without `{ idx, val }` id, data that is not bytes, an unknown option,
    *   the 0.1 `{ port }` / `{ group }` (write `{ to: { port } }` / `{ to: { group } }`), `to` with both
@@ -325,9 +336,9 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * @throws {NetlinkError} the kernel refused: EPERM for ports and groups without CAP_NET_ADMIN,
    *   ECONNREFUSED for a port nobody holds, EAGAIN when the receiving port's buffer is full
    */
-  send(message: MessageInit, options?: SendOptions): void {
+  send(message: MessageInput, options?: SendOptions): void {
     const address = addressOf(checkOptions("send options", options, SEND_KEYS, MOVED_TO).to);
-    const datagram = encodeMessage(message);
+    const datagram = encodeMessage(withBytes(message));
     const size = datagram.byteLength - 36;
     // cn_rx_skb drops a payload (cn_msg header and data) over CONNECTOR_MAX_MSG_SIZE without a word;
     // ports and groups take all 65535 bytes a cn_msg can carry (checked on 6.1, 6.12 and 6.18).
@@ -360,7 +371,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * @throws {NetlinkError} the send failed (see `send`); EAGAIN also when `maxInFlight` requests are
    *   waiting and `whenBusy` is `"fail"`
    */
-  request(message: MessageInit, options?: RequestOptions): Promise<ConnectorMessage> {
+  request(message: MessageInput, options?: RequestOptions): Promise<ConnectorMessage> {
     let opts: RequestOptions;
     try {
       opts = checkOptions("request options", options, REQUEST_KEYS, MOVED_TO);
@@ -405,7 +416,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * assert.deepEqual(replies.map((r) => r.data[0]), [1, 2]);
    * ```
    */
-  requestAll(message: MessageInit, options: RequestAllOptions): Promise<ConnectorMessage[]> {
+  requestAll(message: MessageInput, options: RequestAllOptions): Promise<ConnectorMessage[]> {
     try {
       checkOptions("requestAll options", options, REQUEST_ALL_KEYS, MOVED_TO);
     } catch (err) {
@@ -420,14 +431,16 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
   }
 
   #exchange(
-    message: MessageInit,
+    input: MessageInput,
     opts: RequestOptions,
     until: (reply: ConnectorMessage, replies: ConnectorMessage[]) => boolean,
   ): Promise<ConnectorMessage[]> {
     let address: NetlinkAddress;
+    let message: MessageInit;
     try {
       address = addressOf(opts.to);
       checkRequestOptions(opts);
+      message = withBytes(input);
       encodeMessage(message);
     } catch (err) {
       return Promise.reject(err);

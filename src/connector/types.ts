@@ -3,7 +3,8 @@
  *
  * @module
  */
-import type { CallbackId } from "../codec/cn_msg.ts";
+import type { CallbackId, MessageInit } from "../codec/cn_msg.ts";
+import type { ByteInput } from "../args.ts";
 import type { MessageSource, ReceiveIssueInfo, ReceiveStats } from "../core/types.ts";
 
 /** A received connector message. `data` is the caller's own copy. */
@@ -20,6 +21,15 @@ export interface ConnectorMessage {
   data: Uint8Array;
   /** Who sent it and how: `port` 0 is the kernel; `group` is the multicast group, 0 for unicast. */
   source: MessageSource;
+}
+
+/**
+ * A message to send (`Connector.send`, `request`, `requestAll`): a `MessageInit` whose `data` may be
+ * any {@linkcode ByteInput}, an array of bytes included.
+ */
+export interface MessageInput extends Omit<MessageInit, "data"> {
+  /** Payload, at most 65535 bytes; default empty. */
+  data?: ByteInput;
 }
 
 /** Where a message goes: a userspace port, or a multicast group. Omitted: the kernel. */

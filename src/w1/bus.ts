@@ -40,7 +40,17 @@ import {
 import { CN_W1_IDX, CN_W1_VAL } from "../codec/constants.ts";
 import { LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { errnoName, TimeoutError } from "../errors.ts";
-import { checkCount, checkFunction, checkOptions, checkSignal, checkTimeout, checkType, show } from "../args.ts";
+import {
+  type ByteInput,
+  checkBytes,
+  checkCount,
+  checkFunction,
+  checkOptions,
+  checkSignal,
+  checkTimeout,
+  checkType,
+  show,
+} from "../args.ts";
 import type {
   W1BusOptions,
   W1BusOverOptions,
@@ -163,14 +173,6 @@ function idOf(id: W1Id | string, what: string): W1Id {
   throw new TypeError(`${what} must be a 1-Wire id (a W1Id, or its name like "28-0123456789ab")`);
 }
 
-function bytesOf(data: Uint8Array | readonly number[], what: string): Uint8Array {
-  if (data instanceof Uint8Array) return data;
-  if (Array.isArray(data) && data.every((b) => Number.isInteger(b) && b >= 0 && b <= 255)) {
-    return Uint8Array.from(data);
-  }
-  throw new TypeError(`${what} must be a Uint8Array or an array of bytes (0..255)`);
-}
-
 function checkMaster(master: number): number {
   if (!Number.isInteger(master) || master < 0 || master > 0xffffffff) {
     throw new RangeError(`a bus master id is a u32 (listMasters() gives them), got ${master}`);
@@ -268,7 +270,7 @@ function commandOf(op: W1Op, onSlave: boolean): W1NetlinkCommand {
   switch (op.op) {
     case "write":
     case "touch": {
-      const data = bytesOf(op.data, `${op.op}.data`);
+      const data = checkBytes(op.data, `${op.op}.data`);
       if (data.byteLength === 0) throw new RangeError(`${op.op} needs at least one byte`);
       return { cmd, data };
     }
@@ -613,12 +615,12 @@ export class W1Bus implements AsyncDisposable, Disposable {
   }
 
   /** Writes bytes to a master's bus, or to a slave after the kernel selects it. */
-  async write(target: W1Target, data: Uint8Array | readonly number[], options?: W1RequestOptions): Promise<void> {
+  async write(target: W1Target, data: ByteInput, options?: W1RequestOptions): Promise<void> {
     await this.transaction(target, [{ op: "write", data }], options);
   }
 
   /** Writes bytes bit by bit and returns what the bus read back in each slot (a 0xff byte reads). */
-  async touch(target: W1Target, data: Uint8Array | readonly number[], options?: W1RequestOptions): Promise<Uint8Array> {
+  async touch(target: W1Target, data: ByteInput, options?: W1RequestOptions): Promise<Uint8Array> {
     const [result] = await this.transaction(target, [{ op: "touch", data }], options);
     return result.data;
   }

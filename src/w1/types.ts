@@ -5,6 +5,7 @@
  */
 import type { ConnectorOptions } from "../connector/types.ts";
 import type { ReceiveStats } from "../core/types.ts";
+import type { ByteInput } from "../args.ts";
 import type { W1Id } from "../codec/w1.ts";
 
 /**
@@ -17,9 +18,9 @@ export type W1Target = { master: number } | { slave: W1Id | string };
 /** One command of a transaction. */
 export type W1Op =
   | { op: "reset" }
-  | { op: "write"; data: Uint8Array | readonly number[] }
+  | { op: "write"; data: ByteInput }
   | { op: "read"; length: number }
-  | { op: "touch"; data: Uint8Array | readonly number[] }
+  | { op: "touch"; data: ByteInput }
   | { op: "search" }
   | { op: "alarm-search" }
   | { op: "list-slaves" }
