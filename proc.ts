@@ -67,7 +67,7 @@ export {
   type ProcMonitorStats,
   watchProcesses,
 } from "./src/proc/monitor.ts";
-export { bootOffsetClock, monotonicClock, wallClock } from "./src/proc/clock.ts";
+export { bootOffsetClock, type ClockOptions, monotonicClock, wallClock } from "./src/proc/clock.ts";
 export { decodeProcInput, encodeProcInput, type ProcInput } from "./src/codec/proc.ts";
 export {
   ECS_VERSION,

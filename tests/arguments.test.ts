@@ -8,7 +8,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Connector, type ConnectorMessage, TimeoutError } from "../mod.ts";
-import { ProcMonitor, watchProcesses } from "../proc.ts";
+import { bootOffsetClock, monotonicClock, ProcMonitor, wallClock, watchProcesses } from "../proc.ts";
 import { readEeprom, readTemperature, W1Bus, writeEeprom } from "../w1.ts";
 import { fakeDs18b20, FakeKernel } from "../testing.ts";
 import { parseOptions } from "../src/procmon/cli.ts";
@@ -659,5 +659,32 @@ describe("argument contract: procmon and the examples", () => {
       assert.match(r.stderr, message, what);
       assert.equal(r.stdout, "", what);
     }
+  });
+});
+
+describe("argument contract: the clocks take options, as everything else does", () => {
+  test("{ libcPath } is checked before libc is loaded; the 0.2 bare path still works", async () => {
+    const NO_LIBC = "/nonexistent/libc.so.6";
+    for (
+      const [name, clock] of [["wallClock", wallClock], ["monotonicClock", monotonicClock], [
+        "bootOffsetClock",
+        bootOffsetClock,
+      ]] as const
+    ) {
+      await expectRows([
+        [
+          `${name} unknown key`,
+          () => clock({ libc: NO_LIBC } as never),
+          TypeError,
+          /^clock options has an unknown key "libc"; the accepted keys are libcPath$/,
+        ],
+        [`${name} libcPath: a number`, () => clock({ libcPath: 5 } as never), TypeError, /^libcPath must be a string/],
+      ]);
+      // The path is used: a libc that does not exist fails to load, in either form.
+      await assert.rejects(clock({ libcPath: NO_LIBC }), name);
+      await assert.rejects(clock(NO_LIBC), name);
+    }
+    const toEpochMs = await wallClock({});
+    assert.ok(Math.abs(toEpochMs((await monotonicClock())()) - Date.now()) < 1000);
   });
 });

@@ -371,8 +371,8 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     }
     const list = files;
     return await ProcMonitor.#subscribeOver(transport, opts, {
-      bootOffsetNs: await bootOffsetClock(opts.libcPath),
-      monotonicNs: await monotonicClock(opts.libcPath),
+      bootOffsetNs: await bootOffsetClock({ libcPath: opts.libcPath }),
+      monotonicNs: await monotonicClock({ libcPath: opts.libcPath }),
       files,
       list: () => (list.list("/proc") ?? []).filter((name) => /^\d+$/.test(name)).map(Number),
     });
