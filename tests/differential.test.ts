@@ -498,7 +498,7 @@ describe("differential: the fake kernel against the real one", () => {
       await using exec = await w.monitor({ events: ["exec"] });
       observations.filterMode = { all: all.filterMode, exec: exec.filterMode };
       observations.checksSequence = { all: all.checksSequence, exec: exec.checksSequence };
-      observations.rcvbuf = all.stats.rcvbuf;
+      observations.rcvbuf = all.receiveBuffer.reported;
     }
     await using monitor = await w.monitor({ onError: () => {} });
     await using root = await w.open();

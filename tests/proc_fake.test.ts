@@ -180,12 +180,16 @@ describe("trust and loss", () => {
     const kernel = new FakeKernel();
     const proc = kernel.enableProcEvents();
     await using monitor = await kernel.openProcMonitor({ rcvbuf: 1000, maxRcvbuf: 64000 });
-    const before = monitor.stats.rcvbuf;
+    const before = monitor.receiveBuffer;
+    assert.deepEqual(before, { requested: 1000, reported: 2304 }); // the kernel's minimum
     for (let i = 0; i < 20; i++) proc.emit(exec(100 + i));
     const items = await take(monitor[Symbol.asyncIterator](), 3);
     const lost = items.find((i) => i.type === "lost");
     assert.deepEqual(lost, { type: "lost", reason: "overrun" });
-    assert.ok(monitor.stats.rcvbuf > before, `rcvbuf grew from ${before} to ${monitor.stats.rcvbuf}`);
+    const after = monitor.receiveBuffer;
+    assert.ok(after.reported > before.reported, `rcvbuf grew from ${before.reported} to ${after.reported}`);
+    assert.ok(after.requested! > before.requested!, "the size asked for after the overrun");
+    assert.equal(monitor.stats.rcvbuf, after.reported, "the deprecated stats.rcvbuf says the same");
     proc.emit(exec(999));
     for (;;) {
       const [next] = await take(monitor[Symbol.asyncIterator](), 1);
