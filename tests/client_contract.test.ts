@@ -262,6 +262,13 @@ describe("client contract", () => {
     for (const cls of [Connector, ProcMonitor, W1Bus]) {
       assert.equal(typeof cls.open, "function");
       assert.equal(typeof cls.over, "function");
+      const members = Object.getOwnPropertyDescriptors(cls.prototype);
+      for (const getter of ["closed", "stats", "receiveBuffer"]) {
+        assert.equal(typeof members[getter]?.get, "function", `${cls.name}.${getter} is a getter`);
+      }
+      for (const method of ["close", Symbol.asyncDispose, Symbol.dispose] as const) {
+        assert.equal(typeof members[method as string]?.value, "function", `${cls.name}.${String(method)}`);
+      }
     }
   });
 

@@ -753,14 +753,18 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
    *
    * @throws {TypeError} an unknown option, a signal that is not an `AbortSignal`
    *
-   * @example Stop after a second
+   * @example Until the signal is aborted
    * ```ts
    * import { FakeKernel } from "@cnlink/connector/testing";
+   * import assert from "node:assert/strict";
    *
    * const kernel = new FakeKernel();
    * kernel.enableProcEvents();
    * const monitor = await kernel.openProcMonitor();
-   * for await (const _ of monitor.events({ signal: AbortSignal.timeout(10) })) break;
+   * const seen: string[] = [];
+   * for await (const e of monitor.events({ signal: AbortSignal.timeout(20) })) seen.push(e.type);
+   * assert.deepEqual(seen, []); // nothing happened on the fake
+   * assert.equal(monitor.closed, true); // the abort closed the monitor
    * ```
    */
   events(options?: ProcEventsOptions): AsyncIterableIterator<ProcMonitorItem> {
