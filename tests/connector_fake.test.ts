@@ -1,7 +1,14 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { ClosedError, type ConnectorMessage, encodeMessage, type NetlinkError, type ReceiveIssueInfo } from "../mod.ts";
-import { FakeKernel } from "../testing.ts";
+import {
+  ClosedError,
+  Connector,
+  type ConnectorMessage,
+  encodeMessage,
+  type NetlinkError,
+  type ReceiveIssueInfo,
+} from "../mod.ts";
+import { FakeKernel, FakeKernelCore, type KernelMessage } from "../testing.ts";
 
 const ECHO = { idx: 14, val: 0x456 };
 const bytes = (...b: number[]) => new Uint8Array(b);
@@ -624,5 +631,40 @@ describe("receive buffer accounting (the options for other kernels; the defaults
     assert.deepEqual(log, ["seq 1"]);
     assert.equal(rx.stats.overruns, 1);
     assert.equal(send(4, 0), 1, "read empty: no longer congested");
+  });
+});
+
+describe("the bus alone (FakeKernelCore): sockets as transports, callbacks with a registration", () => {
+  test("a socket is bound as asked, and Connector.over builds a client on it", async () => {
+    const kernel = new FakeKernelCore();
+    const socket = kernel.socket({ groups: [14, 15], port: 4321 });
+    assert.equal(socket.port, 4321);
+    assert.deepEqual(kernel.members(15), [4321]);
+    assert.throws(() => kernel.socket({ port: 4321 }), (e: NetlinkError) => e.code === "EADDRINUSE");
+    assert.throws(() => kernel.socket({ groups: [33] }), RangeError);
+    assert.throws(() => kernel.socket({ group: 1 } as never), /unknown key "group"/);
+    await using conn = await Connector.over(socket, { rcvbuf: 4096 });
+    assert.deepEqual(conn.groups, [14, 15]);
+    assert.deepEqual(conn.receiveBuffer, { requested: 4096, reported: 8192 });
+    await conn.close();
+    assert.deepEqual(kernel.ports, [], "closing the client closes its socket");
+  });
+
+  test("messages to the kernel carry their source as received messages do; close() unregisters", async () => {
+    const kernel = new FakeKernelCore();
+    const got: KernelMessage[] = [];
+    const registration = kernel.addCallback(ECHO, (m) => void got.push(m));
+    assert.deepEqual({ id: registration.id, name: registration.name }, { id: ECHO, name: "14:1110" });
+    await using conn = await Connector.over(kernel.socket());
+    conn.send({ id: ECHO, data: [1] });
+    conn.send({ id: ECHO, data: [2] }, { to: { group: 14 } }); // a multicast reaches the kernel's callback too
+    assert.deepEqual(got.map((m) => m.source), [{ port: conn.port, group: 0 }, { port: conn.port, group: 14 }]);
+    assert.equal(got[0].senderPort, conn.port, "the deprecated senderPort says the same");
+    registration.close();
+    registration.close(); // idempotent
+    conn.send({ id: ECHO, data: [3] });
+    assert.equal(got.length, 2, "nothing after close()");
+    assert.equal(kernel.dropped, 1, "the kernel drops what no callback takes");
+    using _again = kernel.addCallback(ECHO, "again", () => {}); // the id is free again
   });
 });

@@ -32,7 +32,7 @@
  *   unicasts, with EAGAIN) until the reader has emptied the queue; `SO_RCVBUF` reports twice the
  *   request, at least 2304, capped by `rmemMax` without privilege; {@linkcode FakeKernelCore.socketInfo}
  *   shows the charge as `/proc/net/netlink` does;
- * - process events (`enableProcEvents`): acks with `ack = request's ack + 1` and `err` (EINVAL for an
+ * - process events (`FakeKernel.enableProcEvents`, the fake cn_proc of `src/proc/fake.ts`): acks with `ack = request's ack + 1` and `err` (EINVAL for an
  *   unknown op), multicast to group 1 through each socket's filter (the sender of IGNORE, or of a
  *   LISTEN with a narrower mask, does not get its ack), the kernel's global listener count (no acks
  *   and no events while it is below 1), and the 4-byte / 8-byte `proc_input` forms.
