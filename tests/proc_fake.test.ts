@@ -3,11 +3,13 @@ import assert from "node:assert/strict";
 import { encodeMessage, type NetlinkError } from "../mod.ts";
 import {
   encodeProcEvent,
+  type FileReader,
   PROC_CN_MCAST_IGNORE,
   PROC_CN_MCAST_LISTEN,
   PROC_EVENT_ALL,
   PROC_EVENT_EXIT,
   type ProcEvent,
+  ProcMonitor,
   type ProcMonitorItem,
 } from "../proc.ts";
 import { FakeKernel } from "../testing.ts";
@@ -267,5 +269,41 @@ describe("the kernel's listener count", () => {
     assert.equal(proc.listenerCount, 2);
     await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(acks, [11, 21, 31, 41]);
+  });
+});
+
+describe("ProcMonitor.over: the seam the fake kernel builds monitors with", () => {
+  test("it takes the clocks and the /proc reader it is given: the table's scan reads through them", async () => {
+    const kernel = new FakeKernel();
+    kernel.enableProcEvents();
+    let listed = 0;
+    const read: string[] = [];
+    const files: FileReader = {
+      read: (path) => {
+        read.push(path);
+        return null;
+      },
+      readlink: () => null,
+      list: () => null,
+    };
+    const dependencies = {
+      list: () => (listed++, [4242]),
+      files,
+      bootOffsetNs: () => 0n,
+      monotonicNs: () => 0n,
+    };
+    await using monitor = await ProcMonitor.over(kernel.socket({ slotSize: 128 }), { enrich: true }, dependencies);
+    assert.equal(listed, 1, "the scan at open lists the pids once");
+    assert.ok(read.some((path) => path.startsWith("/proc/4242/")), `read: ${read.join(", ")}`);
+    assert.ok(monitor.processes, "a table is kept");
+  });
+
+  test("bad dependencies and a bad transport are refused before anything is sent", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents();
+    await assert.rejects(ProcMonitor.over(kernel.socket(), {}, { clock: 1 } as never), /unknown key "clock"/);
+    await assert.rejects(ProcMonitor.over(kernel.socket(), {}, { list: [1] } as never), TypeError);
+    await assert.rejects(ProcMonitor.over({ port: 1 } as never), /transport must be a Transport/);
+    assert.deepEqual(proc.ops, []);
   });
 });
