@@ -381,8 +381,9 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   /**
    * Builds a monitor over a transport that is already open (not yet in group 1: the handshake joins
    * it) and subscribes, as `open()` does over a real socket: the seam the fake kernel and tests use.
-   * The monitor owns the transport from then on. Options are checked as `open()` checks them, before
-   * the transport is touched.
+   * The monitor owns the transport from then on: when the handshake fails (or the signal aborts it)
+   * the transport is closed. Options are checked as `open()` checks them, before the transport is
+   * touched; a refused argument leaves it to the caller.
    *
    * @param transport the socket (see `FakeKernelCore.socket`; a monitor's receives 128-byte slots)
    * @param options as for `open`, without `libcPath`
