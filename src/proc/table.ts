@@ -250,12 +250,20 @@ export class ProcessTable implements Iterable<ProcessInfo> {
       const stat = entry && this.#stat(pid);
       if (entry && stat && sameStart(entry.startNs, stat.startNs)) {
         this.#parent(entry, stat.ppid);
+        // Its exit was lost: it leaves once reaped.
+        if (stat.state === "Z") this.#zombies.add(pid);
         continue;
       }
       // Unknown, or the pid now belongs to another process.
       const info = this.#read(pid);
-      if (!gone(info)) this.#put(info);
-      else if (entry) this.#absent.add(pid);
+      if (!gone(info)) {
+        this.#put(info);
+        // A zombie unknown here has exited already (its exit was lost, or taken before this scan:
+        // the exit event comes before the parent reaps). No event will remove it: it leaves once
+        // reaped, as the seeding scan's zombies do. (A fork storm whose shell reaps at the end left
+        // 805 of 907 entries of reaped processes for good on Bun.)
+        if (info.missing?.includes("exe") && this.#stat(pid)?.state === "Z") this.#zombies.add(pid);
+      } else if (entry) this.#absent.add(pid);
     }
   }
 
