@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { W1Id } from "../codec/w1.ts";
+import { DS2408_COMMAND as DS2408, DS2413_COMMAND as DS2413, W1_CONFIRMATION, type W1Id } from "../codec/w1.ts";
 import type { W1Bus } from "./bus.ts";
 import { W1Error } from "./bus.ts";
 import type { W1RequestOptions } from "./types.ts";
@@ -66,7 +66,7 @@ export async function readDs2413(bus: W1Bus, slave: W1Id | string, options?: W1S
   for (let attempt = 1; attempt <= retries + 1; attempt++) {
     const [, read] = await bus.transaction(
       { slave },
-      [{ op: "write", data: [0xf5] }, { op: "read", length: 1 }],
+      [{ op: "write", data: [DS2413.PIO_ACCESS_READ] }, { op: "read", length: 1 }],
       request,
     );
     last = read.data[0];
@@ -111,15 +111,17 @@ export async function writeDs2413(
   for (let attempt = 1; attempt <= retries + 1; attempt++) {
     const [, read] = await bus.transaction(
       { slave },
-      [{ op: "write", data: [0x5a, value, ~value & 0xff] }, { op: "read", length: 2 }],
+      [{ op: "write", data: [DS2413.PIO_ACCESS_WRITE, value, ~value & 0xff] }, { op: "read", length: 2 }],
       request,
     );
     got = read.data;
-    const state = got[0] === 0xaa ? decodeDs2413(got[1], attempt) : undefined;
+    const state = got[0] === W1_CONFIRMATION ? decodeDs2413(got[1], attempt) : undefined;
     if (state) return state;
   }
   throw new W1Error(`set the PIO latches of ${nameOf(slave)}`, "PIO ACCESS WRITE", "VERIFY", {
-    hint: `${retries + 1} attempts, the last answered ${[...got].map(hex).join(" ")} instead of 0xaa and a status`,
+    hint: `${retries + 1} attempts, the last answered ${[...got].map(hex).join(" ")} instead of ${
+      hex(W1_CONFIRMATION)
+    } and a status`,
   });
 }
 
@@ -163,7 +165,7 @@ export async function readDs2408(
 ): Promise<Ds2408Registers> {
   const { request } = optionsOf("readDs2408 options", options, ["retries"]);
   const retries = checkRetries(options?.retries);
-  const command = [0xf0, 0x88, 0x00];
+  const command = [DS2408.READ_PIO_REGISTERS, DS2408.PIO_LOGIC_STATE_ADDRESS, 0x00];
   for (let attempt = 1; attempt <= retries + 1; attempt++) {
     const [, read] = await bus.transaction(
       { slave },
@@ -223,14 +225,14 @@ export async function writeDs2408(
   for (let attempt = 1; attempt <= retries + 1; attempt++) {
     const [, read] = await bus.transaction(
       { slave },
-      [{ op: "write", data: [0x5a, output, ~output & 0xff] }, { op: "read", length: 2 }],
+      [{ op: "write", data: [DS2408.CHANNEL_ACCESS_WRITE, output, ~output & 0xff] }, { op: "read", length: 2 }],
       request,
     );
     got = read.data;
-    if (got[0] === 0xaa) return got[1];
+    if (got[0] === W1_CONFIRMATION) return got[1];
   }
   throw new W1Error(`set the outputs of ${nameOf(slave)}`, "CHANNEL ACCESS WRITE", "VERIFY", {
-    hint: `${retries + 1} attempts, the last answered ${hex(got[0])} instead of 0xaa`,
+    hint: `${retries + 1} attempts, the last answered ${hex(got[0])} instead of ${hex(W1_CONFIRMATION)}`,
   });
 }
 
@@ -259,14 +261,14 @@ export async function resetDs2408Activity(
   for (let attempt = 1; attempt <= retries + 1; attempt++) {
     const [, read] = await bus.transaction(
       { slave },
-      [{ op: "write", data: [0xc3] }, { op: "read", length: 1 }],
+      [{ op: "write", data: [DS2408.RESET_ACTIVITY_LATCHES] }, { op: "read", length: 1 }],
       request,
     );
     got = read.data[0];
-    if (got === 0xaa) return;
+    if (got === W1_CONFIRMATION) return;
   }
   throw new W1Error(`reset the activity latches of ${nameOf(slave)}`, "RESET ACTIVITY LATCHES", "VERIFY", {
-    hint: `${retries + 1} attempts, the last answered ${hex(got)} instead of 0xaa`,
+    hint: `${retries + 1} attempts, the last answered ${hex(got)} instead of ${hex(W1_CONFIRMATION)}`,
   });
 }
 
@@ -294,7 +296,11 @@ export async function writeDs2408Control(
 ): Promise<Ds2408Registers> {
   const { request } = optionsOf("writeDs2408Control options", options, ["retries"]);
   checkByte(control, "a DS2408 control value");
-  await bus.write({ slave }, [0xcc, 0x8d, 0x00, control], request);
+  await bus.write(
+    { slave },
+    [DS2408.WRITE_CONDITIONAL_SEARCH_REGISTER, DS2408.CONTROL_STATUS_ADDRESS, 0x00, control],
+    request,
+  );
   const registers = await readDs2408(bus, slave, options);
   if ((registers.control & 0x07) !== (control & 0x07) || (!(control & 0x08) && registers.control & 0x08)) {
     throw new W1Error(`write the control register of ${nameOf(slave)}`, "WRITE CONDITIONAL SEARCH REGISTER", "VERIFY", {
