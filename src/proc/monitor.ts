@@ -32,7 +32,7 @@ import { NetlinkSocket } from "../socket/netlink_socket.ts";
 import type { ReceivedDatagram, Transport } from "../socket/transport.ts";
 import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL } from "./constants.ts";
 import { bootOffsetClock, monotonicClock } from "./clock.ts";
-import type { ProcessInfo } from "./enrich.ts";
+import { listPids, type ProcessInfo } from "./enrich.ts";
 import { ProcessTable, SWEEP_MS } from "./table.ts";
 import { type ReceiptStats, ReceiptTransport } from "./receipt.ts";
 import { type AckEvent, decodeProcEvent, decodeProcEventAt, type ProcEvent } from "./event.ts";
@@ -319,7 +319,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
       bootOffsetNs: await bootOffsetClock(opts.libcPath),
       monotonicNs: await monotonicClock(opts.libcPath),
       files,
-      list: () => (list.list("/proc") ?? []).filter((name) => /^\d+$/.test(name)).map(Number),
+      list: () => listPids(list),
     });
   }
 
