@@ -67,7 +67,10 @@ export interface ForkEvent extends ProcEventBase {
   childTgid: number;
 }
 
-/** exec() succeeded. From a non-leader thread, `pid` is already the leader's (see the README). */
+/**
+ * exec() succeeded. From a non-leader thread, `pid` is already the leader's (README, "Process events",
+ * "Semantics worth knowing").
+ */
 export interface ExecEvent extends ProcEventBase {
   /** Discriminant. */
   type: "exec";

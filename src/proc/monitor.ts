@@ -372,8 +372,8 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     // kernel (>= 6.6: the socket's previous op was LISTEN); retries happen only after an overrun.
     // The socket joins group 1 only now: once in the group it receives every other listener's
     // events, and whatever arrived between a bind() and LISTEN would queue ahead of our ack. On a busy
-    // host (a fork load, seven monitors starting on two cores) that backlog held the ack back by up to
-    // 7 s (measured on 6.18), past the timeout. Joined here, only what the kernel sends between this
+    // host (a fork load, seven monitors starting on two cores) that backlog held the ack back past the
+    // timeout (bench/README.md, "Figures the code cites"). Joined here, only what the kernel sends between this
     // setsockopt() and the sendto() below is ahead of the ack.
     this.#receiver.transport.join(CN_IDX_PROC);
     for (let attempt = 0; !ack && attempt < SUBSCRIBE_ATTEMPTS && performance.now() < hardDeadline; attempt++) {
