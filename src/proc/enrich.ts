@@ -120,6 +120,20 @@ let passwd: Map<number, string> | null = null;
 const latin1 = new TextDecoder("latin1");
 
 /**
+ * The names of the ids in `/etc/passwd` or `/etc/group` (`name:x:id:...` lines; the first line of an
+ * id wins), exact (not escaped); empty when the file cannot be read. Internal: user and group names.
+ */
+export function namesById(files: FileReader, path: string): Map<number, string> {
+  const names = new Map<number, string>();
+  const bytes = files.read(path);
+  for (const line of bytes ? decodeBytes(bytes).split("\n") : []) {
+    const [name, , id] = line.split(":");
+    if (name && id !== undefined && !names.has(Number(id))) names.set(Number(id), name);
+  }
+  return names;
+}
+
+/**
  * The process ids in /proc (its numeric entries), read with `files`; empty when /proc cannot be
  * listed.
  *
@@ -138,8 +152,7 @@ export function listPids(files: FileReader = defaultFileReader()): number[] {
 
 /**
  * User name for `uid` from /etc/passwd (read once, with `files`, by default as
- * {@linkcode readProcessInfo} reads), exact (not escaped), or
- * undefined.
+ * {@linkcode readProcessInfo} reads), exact (not escaped), or undefined.
  *
  * @example
  * ```ts
@@ -150,15 +163,7 @@ export function listPids(files: FileReader = defaultFileReader()): number[] {
  * ```
  */
 export function userName(uid: number, files: FileReader = defaultFileReader()): string | undefined {
-  if (!passwd) {
-    passwd = new Map();
-    const bytes = files.read("/etc/passwd");
-    // No /etc/passwd (or not readable): names stay unknown.
-    for (const line of bytes ? decodeBytes(bytes).split("\n") : []) {
-      const [name, , id] = line.split(":");
-      if (name && id !== undefined && !passwd.has(Number(id))) passwd.set(Number(id), name);
-    }
-  }
+  passwd ??= namesById(files, "/etc/passwd");
   return passwd.get(uid);
 }
 

@@ -23,9 +23,9 @@
  */
 import { defaultFileReader, type FileReader } from "../ffi/files.ts";
 import { isThread, waitStatus } from "./event.ts";
-import type { ProcessInfo } from "./enrich.ts";
+import { namesById, type ProcessInfo } from "./enrich.ts";
 import type { ProcMonitorItem } from "./monitor.ts";
-import { decodeBytes, escapeText } from "./text.ts";
+import { escapeText } from "./text.ts";
 
 /** The ECS version the documents declare in `ecs.version`. */
 export const ECS_VERSION = "8.11.0";
@@ -123,16 +123,9 @@ let groups: Map<number, string> | null = null;
  * ```
  */
 export function groupName(gid: number, files: FileReader = defaultFileReader()): string | undefined {
-  if (!groups) {
-    groups = new Map();
-    const bytes = files.read("/etc/group");
-    // No /etc/group (or not readable): names stay unknown.
-    for (const line of bytes ? decodeBytes(bytes).split("\n") : []) {
-      const [name, , id] = line.split(":");
-      if (name && id !== undefined && !groups.has(Number(id))) groups.set(Number(id), escapeText(name));
-    }
-  }
-  return groups.get(gid);
+  groups ??= namesById(files, "/etc/group");
+  const name = groups.get(gid);
+  return name === undefined ? undefined : escapeText(name);
 }
 
 /**
