@@ -26,8 +26,10 @@ export type {
   CallbackRegistration,
   ConnectorMessage,
   ConnectorOptions,
+  ConnectorOverOptions,
   ConnectorStats,
   Destination,
+  MessageInput,
   MessagesOptions,
   RequestAllOptions,
   RequestOptions,
@@ -40,6 +42,8 @@ export type {
   ReceiveIssueInfo,
   ReceiveStats,
 } from "./src/core/types.ts";
+export type { ReceivedDatagram, ReceiveResult, Transport } from "./src/socket/transport.ts";
+export type { ByteInput } from "./src/args.ts";
 export { ClosedError, errnoName, NetlinkError, TimeoutError } from "./src/errors.ts";
 export { DecodeError } from "./src/codec/decode_error.ts";
 export {

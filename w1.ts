@@ -25,8 +25,10 @@
  * @module
  */
 export { W1Bus, W1Error } from "./src/w1/bus.ts";
+export type { ByteInput } from "./src/args.ts";
 export type {
   W1BusOptions,
+  W1BusOverOptions,
   W1Event,
   W1EventsOptions,
   W1Op,
