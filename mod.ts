@@ -6,7 +6,7 @@
  * iterate over messages, or send a request and await its reply. Process events live in
  * `@cnlink/connector/proc`; an in-memory fake kernel for tests in `@cnlink/connector/testing`.
  *
- * Needs `--allow-ffi` on Deno, Linux, and for most groups root (CAP_NET_ADMIN); see the README.
+ * Needs `--allow-ffi` on Deno, Linux, and for most groups root (CAP_NET_ADMIN); see the README, "Permissions".
  *
  * @example Two sockets talking over a group of their own (as root)
  * ```ts ignore

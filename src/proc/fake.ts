@@ -21,6 +21,7 @@ import { encodeProcEvent, type ProcEvent } from "./event.ts";
 import { passes } from "./filter.ts";
 import type { FakeKernelCore, KernelCallbackRegistration, KernelMessage } from "../testing/fake_kernel.ts";
 import { checkOptions, checkType } from "../args.ts";
+import { Errno } from "../errors.ts";
 
 /** Options of `FakeKernel.enableProcEvents`. */
 export interface FakeProcOptions {
@@ -113,7 +114,7 @@ export class FakeProcEvents implements Disposable {
     } else if (op.op === PROC_CN_MCAST_LISTEN) this.#listeners++;
     else if (op.op === PROC_CN_MCAST_IGNORE) this.#listeners--;
     if (!this.#options.ack) return;
-    const err = op.op === PROC_CN_MCAST_LISTEN || op.op === PROC_CN_MCAST_IGNORE ? 0 : 22;
+    const err = op.op === PROC_CN_MCAST_LISTEN || op.op === PROC_CN_MCAST_IGNORE ? 0 : Errno.EINVAL;
     this.#multicast({ type: "ack", cpu: 0, timestampNs: 0n, seq: 0, ack: m.ack + 1, err }, (m.ack + 1) >>> 0);
   }
 

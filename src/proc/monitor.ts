@@ -32,7 +32,7 @@ import { NetlinkSocket } from "../socket/netlink_socket.ts";
 import { checkTransport, type ReceivedDatagram, type Transport } from "../socket/transport.ts";
 import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL } from "./constants.ts";
 import { bootOffsetClock, monotonicClock } from "./clock.ts";
-import type { ProcessInfo } from "./enrich.ts";
+import { listPids, type ProcessInfo } from "./enrich.ts";
 import { ProcessTable, SWEEP_MS } from "./table.ts";
 import { type ReceiptStats, ReceiptTransport } from "./receipt.ts";
 import { type AckEvent, decodeProcEvent, decodeProcEventAt, type ProcEvent } from "./event.ts";
@@ -374,7 +374,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
       bootOffsetNs: await bootOffsetClock({ libcPath: opts.libcPath }),
       monotonicNs: await monotonicClock({ libcPath: opts.libcPath }),
       files,
-      list: () => (list.list("/proc") ?? []).filter((name) => /^\d+$/.test(name)).map(Number),
+      list: () => listPids(list),
     });
   }
 
@@ -515,8 +515,8 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     // kernel (>= 6.6: the socket's previous op was LISTEN); retries happen only after an overrun.
     // The socket joins group 1 only now: once in the group it receives every other listener's
     // events, and whatever arrived between a bind() and LISTEN would queue ahead of our ack. On a busy
-    // host (a fork load, seven monitors starting on two cores) that backlog held the ack back by up to
-    // 7 s (measured on 6.18), past the timeout. Joined here, only what the kernel sends between this
+    // host (a fork load, seven monitors starting on two cores) that backlog held the ack back past the
+    // timeout (bench/README.md, "Figures the code cites"). Joined here, only what the kernel sends between this
     // setsockopt() and the sendto() below is ahead of the ack.
     this.#receiver.transport.join(CN_IDX_PROC);
     for (let attempt = 0; !ack && attempt < SUBSCRIBE_ATTEMPTS && performance.now() < hardDeadline; attempt++) {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { errnoName } from "../errors.ts";
+import { Errno, type ErrnoName, errnoName, errnoText } from "../errors.ts";
 import type { W1Result } from "./types.ts";
 
 /** What went wrong on the bus, beside errnos: the kernel's status 255 after a reset, or a device's CRC. */
@@ -62,7 +62,7 @@ export class W1Error extends Error {
     details: { index?: number; results?: W1Result[]; hint?: string } = {},
   ) {
     const code = typeof status === "string" ? status : status === 255 ? "NO_PRESENCE" : errnoName(status);
-    const text = BUS_CODES[code] ?? W1_ERRNO_TEXT[code] ?? "error";
+    const text = BUS_CODES[code] ?? (code in Errno ? errnoText(Errno[code as ErrnoName]) : "error");
     super(`Cannot ${what}: ${op} failed with ${code} (${text})${details.hint ? `; ${details.hint}` : ""}`);
     this.name = "W1Error";
     this.code = code;
@@ -72,11 +72,3 @@ export class W1Error extends Error {
     this.results = details.results ?? [];
   }
 }
-
-const W1_ERRNO_TEXT: Record<string, string> = {
-  ENODEV: "no such device",
-  EINVAL: "invalid argument",
-  E2BIG: "argument list too long",
-  EPROTO: "protocol error",
-  ENOMEM: "cannot allocate memory",
-};

@@ -25,15 +25,12 @@ import {
   type W1NetlinkCommand,
   type W1NetlinkMessage,
 } from "../codec/w1.ts";
-import { NetlinkError } from "../errors.ts";
+import { Errno, NetlinkError } from "../errors.ts";
 import type { FakeKernelCore, KernelCallbackRegistration, KernelMessage } from "../testing/fake_kernel.ts";
 import { Reply } from "./fake_reply.ts";
 
 const W1_ID = { idx: CN_W1_IDX, val: CN_W1_VAL };
-const ENODEV = 19;
-const EINVAL = 22;
-const E2BIG = 7;
-const EPROTO = 71;
+const { ENODEV, EINVAL, E2BIG, EPROTO } = Errno;
 
 /** A device on a fake bus. The fake core does the ROM layer; the device sees what follows it. */
 export interface FakeW1Device {

@@ -10,14 +10,13 @@
 import type { ConnectorMessage } from "../connector/types.ts";
 import { CN_W1_IDX, CN_W1_VAL } from "../codec/constants.ts";
 import { W1_COMMAND, type W1Id, w1IdFromBytes, type W1NetlinkCommand, type W1NetlinkMessage } from "../codec/w1.ts";
-import { TimeoutError } from "../errors.ts";
+import { Errno, TimeoutError } from "../errors.ts";
 import type { ResolvedTarget } from "./args.ts";
 import { W1Error } from "./error.ts";
 import type { W1Op, W1Result } from "./types.ts";
 
 /** The w1 core's connector id. */
 export const W1_ID = { idx: CN_W1_IDX, val: CN_W1_VAL } as const;
-const ENODEV = 19;
 
 const COMMAND_NAMES: Record<number, string> = Object.fromEntries(
   Object.entries(W1_COMMAND).map(([name, value]) => [value, `W1_CMD_${name}`]),
@@ -66,7 +65,7 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 }
 
 function hintFor(status: number, target: ResolvedTarget, select: boolean): string | undefined {
-  if (status !== ENODEV) return undefined;
+  if (status !== Errno.ENODEV) return undefined;
   if ("master" in target) return "no bus master has that id (listMasters() gives them)";
   return select
     ? "no device answered the reset before the select: the bus is empty or broken"
@@ -126,7 +125,7 @@ export class TransactionReplies {
           this.#messageError = w.status;
           return true;
         }
-        if (onSlave && w.status === ENODEV && this.#next === 0) this.#selectFailed = true;
+        if (onSlave && w.status === Errno.ENODEV && this.#next === 0) this.#selectFailed = true;
         this.#statuses.push({ index: this.#next, status: w.status });
         this.#next++;
         if (this.#selectFailed) return true;
@@ -154,7 +153,10 @@ export class TransactionReplies {
       throw new W1Error(this.#what, messageOp, this.#messageError, { results, hint });
     }
     if (this.#selectFailed) {
-      throw new W1Error(this.#what, messageOp, ENODEV, { results, hint: hintFor(ENODEV, this.#target, true) });
+      throw new W1Error(this.#what, messageOp, Errno.ENODEV, {
+        results,
+        hint: hintFor(Errno.ENODEV, this.#target, true),
+      });
     }
     const failed = this.#statuses.find((s) => s.status !== 0);
     if (failed) {
