@@ -140,17 +140,27 @@ describe("the live process table", () => {
   kernelTest("ancestry of an exec: the chain of parents down to it, from the table", async () => {
     const monitor = await ProcMonitor.open({ enrich: true, events: ["exec"] });
     let chain: string[] = [];
+    let detail = "";
     await collect(monitor, async () => {
       // Neither shell's last command: each one forks (a shell may exec its last command in place).
       await exited(spawn("sh", ["-c", "sh -c 'sleep 0.3; true'; true"], { stdio: "ignore" }));
     }, (items) => {
       const exec = items.find((e) => e.type === "exec" && e.process?.cmdline?.[0] === "sleep");
       if (exec?.type === "exec") {
-        chain = monitor.processes!.ancestry(exec.tgid).map((p) => (p.cmdline?.[0] ?? "?").replace(/^.*\//, ""));
+        const ancestry = monitor.processes!.ancestry(exec.tgid);
+        chain = ancestry.map((p) => (p.cmdline?.[0] ?? "?").replace(/^.*\//, ""));
+        detail = JSON.stringify(ancestry.map(({ pid, ppid, comm, cmdline, missing, uncertain }) => ({
+          pid,
+          ppid,
+          comm,
+          cmdline,
+          missing,
+          uncertain,
+        })));
       }
       return chain.length > 0;
     });
-    assert.deepEqual(chain.slice(-3), ["sh", "sh", "sleep"], chain.join(" → "));
+    assert.deepEqual(chain.slice(-3), ["sh", "sh", "sleep"], `${chain.join(" → ")}: ${detail}`);
     assert.ok(chain.length >= 4, "and further up, to this test's runtime and beyond");
   });
 
