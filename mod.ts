@@ -6,7 +6,7 @@
  * iterate over messages, or send a request and await its reply. Process events live in
  * `@cnlink/connector/proc`; an in-memory fake kernel for tests in `@cnlink/connector/testing`.
  *
- * Needs `--allow-ffi` on Deno, Linux, and for most groups root (CAP_NET_ADMIN); see the README.
+ * Needs `--allow-ffi` on Deno, Linux, and for most groups root (CAP_NET_ADMIN); see the README, "Permissions".
  *
  * @example Two sockets talking over a group of their own (as root)
  * ```ts ignore
@@ -26,8 +26,10 @@ export type {
   CallbackRegistration,
   ConnectorMessage,
   ConnectorOptions,
+  ConnectorOverOptions,
   ConnectorStats,
   Destination,
+  MessageInput,
   MessagesOptions,
   RequestAllOptions,
   RequestOptions,
@@ -40,6 +42,8 @@ export type {
   ReceiveIssueInfo,
   ReceiveStats,
 } from "./src/core/types.ts";
+export type { ReceivedDatagram, ReceiveResult, Transport } from "./src/socket/transport.ts";
+export type { ByteInput } from "./src/args.ts";
 export { ClosedError, errnoName, NetlinkError, TimeoutError } from "./src/errors.ts";
 export { DecodeError } from "./src/codec/decode_error.ts";
 export {

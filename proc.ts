@@ -58,13 +58,16 @@ export {
   type EnrichedProcEvent,
   type FilterMode,
   type LostEvent,
+  type ProcEventsOptions,
   ProcMonitor,
+  type ProcMonitorDependencies,
   type ProcMonitorItem,
   type ProcMonitorOptions,
+  type ProcMonitorOverOptions,
   type ProcMonitorStats,
   watchProcesses,
 } from "./src/proc/monitor.ts";
-export { bootOffsetClock, monotonicClock, wallClock } from "./src/proc/clock.ts";
+export { bootOffsetClock, type ClockOptions, monotonicClock, wallClock } from "./src/proc/clock.ts";
 export { decodeProcInput, encodeProcInput, type ProcInput } from "./src/codec/proc.ts";
 export {
   ECS_VERSION,

@@ -25,8 +25,10 @@
  * @module
  */
 export { W1Bus, W1Error } from "./src/w1/bus.ts";
+export type { ByteInput } from "./src/args.ts";
 export type {
   W1BusOptions,
+  W1BusOverOptions,
   W1Event,
   W1EventsOptions,
   W1Op,
@@ -82,14 +84,24 @@ export {
   crc16,
   crc8,
   decodeW1Messages,
+  DS18B20_COMMAND,
+  DS2408_COMMAND,
+  DS2413_COMMAND,
+  DS2423_COMMAND,
+  DS2431_COMMAND,
+  DS2438_COMMAND,
   encodeW1Messages,
   masterIdBytes,
   parseW1Id,
   W1_CMD,
   W1_CN_BUNDLE,
   W1_COMMAND,
+  W1_CONFIRMATION,
   W1_MESSAGE,
   W1_MSG,
+  W1_NETLINK_CMD,
+  W1_NETLINK_MSG,
+  W1_ROM_COMMAND,
   type W1Id,
   w1IdFromBytes,
   type W1NetlinkCommand,

@@ -185,9 +185,12 @@ interface Version {
 
 const versions: Version[] = [];
 for (const tree of trees) {
-  const { procMonitorOver } = await import(resolve(tree, "src/proc/monitor.ts"));
+  const mod = await import(resolve(tree, "src/proc/monitor.ts"));
   const transport = new ReplayTransport();
-  const monitor = await procMonitorOver(transport, {});
+  // The seam is ProcMonitor.over from 0.3.0; older trees (compared side by side) have procMonitorOver.
+  const monitor = mod.ProcMonitor.over
+    ? await mod.ProcMonitor.over(transport, {})
+    : await mod.procMonitorOver(transport, {});
   versions.push({ tree, transport, monitor, events: monitor[Symbol.asyncIterator](), usPerEvent: [] });
 }
 

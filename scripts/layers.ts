@@ -5,6 +5,8 @@
  * - an upward import: a module importing one of a higher layer (the table below, lowest first);
  * - an import between two families of the same layer (proc and w1 know nothing of each other);
  * - a cycle at any level: between files, or between the folders of `src/`;
+ * - the fake kernel's bus (`src/testing/`) importing a client or a family: it provides transports,
+ *   the families' fakes sit beside their families, and `FakeKernel` (`src/fakes/`) on top;
  * - a file of `src/` that the table does not place.
  *
  * Type-only imports count like any other: a cycle of types is still a cycle for a reader.
@@ -28,11 +30,12 @@ const LAYERS: { layer: number; prefix: string; family?: string }[] = [
   { layer: 1, prefix: "src/ffi/" },
   { layer: 2, prefix: "src/socket/" },
   { layer: 3, prefix: "src/core/" },
+  { layer: 3, prefix: "src/testing/" }, // the fake kernel's bus: sockets as transports, no family
   { layer: 4, prefix: "src/connector/" },
-  { layer: 5, prefix: "src/testing/" },
-  { layer: 6, prefix: "src/proc/", family: "proc" },
-  { layer: 6, prefix: "src/w1/", family: "w1" },
+  { layer: 6, prefix: "src/proc/", family: "proc" }, // with its fake, src/proc/fake.ts
+  { layer: 6, prefix: "src/w1/", family: "w1" }, // with its fakes, src/w1/fake_*.ts
   { layer: 7, prefix: "src/nats/" }, // ships process events: above proc, below procmon, which uses it
+  { layer: 7, prefix: "src/fakes/" }, // FakeKernel: the bus, the family fakes and the clients together
   { layer: 8, prefix: "src/procmon/" },
   { layer: 9, prefix: "cli/" },
   { layer: 10, prefix: "" }, // the entry points at the top
@@ -83,6 +86,18 @@ for (const [from, targets] of edges) {
     if (!b) continue;
     if (b.layer > a.layer) problems.push(`upward import: ${from} (layer ${a.layer}) -> ${to} (layer ${b.layer})`);
     else if (a.family && b.family && a.family !== b.family) problems.push(`between families: ${from} -> ${to}`);
+  }
+}
+
+/** The fake kernel's bus knows no client and no family (also not through a type). */
+const BUS = "src/testing/";
+const NOT_FROM_BUS = ["src/connector/", "src/proc/", "src/w1/", "src/nats/", "src/fakes/"];
+for (const [from, targets] of edges) {
+  if (!from.startsWith(BUS)) continue;
+  for (const to of targets) {
+    if (NOT_FROM_BUS.some((p) => to.startsWith(p))) {
+      problems.push(`the fake kernel's bus imports a family: ${from} -> ${to}`);
+    }
   }
 }
 

@@ -255,3 +255,39 @@ export function parseNumberFlag(flag: string, text: string, kind: FlagKind): num
   if (!ok) throw new TypeError(`${flag} wants ${FLAG_WANTS[kind]}, got ${JSON.stringify(text)}`);
   return kind === "seconds" ? n * 1000 : n;
 }
+
+/**
+ * Bytes, as every method of the library takes them (`Connector.send` and `request` data, 1-Wire
+ * `write` and `touch`): a `Uint8Array` (or any other typed array or `DataView`, taken as the bytes it
+ * covers), an `ArrayBuffer`, or an array of integers 0..255.
+ */
+export type ByteInput = ArrayBufferView | ArrayBufferLike | readonly number[];
+
+/**
+ * The bytes of a {@linkcode ByteInput}: a Uint8Array as is, another view or a buffer as a Uint8Array
+ * over the same memory, an array of integers 0..255 copied into a new one.
+ *
+ * @throws {TypeError} not one of those, or an array element that is not a number
+ * @throws {RangeError} an array element that is not an integer in 0..255
+ */
+export function checkBytes(value: unknown, name: string): Uint8Array {
+  if (value instanceof Uint8Array) return value;
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (typeof SharedArrayBuffer !== "undefined" && value instanceof SharedArrayBuffer) return new Uint8Array(value);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const b: unknown = value[i];
+      if (typeof b !== "number") throw new TypeError(`${name}[${i}] must be a byte (a number 0..255), got ${show(b)}`);
+      if (!Number.isInteger(b) || b < 0 || b > 255) {
+        throw new RangeError(`${name}[${i}] must be a byte (an integer in 0..255), got ${show(b)}`);
+      }
+    }
+    return Uint8Array.from(value);
+  }
+  throw new TypeError(
+    `${name} must be a Uint8Array, another typed array, a DataView, an ArrayBuffer or an array of bytes, got ${
+      show(value)
+    }`,
+  );
+}

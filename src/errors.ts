@@ -10,39 +10,59 @@
  * @module
  */
 
-/** errno values on Linux (x86_64 and aarch64 share the generic table). */
-const ERRNO_NAMES: Record<number, [string, string]> = {
-  1: ["EPERM", "operation not permitted"],
-  2: ["ENOENT", "no such file or directory"],
-  3: ["ESRCH", "no such process"],
-  4: ["EINTR", "interrupted system call"],
-  5: ["EIO", "input/output error"],
-  9: ["EBADF", "bad file descriptor"],
-  11: ["EAGAIN", "resource temporarily unavailable"],
-  12: ["ENOMEM", "cannot allocate memory"],
-  13: ["EACCES", "permission denied"],
-  14: ["EFAULT", "bad address"],
-  16: ["EBUSY", "device or resource busy"],
-  17: ["EEXIST", "file exists"],
-  19: ["ENODEV", "no such device"],
-  22: ["EINVAL", "invalid argument"],
-  23: ["ENFILE", "too many open files in system"],
-  24: ["EMFILE", "too many open files"],
-  28: ["ENOSPC", "no space left on device"],
-  61: ["ENODATA", "no data available"],
-  71: ["EPROTO", "protocol error"],
-  88: ["ENOTSOCK", "socket operation on non-socket"],
-  90: ["EMSGSIZE", "message too long"],
-  92: ["ENOPROTOOPT", "protocol not available"],
-  93: ["EPROTONOSUPPORT", "protocol not supported"],
-  94: ["ESOCKTNOSUPPORT", "socket type not supported"],
-  95: ["EOPNOTSUPP", "operation not supported"],
-  97: ["EAFNOSUPPORT", "address family not supported by protocol"],
-  98: ["EADDRINUSE", "address already in use"],
-  105: ["ENOBUFS", "no buffer space available"],
-  110: ["ETIMEDOUT", "connection timed out"],
-  111: ["ECONNREFUSED", "connection refused"],
-};
+/**
+ * errno values on Linux (x86_64 and aarch64 share the generic table), with the text `strerror()`
+ * gives: the one table of errno numbers and texts; {@linkcode Errno}, {@linkcode errnoName} and
+ * {@linkcode errnoText} are read from it.
+ */
+const ERRNO_TABLE = {
+  EPERM: [1, "operation not permitted"],
+  ENOENT: [2, "no such file or directory"],
+  ESRCH: [3, "no such process"],
+  EINTR: [4, "interrupted system call"],
+  EIO: [5, "input/output error"],
+  E2BIG: [7, "argument list too long"],
+  EBADF: [9, "bad file descriptor"],
+  EAGAIN: [11, "resource temporarily unavailable"],
+  ENOMEM: [12, "cannot allocate memory"],
+  EACCES: [13, "permission denied"],
+  EFAULT: [14, "bad address"],
+  EBUSY: [16, "device or resource busy"],
+  EEXIST: [17, "file exists"],
+  ENODEV: [19, "no such device"],
+  EINVAL: [22, "invalid argument"],
+  ENFILE: [23, "too many open files in system"],
+  EMFILE: [24, "too many open files"],
+  ENOSPC: [28, "no space left on device"],
+  ENODATA: [61, "no data available"],
+  EPROTO: [71, "protocol error"],
+  ENOTSOCK: [88, "socket operation on non-socket"],
+  EMSGSIZE: [90, "message too long"],
+  ENOPROTOOPT: [92, "protocol not available"],
+  EPROTONOSUPPORT: [93, "protocol not supported"],
+  ESOCKTNOSUPPORT: [94, "socket type not supported"],
+  EOPNOTSUPP: [95, "operation not supported"],
+  EAFNOSUPPORT: [97, "address family not supported by protocol"],
+  EADDRINUSE: [98, "address already in use"],
+  ENOBUFS: [105, "no buffer space available"],
+  ETIMEDOUT: [110, "connection timed out"],
+  ECONNREFUSED: [111, "connection refused"],
+} as const satisfies Record<string, readonly [number, string]>;
+
+/** The name of an errno in {@linkcode Errno}. */
+export type ErrnoName = keyof typeof ERRNO_TABLE;
+
+/**
+ * errno numbers by name, e.g. `Errno.EAGAIN` (11), for every errno the library or its fakes
+ * compare against or send. Internal.
+ */
+export const Errno: { readonly [K in ErrnoName]: (typeof ERRNO_TABLE)[K][0] } = Object.fromEntries(
+  Object.entries(ERRNO_TABLE).map(([name, [n]]) => [name, n]),
+) as { readonly [K in ErrnoName]: (typeof ERRNO_TABLE)[K][0] };
+
+const BY_NUMBER: Record<number, readonly [string, string]> = Object.fromEntries(
+  Object.entries(ERRNO_TABLE).map(([name, [n, text]]) => [n, [name, text]]),
+);
 
 /** What to do about the failures users hit, by errno name (call sites may give a better one). */
 const HINTS: Record<string, string> = {
@@ -94,7 +114,23 @@ export function groupHint(errno: number, groups: readonly number[]): string | un
  * ```
  */
 export function errnoName(errno: number): string {
-  return ERRNO_NAMES[errno]?.[0] ?? `E${errno}`;
+  return BY_NUMBER[errno]?.[0] ?? `E${errno}`;
+}
+
+/**
+ * The text of an errno value, as `strerror()` words it in lower case, e.g. `"no such device"`, or
+ * `"unknown error"`. Internal: errors build their messages with it.
+ *
+ * @example
+ * ```ts
+ * import { errnoText } from "./errors.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(errnoText(7), "argument list too long");
+ * ```
+ */
+export function errnoText(errno: number): string {
+  return BY_NUMBER[errno]?.[1] ?? "unknown error";
 }
 
 /**
@@ -135,7 +171,7 @@ export class NetlinkError extends Error {
    */
   constructor(op: string, errno: number, what: string, hint?: string) {
     const code = errnoName(errno);
-    const text = ERRNO_NAMES[errno]?.[1] ?? "unknown error";
+    const text = errnoText(errno);
     const advice = hint ?? HINTS[code];
     super(`Cannot ${what}: ${op} failed with ${code} (${text})` + (advice ? `; ${advice}` : ""));
     this.name = "NetlinkError";
@@ -208,19 +244,3 @@ export class ClosedError extends Error {
     this.name = "ClosedError";
   }
 }
-
-/** Numeric errno constants the library compares against (internal). */
-export const Errno = {
-  EPERM: 1,
-  ESRCH: 3,
-  EINTR: 4,
-  EBADF: 9,
-  EAGAIN: 11,
-  EINVAL: 22,
-  EMSGSIZE: 90,
-  EPROTONOSUPPORT: 93,
-  EADDRINUSE: 98,
-  ENOBUFS: 105,
-  ETIMEDOUT: 110,
-  ECONNREFUSED: 111,
-} as const;

@@ -8,7 +8,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Connector, type ConnectorMessage, TimeoutError } from "../mod.ts";
-import { ProcMonitor, watchProcesses } from "../proc.ts";
+import { bootOffsetClock, monotonicClock, ProcMonitor, wallClock, watchProcesses } from "../proc.ts";
 import { readEeprom, readTemperature, W1Bus, writeEeprom } from "../w1.ts";
 import { fakeDs18b20, FakeKernel } from "../testing.ts";
 import { parseOptions } from "../src/procmon/cli.ts";
@@ -139,8 +139,8 @@ describe("argument contract: Connector", () => {
 
   test("send: the 0.1 { port } / { group }, both at once, unknown keys, bad ports and groups", async () => {
     const kernel = new FakeKernel();
-    await using agent = kernel.connect();
-    await using conn = kernel.connect();
+    await using agent = await kernel.connect();
+    await using conn = await kernel.connect();
     const msg = { id: ECHO, data: new Uint8Array([1]) };
     const send = (options: unknown) => () => conn.send(msg, options as never);
     await expectRows([
@@ -192,7 +192,7 @@ describe("argument contract: Connector", () => {
 
   test("request and requestAll: 0.1 shapes, unknown keys, timeouts, signals, match; nothing is sent", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     const msg = { id: ECHO };
     const until = () => true;
     const request = (options: object) => conn.request(msg, options);
@@ -235,7 +235,7 @@ describe("argument contract: Connector", () => {
 
   test("addCallback, messages, join and leave check ids, groups and signals as send does", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     const fn = () => {};
     const add = (id: unknown) => () => conn.addCallback(id as never, "x", fn);
     const messages = (options: unknown) => () => conn.messages(options as never);
@@ -302,7 +302,8 @@ describe("argument contract: Connector", () => {
 });
 
 describe("argument contract: process events", () => {
-  const keys = "events, rcvbuf, maxRcvbuf, ackTimeoutMs, signal, enrich, cgroup, maxQueued, onError, libcPath";
+  const keys =
+    "events, rcvbuf, maxRcvbuf, timeoutMs, ackTimeoutMs, signal, enrich, cgroup, maxQueued, maxQueuedBytes, onError, libcPath";
   const rows = (name: string, open: (options: object) => unknown): Row[] => [
     [
       `${name} unknown key`,
@@ -331,7 +332,20 @@ describe("argument contract: process events", () => {
       RangeError,
       /^maxRcvbuf must be an integer in 0\.\.2147483647, got -1$/,
     ],
+    ...timeoutRows(name, (timeoutMs) => open({ timeoutMs }), "timeoutMs"),
     ...timeoutRows(name, (ackTimeoutMs) => open({ ackTimeoutMs }), "ackTimeoutMs"),
+    [
+      `${name} timeoutMs and its deprecated alias`,
+      () => open({ timeoutMs: 100, ackTimeoutMs: 100 }),
+      TypeError,
+      /^give timeoutMs or its deprecated alias ackTimeoutMs, not both$/,
+    ],
+    [
+      `${name} maxQueuedBytes: 0`,
+      () => open({ maxQueuedBytes: 0 }),
+      RangeError,
+      /^maxQueuedBytes must be a positive integer, got 0$/,
+    ],
     ...signalRows(name, (signal) => open({ signal })),
   ];
 
@@ -354,7 +368,7 @@ describe("argument contract: 1-Wire", () => {
     const w1 = kernel.enableW1();
     const master = w1.addMaster();
     w1.plug(master, fakeDs18b20("28-000000000001"));
-    await using bus = kernel.openW1Bus();
+    await using bus = await kernel.openW1Bus();
     const slave = "28-000000000001";
     const methods: [string, (options: never) => unknown][] = [
       ["listMasters", (o) => bus.listMasters(o)],
@@ -383,7 +397,7 @@ describe("argument contract: 1-Wire", () => {
         ...signalRows(name, (signal) => call({ signal } as never)),
       );
     }
-    const w1Keys = "rcvbuf, libcPath, onError, onOverrun, bundle";
+    const w1Keys = "rcvbuf, libcPath, onError, onOverrun, maxQueued, maxQueuedBytes, bundle";
     rows.push(
       [
         "W1Bus.open unknown key",
@@ -440,7 +454,7 @@ describe("argument contract: 1-Wire", () => {
 
   test("with no w1 core to answer, the timeout says to load it (modprobe wire)", async () => {
     const kernel = new FakeKernel(); // no enableW1(): like a kernel without the wire module
-    await using bus = kernel.openW1Bus();
+    await using bus = await kernel.openW1Bus();
     const started = Date.now();
     for (const call of [() => bus.listMasters({ timeoutMs: 50 }), () => bus.search(1, { timeoutMs: 50 })]) {
       await assert.rejects(call(), (err: Error) => {
@@ -555,10 +569,12 @@ describe("a throwing match", () => {
   test("rejects only its request; the connector, another iterator and a later request go on", async () => {
     const kernel = new FakeKernel();
     kernel.addCallback(ECHO, "echo", (msg, ctx) => {
-      ctx.kernel.send({ id: msg.id, seq: msg.seq, ack: msg.seq + 1, data: msg.data }, { to: { port: ctx.senderPort } });
+      ctx.kernel.send({ id: msg.id, seq: msg.seq, ack: msg.seq + 1, data: msg.data }, {
+        to: { port: msg.source.port },
+      });
     });
     const errors: unknown[] = [];
-    await using conn = kernel.connect({ groups: [14], onError: (e) => errors.push(e) });
+    await using conn = await kernel.connect({ groups: [14], onError: (e) => errors.push(e) });
     const others = conn.messages({ id: OTHER });
     const boom = new Error("boom");
     await assert.rejects(
@@ -643,5 +659,32 @@ describe("argument contract: procmon and the examples", () => {
       assert.match(r.stderr, message, what);
       assert.equal(r.stdout, "", what);
     }
+  });
+});
+
+describe("argument contract: the clocks take options, as everything else does", () => {
+  test("{ libcPath } is checked before libc is loaded; the 0.2 bare path still works", async () => {
+    const NO_LIBC = "/nonexistent/libc.so.6";
+    for (
+      const [name, clock] of [["wallClock", wallClock], ["monotonicClock", monotonicClock], [
+        "bootOffsetClock",
+        bootOffsetClock,
+      ]] as const
+    ) {
+      await expectRows([
+        [
+          `${name} unknown key`,
+          () => clock({ libc: NO_LIBC } as never),
+          TypeError,
+          /^clock options has an unknown key "libc"; the accepted keys are libcPath$/,
+        ],
+        [`${name} libcPath: a number`, () => clock({ libcPath: 5 } as never), TypeError, /^libcPath must be a string/],
+      ]);
+      // The path is used: a libc that does not exist fails to load, in either form.
+      await assert.rejects(clock({ libcPath: NO_LIBC }), name);
+      await assert.rejects(clock(NO_LIBC), name);
+    }
+    const toEpochMs = await wallClock({});
+    assert.ok(Math.abs(toEpochMs((await monotonicClock())()) - Date.now()) < 1000);
   });
 });

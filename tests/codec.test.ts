@@ -16,6 +16,7 @@ const { CN_IDX_PROC, CN_VAL_PROC, NLMSG_DONE, NLMSG_ERROR } = constants;
 import { PROC_ACK, PROC_EXIT, PROC_FORK, USER_MULTICAST, USER_UNICAST } from "./fixtures/golden.ts";
 import { CN_MSG } from "../src/codec/cn_msg.ts";
 import { NLMSGHDR } from "../src/codec/netlink.ts";
+import { Errno, errnoName, errnoText, NetlinkError } from "../src/errors.ts";
 import {
   isProcEventDatagram,
   PROC_EVENT,
@@ -212,5 +213,33 @@ describe("encoding rejects bad input", () => {
     assert.throws(() => encodeMessage({ id: { idx: -1, val: 1 } }), /id.idx/);
     assert.throws(() => encodeMessage({ id: { idx: 1, val: 1.5 } }), /id.val/);
     assert.throws(() => encodeMessage({ id: { idx: 1, val: 1 }, flags: 0x10000 }), /flags/);
+  });
+});
+
+describe("the errno table", () => {
+  test("names, numbers and texts agree with Linux's generic table for every errno the library sends or compares", () => {
+    // From include/uapi/asm-generic/errno-base.h and errno.h, and glibc's strerror(), by hand.
+    const linux: [keyof typeof Errno, number, string][] = [
+      ["EPERM", 1, "operation not permitted"],
+      ["ENOENT", 2, "no such file or directory"],
+      ["ESRCH", 3, "no such process"],
+      ["EINTR", 4, "interrupted system call"],
+      ["E2BIG", 7, "argument list too long"],
+      ["EAGAIN", 11, "resource temporarily unavailable"],
+      ["ENOMEM", 12, "cannot allocate memory"],
+      ["EEXIST", 17, "file exists"],
+      ["ENODEV", 19, "no such device"],
+      ["EINVAL", 22, "invalid argument"],
+      ["EPROTO", 71, "protocol error"],
+      ["EMSGSIZE", 90, "message too long"],
+      ["EADDRINUSE", 98, "address already in use"],
+      ["ENOBUFS", 105, "no buffer space available"],
+      ["ECONNREFUSED", 111, "connection refused"],
+    ];
+    for (const [name, n, text] of linux) {
+      assert.deepEqual([Errno[name], errnoName(n), errnoText(n)], [n, name, text], name);
+    }
+    assert.deepEqual([errnoName(4095), errnoText(4095)], ["E4095", "unknown error"]);
+    assert.match(new NetlinkError("sendto", Errno.E2BIG, "send").message, /E2BIG \(argument list too long\)/);
   });
 });

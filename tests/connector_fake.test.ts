@@ -1,7 +1,14 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { ClosedError, type ConnectorMessage, encodeMessage, type NetlinkError, type ReceiveIssueInfo } from "../mod.ts";
-import { FakeKernel } from "../testing.ts";
+import {
+  ClosedError,
+  Connector,
+  type ConnectorMessage,
+  encodeMessage,
+  type NetlinkError,
+  type ReceiveIssueInfo,
+} from "../mod.ts";
+import { FakeKernel, FakeKernelCore, type KernelMessage } from "../testing.ts";
 
 const ECHO = { idx: 14, val: 0x456 };
 const bytes = (...b: number[]) => new Uint8Array(b);
@@ -9,7 +16,7 @@ const bytes = (...b: number[]) => new Uint8Array(b);
 function echoKernel(): FakeKernel {
   const kernel = new FakeKernel();
   kernel.addCallback(ECHO, "echo", (msg, ctx) => {
-    ctx.kernel.send({ id: msg.id, seq: msg.seq, ack: msg.seq + 1, data: msg.data }, { to: { port: ctx.senderPort } });
+    ctx.kernel.send({ id: msg.id, seq: msg.seq, ack: msg.seq + 1, data: msg.data }, { to: { port: msg.source.port } });
   });
   return kernel;
 }
@@ -17,7 +24,7 @@ function echoKernel(): FakeKernel {
 describe("callbacks", () => {
   test("a callback gets the messages for its id and no others", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect({ groups: [14] });
+    await using conn = await kernel.connect({ groups: [14] });
     const got: number[] = [];
     const { promise, resolve } = Promise.withResolvers<void>();
     conn.addCallback(ECHO, "mine", (m) => {
@@ -34,7 +41,7 @@ describe("callbacks", () => {
 
   test("a disposed registration gets nothing more and is gone from the list", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect({ groups: [14] });
+    await using conn = await kernel.connect({ groups: [14] });
     const seen: number[] = [];
     const reg = conn.addCallback(ECHO, "temp", (m) => seen.push(m.seq));
     const keep = conn.addCallback(ECHO, "keep", () => {});
@@ -52,7 +59,7 @@ describe("callbacks", () => {
   test("a callback that throws is reported through onError and the loop goes on", async () => {
     const kernel = new FakeKernel();
     const errors: [unknown, ReceiveIssueInfo][] = [];
-    await using conn = kernel.connect({ groups: [14], onError: (e, i) => errors.push([e, i]) });
+    await using conn = await kernel.connect({ groups: [14], onError: (e, i) => errors.push([e, i]) });
     const seen: number[] = [];
     conn.addCallback(ECHO, "bad", (m) => {
       seen.push(m.seq);
@@ -74,8 +81,8 @@ describe("callbacks", () => {
 describe("iteration", () => {
   test("messages carry an owned copy of the data and the sender address", async () => {
     const kernel = new FakeKernel();
-    await using a = kernel.connect({ groups: [14] });
-    await using b = kernel.connect();
+    await using a = await kernel.connect({ groups: [14] });
+    await using b = await kernel.connect();
     const it = a.messages();
     b.send({ id: ECHO, seq: 9, data: bytes(1, 2, 3) }, { to: { group: 14 } });
     b.send({ id: ECHO, seq: 10 }, { to: { port: a.port } });
@@ -90,7 +97,7 @@ describe("iteration", () => {
 
   test("messages({ id }) only yields that id", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect({ groups: [14] });
+    await using conn = await kernel.connect({ groups: [14] });
     const it = conn.messages({ id: { idx: 14, val: 2 } });
     kernel.send({ id: { idx: 14, val: 1 }, seq: 1 }, { to: { group: 14 } });
     kernel.send({ id: { idx: 14, val: 2 }, seq: 2 }, { to: { group: 14 } });
@@ -99,7 +106,7 @@ describe("iteration", () => {
 
   test("close() ends a pending for-await quietly", async () => {
     const kernel = new FakeKernel();
-    const conn = kernel.connect({ groups: [14] });
+    const conn = await kernel.connect({ groups: [14] });
     const seen: number[] = [];
     const loop = (async () => {
       for await (const m of conn) seen.push(m.seq);
@@ -114,7 +121,7 @@ describe("iteration", () => {
 
   test("an aborted signal ends the iteration quietly, like close(); an already aborted one at once", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect({ groups: [14] });
+    await using conn = await kernel.connect({ groups: [14] });
     const ac = new AbortController();
     const it = conn.messages({ signal: ac.signal });
     const pending = it.next();
@@ -126,7 +133,7 @@ describe("iteration", () => {
 
   test("iterators opened after close() are done at once", async () => {
     const kernel = new FakeKernel();
-    const conn = kernel.connect();
+    const conn = await kernel.connect();
     await conn.close();
     assert.equal((await conn.messages().next()).done, true);
     await conn.close();
@@ -134,7 +141,7 @@ describe("iteration", () => {
 
   test("break in a for-await stops delivery to that iterator only", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect({ groups: [14] });
+    await using conn = await kernel.connect({ groups: [14] });
     const other = conn.messages();
     kernel.send({ id: ECHO, seq: 1 }, { to: { group: 14 } });
     for await (const m of conn) {
@@ -149,7 +156,11 @@ describe("iteration", () => {
   test("a slow iterator pauses the loop at maxQueued, then the kernel buffer overruns and it is reported", async () => {
     const kernel = new FakeKernel({ rcvbuf: 10 * 300 });
     const overruns: number[] = [];
-    await using conn = kernel.connect({ groups: [14], maxQueued: 4, onOverrun: (s) => overruns.push(s.overruns) });
+    await using conn = await kernel.connect({
+      groups: [14],
+      maxQueued: 4,
+      onOverrun: (s) => overruns.push(s.overruns),
+    });
     const it = conn.messages();
     let sent = 0;
     for (let i = 0; i < 40; i++) {
@@ -171,7 +182,7 @@ describe("iteration", () => {
 describe("request/reply", () => {
   test("request() resolves with the reply whose ack is seq + 1", async () => {
     const kernel = echoKernel();
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     const reply = await conn.request({ id: ECHO, seq: 41, data: bytes(5) });
     assert.equal(reply.ack, 42);
     assert.deepEqual([...reply.data], [5]);
@@ -180,7 +191,7 @@ describe("request/reply", () => {
 
   test("a loop of requests to a kernel agent (replies queued inside sendto) still lets timers run", async () => {
     const kernel = echoKernel();
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     let fired = false;
     setTimeout(() => (fired = true), 50);
     const started = Date.now();
@@ -194,7 +205,7 @@ describe("request/reply", () => {
 
   test("concurrent requests get their own replies", async () => {
     const kernel = echoKernel();
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     const replies = await Promise.all([1, 2, 3].map((n) => conn.request({ id: ECHO, data: bytes(n) })));
     assert.deepEqual(replies.map((r) => r.data[0]), [1, 2, 3]);
     const seqs = kernel.received.map((m) => m.seq);
@@ -204,10 +215,10 @@ describe("request/reply", () => {
   test("a custom match picks the reply", async () => {
     const kernel = new FakeKernel();
     kernel.addCallback(ECHO, "acker", (msg, ctx) => {
-      ctx.kernel.send({ id: msg.id, seq: 1, ack: 999 }, { to: { port: ctx.senderPort } });
-      ctx.kernel.send({ id: msg.id, seq: 2, ack: msg.ack + 1 }, { to: { port: ctx.senderPort } });
+      ctx.kernel.send({ id: msg.id, seq: 1, ack: 999 }, { to: { port: msg.source.port } });
+      ctx.kernel.send({ id: msg.id, seq: 2, ack: msg.ack + 1 }, { to: { port: msg.source.port } });
     });
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     const reply = await conn.request({ id: ECHO, ack: 77 }, { match: (m, req) => m.ack === req.ack + 1 });
     assert.equal(reply.seq, 2);
   });
@@ -215,7 +226,7 @@ describe("request/reply", () => {
   test("no reply rejects with a TimeoutError naming the message", async () => {
     const kernel = new FakeKernel();
     kernel.addCallback(ECHO, "silent", () => {});
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     await assert.rejects(conn.request({ id: ECHO, seq: 3 }, { timeoutMs: 20 }), (e: Error) => {
       assert.equal(e.name, "TimeoutError");
       assert.match(e.message, /14:1110 seq 3/);
@@ -226,7 +237,7 @@ describe("request/reply", () => {
   test("abort rejects with the signal's reason; close() rejects what is pending", async () => {
     const kernel = new FakeKernel();
     kernel.addCallback(ECHO, "silent", () => {});
-    const conn = kernel.connect();
+    const conn = await kernel.connect();
     const ac = new AbortController();
     const aborted = conn.request({ id: ECHO }, { signal: ac.signal });
     ac.abort(new Error("cancelled"));
@@ -246,11 +257,11 @@ describe("request/reply", () => {
     kernel.addCallback(ECHO, "three parts", (msg, ctx) => {
       for (const part of [1, 2, 3]) {
         ctx.kernel.send({ id: msg.id, seq: msg.seq, ack: msg.seq + 1, data: bytes(part) }, {
-          to: { port: ctx.senderPort },
+          to: { port: msg.source.port },
         });
       }
     });
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     const elsewhere: number[] = [];
     conn.addCallback(ECHO, "spectator", (m) => elsewhere.push(m.data[0]));
     const replies = await conn.requestAll({ id: ECHO }, { until: (r) => r.data[0] === 3 });
@@ -277,7 +288,7 @@ describe("request/reply", () => {
 
   test("a failed send rejects the request with the NetlinkError", async () => {
     const kernel = new FakeKernel({ initialNetworkNamespace: false });
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     await assert.rejects(conn.request({ id: ECHO }), (e: NetlinkError) => e.code === "ECONNREFUSED");
   });
 });
@@ -286,7 +297,7 @@ describe("errors and reports", () => {
   test("malformed, truncated-looking and control datagrams are reported and valid ones still delivered in order", async () => {
     const kernel = new FakeKernel();
     const issues: string[] = [];
-    await using conn = kernel.connect({ groups: [14], onError: (_e, i) => issues.push(i.kind) });
+    await using conn = await kernel.connect({ groups: [14], onError: (_e, i) => issues.push(i.kind) });
     const it = conn.messages();
     const good = (seq: number) => encodeMessage({ id: ECHO, seq });
     const lying = good(100);
@@ -310,18 +321,18 @@ describe("errors and reports", () => {
 
   test("groups outside 1..32 are a RangeError before any system call", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     for (const g of [0, 33, 1.5]) {
       assert.throws(() => conn.join(g), (e: Error) => e instanceof RangeError && /1\.\.32/.test(e.message));
       assert.throws(() => conn.send({ id: ECHO }, { to: { group: g } }), RangeError);
     }
-    assert.throws(() => kernel.connect({ groups: [33] }), RangeError);
+    await assert.rejects(kernel.connect({ groups: [33] }), RangeError);
   });
 
   test("without privilege even groups and sends to ports give EPERM with the hint", async () => {
     const kernel = new FakeKernel({ privileged: false });
-    assert.throws(() => kernel.connect({ groups: [2] }), (e: NetlinkError) => e.code === "EPERM");
-    await using conn = kernel.connect({ groups: [1] });
+    await assert.rejects(kernel.connect({ groups: [2] }), (e: NetlinkError) => e.code === "EPERM");
+    await using conn = await kernel.connect({ groups: [1] });
     assert.throws(() => conn.join(4), /refused this process group 4: even groups need CAP_NET_ADMIN/);
     assert.throws(() => conn.send({ id: ECHO }, { to: { port: 1 } }), (e: NetlinkError) => e.code === "EPERM");
     conn.send({ id: ECHO });
@@ -329,7 +340,7 @@ describe("errors and reports", () => {
 
   test("sending to a dead port gives ECONNREFUSED", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     assert.throws(
       () => conn.send({ id: ECHO }, { to: { port: 999999 } }),
       (e: NetlinkError) => e.code === "ECONNREFUSED",
@@ -338,7 +349,7 @@ describe("errors and reports", () => {
 
   test("a payload the kernel would silently drop is refused before sending", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     assert.throws(() => conn.send({ id: ECHO, data: new Uint8Array(16365) }), /silently drops/);
     conn.send({ id: ECHO, data: new Uint8Array(16364) });
     assert.equal(kernel.received.length, 1);
@@ -346,7 +357,7 @@ describe("errors and reports", () => {
 
   test("a closed connector refuses to send", async () => {
     const kernel = new FakeKernel();
-    const conn = kernel.connect();
+    const conn = await kernel.connect();
     await conn.close();
     assert.throws(() => conn.send({ id: ECHO }), /closed/);
     assert.deepEqual(kernel.ports, []);
@@ -354,7 +365,7 @@ describe("errors and reports", () => {
 
   test("join and leave change the memberships", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect({ groups: [3] });
+    await using conn = await kernel.connect({ groups: [3] });
     conn.join(5);
     assert.deepEqual(conn.groups, [3, 5]);
     conn.leave(3);
@@ -363,12 +374,13 @@ describe("errors and reports", () => {
 });
 
 describe("message data and shape", () => {
-  test("data is taken as the bytes of any typed array, DataView or ArrayBuffer", async () => {
+  test("data is taken as the bytes of any typed array, DataView, ArrayBuffer or array of bytes", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect();
+    await using conn = await kernel.connect();
     const le = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
     const f64 = new Uint8Array(new Float64Array([1.5]).buffer);
-    const cases: [ArrayBufferView | ArrayBuffer, number[]][] = [
+    const cases: [ArrayBufferView | ArrayBuffer | number[], number[]][] = [
+      [[0, 1, 255], [0, 1, 255]],
       [new Uint16Array([0x0201, 0x0403]), le ? [1, 2, 3, 4] : [2, 1, 4, 3]],
       [new Float64Array([1.5]), [...f64]],
       [new Uint8Array([1, 2, 3]).buffer, [1, 2, 3]],
@@ -378,18 +390,32 @@ describe("message data and shape", () => {
     ];
     for (const [data] of cases) conn.send({ id: ECHO, data });
     assert.deepEqual(kernel.received.map((m) => [...m.data]), cases.map(([, bytes]) => bytes));
+    // request takes the same inputs: the bytes reach the kernel as they are.
+    await assert.rejects(conn.request({ id: ECHO, data: [7, 8] }, { timeoutMs: 1 }), { name: "TimeoutError" });
+    assert.deepEqual([...kernel.received.at(-1)!.data], [7, 8]);
   });
 
   test("anything else is a TypeError naming the field, before anything is sent", async () => {
     const kernel = new FakeKernel();
-    await using conn = kernel.connect();
-    const bad: unknown[] = ["text", [1, 2, 3], 7, { length: 3 }, null];
+    await using conn = await kernel.connect();
+    const bad: unknown[] = ["text", 7, { length: 3 }, null];
     for (const data of bad) {
       assert.throws(
         () => conn.send({ id: ECHO, data: data as Uint8Array }),
         (e: Error) => e instanceof TypeError && /message\.data must be a Uint8Array/.test(e.message),
       );
     }
+    // An array is bytes only when every element is one; nothing is sent otherwise.
+    assert.throws(() => conn.send({ id: ECHO, data: [1, 256] }), {
+      name: "RangeError",
+      message: "message.data[1] must be a byte (an integer in 0..255), got 256",
+    });
+    assert.throws(() => conn.send({ id: ECHO, data: ["1"] as never }), {
+      name: "TypeError",
+      message: 'message.data[0] must be a byte (a number 0..255), got "1"',
+    });
+    await assert.rejects(conn.request({ id: ECHO, data: [1.5] }), { name: "RangeError" });
+    assert.equal(kernel.received.length, 0);
     for (const message of [{}, { id: 3 }, { id: { idx: 1 } }, null]) {
       assert.throws(
         () => conn.send(message as never),
@@ -406,8 +432,8 @@ describe("message data and shape", () => {
 
   test("ports and groups take all 65535 bytes; only the kernel is limited to 16364", async () => {
     const kernel = new FakeKernel({ rcvbuf: 1 << 20 });
-    await using rx = kernel.connect({ groups: [14] });
-    await using tx = kernel.connect();
+    await using rx = await kernel.connect({ groups: [14] });
+    await using tx = await kernel.connect();
     const it = rx.messages();
     const big = new Uint8Array(65535).map((_, i) => i & 0xff);
     tx.send({ id: ECHO, data: big }, { to: { group: 14 } });
@@ -423,7 +449,7 @@ describe("bounds", () => {
   test("an unread iterator is bounded in bytes: the loop pauses, the kernel buffer overruns, loss is reported", async () => {
     const kernel = new FakeKernel({ rcvbuf: 8 * 70_000 });
     const overruns: number[] = [];
-    await using conn = kernel.connect({
+    await using conn = await kernel.connect({
       groups: [14],
       maxQueuedBytes: 4 * 65535,
       onOverrun: (s) => overruns.push(s.overruns),
@@ -446,7 +472,7 @@ describe("bounds", () => {
 
   test("close() inside a callback stops the callbacks after it for that message", async () => {
     const kernel = new FakeKernel();
-    const conn = kernel.connect({ groups: [14] });
+    const conn = await kernel.connect({ groups: [14] });
     const calls: string[] = [];
     const closed = Promise.withResolvers<void>();
     conn.addCallback(ECHO, "first", () => {
@@ -466,8 +492,8 @@ describe("requests under load", () => {
    * (a 40-byte datagram) is charged 832 bytes, its skb's truesize as on Linux 6.18; the kernel reports
    * twice the size asked for.
    */
-  function agent(kernel: FakeKernel, slots: number) {
-    const conn = kernel.connect({ rcvbuf: slots * 832 / 2 });
+  async function agent(kernel: FakeKernel, slots: number) {
+    const conn = await kernel.connect({ rcvbuf: slots * 832 / 2 });
     conn.addCallback(ECHO, "echo", (m) => {
       conn.send({ id: m.id, seq: m.seq, ack: m.seq + 1, data: m.data }, { to: { port: m.source.port } });
     });
@@ -476,8 +502,8 @@ describe("requests under load", () => {
 
   test("without a bound, a burst beyond the agent's buffer fails in part with EAGAIN (nothing sent)", async () => {
     const kernel = new FakeKernel();
-    await using server = agent(kernel, 64);
-    await using client = kernel.connect({ rcvbuf: 1 << 20 });
+    await using server = await agent(kernel, 64);
+    await using client = await kernel.connect({ rcvbuf: 1 << 20 });
     const results = await Promise.allSettled(
       Array.from(
         { length: 1000 },
@@ -492,8 +518,8 @@ describe("requests under load", () => {
 
   test("maxInFlight with whenBusy 'queue': 1000 concurrent requests all get their replies", async () => {
     const kernel = new FakeKernel();
-    await using server = agent(kernel, 64);
-    await using client = kernel.connect({ rcvbuf: 1 << 20, maxInFlight: 32 });
+    await using server = await agent(kernel, 64);
+    await using client = await kernel.connect({ rcvbuf: 1 << 20, maxInFlight: 32 });
     const replies = await Promise.all(
       Array.from(
         { length: 1000 },
@@ -508,8 +534,8 @@ describe("requests under load", () => {
 
   test("maxInFlight with whenBusy 'fail': the extra requests fail at once with EAGAIN, the rest succeed", async () => {
     const kernel = new FakeKernel();
-    await using server = agent(kernel, 64);
-    await using client = kernel.connect({ rcvbuf: 1 << 20, maxInFlight: 32, whenBusy: "fail" });
+    await using server = await agent(kernel, 64);
+    await using client = await kernel.connect({ rcvbuf: 1 << 20, maxInFlight: 32, whenBusy: "fail" });
     const results = await Promise.allSettled(
       Array.from({ length: 1000 }, () => client.request({ id: ECHO }, { to: { port: server.port } })),
     );
@@ -524,8 +550,8 @@ describe("requests under load", () => {
   test("the default match takes a reply only from where the request went", async () => {
     const kernel = new FakeKernel();
     kernel.addCallback(ECHO, "slow", () => {});
-    await using client = kernel.connect();
-    await using impostor = kernel.connect();
+    await using client = await kernel.connect();
+    await using impostor = await kernel.connect();
     const pending = client.request({ id: ECHO, seq: 50 }, { timeoutMs: 200 });
     // A userspace process answers in the kernel's name (same id, ack = seq + 1): not taken.
     impostor.send({ id: ECHO, seq: 50, ack: 51 }, { to: { port: client.port } });
@@ -537,9 +563,9 @@ describe("requests under load", () => {
 describe("receive buffer accounting (the options for other kernels; the defaults are checked against the kernel in differential.test.ts)", () => {
   const ID = { idx: 23, val: 1 };
   /** How many `size`-byte messages a socket takes before EAGAIN. */
-  function fits(kernel: FakeKernel, size: number, rcvbuf?: number): number {
-    const tx = kernel.connect();
-    const rx = kernel.connect({ rcvbuf });
+  async function fits(kernel: FakeKernel, size: number, rcvbuf?: number): Promise<number> {
+    const tx = await kernel.connect();
+    const rx = await kernel.connect({ rcvbuf });
     let n = 0;
     for (;;) {
       try {
@@ -555,22 +581,22 @@ describe("receive buffer accounting (the options for other kernels; the defaults
     return n;
   }
 
-  test("rcvbufRule 'not-over' takes a datagram while the charge is not over the size, as kernels before the 2025 fix", () => {
+  test("rcvbufRule 'not-over' takes a datagram while the charge is not over the size, as kernels before the 2025 fix", async () => {
     // 2304 bytes and empty messages charged 832: fits-or-empty takes 2 (1664), not-over takes 3 (2496).
-    assert.equal(fits(new FakeKernel(), 0, 1), 2);
-    assert.equal(fits(new FakeKernel({ rcvbufRule: "not-over" }), 0, 1), 3);
+    assert.equal(await fits(new FakeKernel(), 0, 1), 2);
+    assert.equal(await fits(new FakeKernel({ rcvbufRule: "not-over" }), 0, 1), 3);
     // An oversized datagram into an empty buffer is taken under both rules; nothing after it.
     for (const rcvbufRule of ["fits-or-empty", "not-over"] as const) {
       const kernel = new FakeKernel({ rcvbufRule });
-      assert.equal(fits(kernel, 20_000, 1), 1, rcvbufRule);
+      assert.equal(await fits(kernel, 20_000, 1), 1, rcvbufRule);
     }
   });
 
   test("smallSkbHead 0 charges kmalloc-sized heads, as kernels before 6.3 (768 for an empty message)", async () => {
     for (const [smallSkbHead, charge] of [[576, 832], [640, 896], [0, 768]]) {
       const kernel = new FakeKernel({ smallSkbHead });
-      await using rx = kernel.connect();
-      await using tx = kernel.connect();
+      await using rx = await kernel.connect();
+      await using tx = await kernel.connect();
       tx.send({ id: ID }, { to: { port: rx.port } });
       assert.equal(kernel.socketInfo(rx.port)?.rmem, charge, `smallSkbHead ${smallSkbHead}`);
     }
@@ -578,15 +604,15 @@ describe("receive buffer accounting (the options for other kernels; the defaults
 
   test("without privilege the buffer asked for is capped at rmemMax before the kernel doubles it", async () => {
     const kernel = new FakeKernel({ privileged: false, rmemMax: 100_000 });
-    await using conn = kernel.connect({ rcvbuf: 1 << 20 });
+    await using conn = await kernel.connect({ rcvbuf: 1 << 20 });
     assert.equal(conn.receiveBuffer.reported, 200_000);
-    await using privileged = new FakeKernel().connect({ rcvbuf: 1 << 20 });
+    await using privileged = await new FakeKernel().connect({ rcvbuf: 1 << 20 });
     assert.equal(privileged.receiveBuffer.reported, 2 << 20);
   });
 
   test("a kernel message that finds no room is an overrun and counted in Drops; the socket takes nothing until read empty", async () => {
     const kernel = new FakeKernel();
-    await using rx = kernel.connect({ rcvbuf: 2000 }); // 4000 bytes
+    await using rx = await kernel.connect({ rcvbuf: 2000 }); // 4000 bytes
     const send = (seq: number, size: number) => {
       try {
         return kernel.send({ id: ID, seq, data: new Uint8Array(size) }, { to: { port: rx.port } });
@@ -605,5 +631,40 @@ describe("receive buffer accounting (the options for other kernels; the defaults
     assert.deepEqual(log, ["seq 1"]);
     assert.equal(rx.stats.overruns, 1);
     assert.equal(send(4, 0), 1, "read empty: no longer congested");
+  });
+});
+
+describe("the bus alone (FakeKernelCore): sockets as transports, callbacks with a registration", () => {
+  test("a socket is bound as asked, and Connector.over builds a client on it", async () => {
+    const kernel = new FakeKernelCore();
+    const socket = kernel.socket({ groups: [14, 15], port: 4321 });
+    assert.equal(socket.port, 4321);
+    assert.deepEqual(kernel.members(15), [4321]);
+    assert.throws(() => kernel.socket({ port: 4321 }), (e: NetlinkError) => e.code === "EADDRINUSE");
+    assert.throws(() => kernel.socket({ groups: [33] }), RangeError);
+    assert.throws(() => kernel.socket({ group: 1 } as never), /unknown key "group"/);
+    await using conn = await Connector.over(socket, { rcvbuf: 4096 });
+    assert.deepEqual(conn.groups, [14, 15]);
+    assert.deepEqual(conn.receiveBuffer, { requested: 4096, reported: 8192 });
+    await conn.close();
+    assert.deepEqual(kernel.ports, [], "closing the client closes its socket");
+  });
+
+  test("messages to the kernel carry their source as received messages do; close() unregisters", async () => {
+    const kernel = new FakeKernelCore();
+    const got: KernelMessage[] = [];
+    const registration = kernel.addCallback(ECHO, (m) => void got.push(m));
+    assert.deepEqual({ id: registration.id, name: registration.name }, { id: ECHO, name: "14:1110" });
+    await using conn = await Connector.over(kernel.socket());
+    conn.send({ id: ECHO, data: [1] });
+    conn.send({ id: ECHO, data: [2] }, { to: { group: 14 } }); // a multicast reaches the kernel's callback too
+    assert.deepEqual(got.map((m) => m.source), [{ port: conn.port, group: 0 }, { port: conn.port, group: 14 }]);
+    assert.equal(got[0].senderPort, conn.port, "the deprecated senderPort says the same");
+    registration.close();
+    registration.close(); // idempotent
+    conn.send({ id: ECHO, data: [3] });
+    assert.equal(got.length, 2, "nothing after close()");
+    assert.equal(kernel.dropped, 1, "the kernel drops what no callback takes");
+    using _again = kernel.addCallback(ECHO, "again", () => {}); // the id is free again
   });
 });

@@ -154,7 +154,7 @@ async function fakeWorld(): Promise<World & { kernel: FakeKernel }> {
     name: "fake",
     kernel: fake,
     // As Connector.open does, a bad option is a rejection, not a throw.
-    open: (o) => new Promise((resolve) => resolve(fake.connect(o))),
+    open: (o) => fake.connect(o),
     info: (port) => {
       const info = fake.socketInfo(port);
       if (!info) throw new Error(`no fake socket at port ${port}`);
@@ -498,7 +498,7 @@ describe("differential: the fake kernel against the real one", () => {
       await using exec = await w.monitor({ events: ["exec"] });
       observations.filterMode = { all: all.filterMode, exec: exec.filterMode };
       observations.checksSequence = { all: all.checksSequence, exec: exec.checksSequence };
-      observations.rcvbuf = all.stats.rcvbuf;
+      observations.rcvbuf = all.receiveBuffer.reported;
     }
     await using monitor = await w.monitor({ onError: () => {} });
     await using root = await w.open();

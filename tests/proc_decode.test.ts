@@ -17,6 +17,7 @@ import {
   waitStatus,
 } from "../proc.ts";
 import { safeJson } from "../src/proc/text.ts";
+import { PROC_EVENT_DATA, PROC_EVENT_MIN_DATA } from "../src/codec/proc.ts";
 import * as G from "./fixtures/golden_proc.ts";
 import { PROC_ACK } from "./fixtures/golden.ts";
 
@@ -137,6 +138,152 @@ describe("golden process events from the kernel", () => {
       if (!(datagram instanceof Uint8Array)) continue;
       const m = decodeCnMsg(datagram, 16);
       assert.deepEqual(encodeProcEvent(decodeProcEvent(m.data, m.seq)), m.data, name);
+    }
+  });
+});
+
+/**
+ * `union event_data` as `include/uapi/linux/cn_proc.h` (Linux 6.18) declares it, written out here by
+ * hand from the header, not from the codec: C member name, byte offset in the union, signedness.
+ */
+const KERNEL_EVENT_DATA: Record<string, [string, string, number, "i32" | "u32" | "comm"][]> = {
+  ack: [["err", "err", 0, "u32"]],
+  fork: [
+    ["parentPid", "parent_pid", 0, "i32"],
+    ["parentTgid", "parent_tgid", 4, "i32"],
+    ["childPid", "child_pid", 8, "i32"],
+    ["childTgid", "child_tgid", 12, "i32"],
+  ],
+  exec: [["pid", "process_pid", 0, "i32"], ["tgid", "process_tgid", 4, "i32"]],
+  uid: [
+    ["pid", "process_pid", 0, "i32"],
+    ["tgid", "process_tgid", 4, "i32"],
+    ["ruid", "r.ruid", 8, "u32"],
+    ["euid", "e.euid", 12, "u32"],
+  ],
+  gid: [
+    ["pid", "process_pid", 0, "i32"],
+    ["tgid", "process_tgid", 4, "i32"],
+    ["rgid", "r.rgid", 8, "u32"],
+    ["egid", "e.egid", 12, "u32"],
+  ],
+  sid: [["pid", "process_pid", 0, "i32"], ["tgid", "process_tgid", 4, "i32"]],
+  ptrace: [
+    ["pid", "process_pid", 0, "i32"],
+    ["tgid", "process_tgid", 4, "i32"],
+    ["tracerPid", "tracer_pid", 8, "i32"],
+    ["tracerTgid", "tracer_tgid", 12, "i32"],
+  ],
+  comm: [["pid", "process_pid", 0, "i32"], ["tgid", "process_tgid", 4, "i32"], ["comm", "comm[16]", 8, "comm"]],
+  coredump: [
+    ["pid", "process_pid", 0, "i32"],
+    ["tgid", "process_tgid", 4, "i32"],
+    ["parentPid", "parent_pid", 8, "i32"],
+    ["parentTgid", "parent_tgid", 12, "i32"],
+  ],
+  exit: [
+    ["pid", "process_pid", 0, "i32"],
+    ["tgid", "process_tgid", 4, "i32"],
+    ["exitCode", "exit_code", 8, "u32"],
+    ["exitSignal", "exit_signal", 12, "i32"],
+    ["parentPid", "parent_pid", 16, "i32"],
+    ["parentTgid", "parent_tgid", 20, "i32"],
+  ],
+};
+
+/** One event of every type, with values that tell signed from unsigned and each field from the others. */
+const EVERY_TYPE: ProcEvent[] = [
+  { type: "ack", cpu: 0, timestampNs: 0n, seq: 0, ack: 0, err: 22 },
+  { type: "fork", cpu: 1, timestampNs: 11n, seq: 0, parentPid: 10, parentTgid: 11, childPid: 12, childTgid: 13 },
+  { type: "exec", cpu: 2, timestampNs: 12n, seq: 0, pid: 20, tgid: 21 },
+  { type: "uid", cpu: 3, timestampNs: 13n, seq: 0, pid: 30, tgid: 31, ruid: 0xfffffffe, euid: 65534 },
+  { type: "gid", cpu: 4, timestampNs: 14n, seq: 0, pid: 40, tgid: 41, rgid: 0xfffffffd, egid: 100 },
+  { type: "sid", cpu: 5, timestampNs: 15n, seq: 0, pid: 50, tgid: 51 },
+  { type: "ptrace", cpu: 6, timestampNs: 16n, seq: 0, pid: 60, tgid: 61, tracerPid: 62, tracerTgid: 63 },
+  {
+    type: "comm",
+    cpu: 7,
+    timestampNs: 17n,
+    seq: 0,
+    pid: 70,
+    tgid: 71,
+    comm: "fifteen-bytes-x",
+    commBytes: new TextEncoder().encode("fifteen-bytes-x"),
+  },
+  { type: "coredump", cpu: 8, timestampNs: 18n, seq: 0, pid: 80, tgid: 81, parentPid: 82, parentTgid: 83 },
+  {
+    type: "exit",
+    cpu: 9,
+    timestampNs: 2n ** 63n + 19n,
+    seq: 0,
+    pid: 90,
+    tgid: 91,
+    exitCode: 0x8b,
+    exitSignal: -1,
+    parentPid: 0,
+    parentTgid: 93,
+  },
+];
+
+describe("the proc_event layout table", () => {
+  test("every member sits where the kernel's header puts it, with the kernel's signedness", () => {
+    assert.deepEqual(Object.keys(PROC_EVENT_DATA).sort(), Object.keys(KERNEL_EVENT_DATA).sort());
+    for (const [type, members] of Object.entries(KERNEL_EVENT_DATA)) {
+      const table = PROC_EVENT_DATA[type as keyof typeof PROC_EVENT_DATA] as Record<
+        string,
+        { offset: number; kind: string }
+      >;
+      assert.deepEqual(Object.keys(table), members.map(([name]) => name), type);
+      for (const [name, cName, offset, kind] of members) {
+        assert.deepEqual([table[name].offset, table[name].kind], [offset, kind], `${type}.${cName}`);
+      }
+    }
+  });
+  test("each type's minimum size is the kernel's 40 bytes less the members old kernels lack", () => {
+    // In whole proc_event bytes (16 of header): old kernels' exit and coredump lack the parents
+    // (32 and 24 bytes), and a comm is accepted with one byte of its name.
+    const header = 16;
+    const min: Record<string, number> = Object.fromEntries(
+      Object.entries(PROC_EVENT_MIN_DATA).map(([t, n]) => [t, header + n]),
+    );
+    assert.deepEqual({ ...min }, {
+      ack: 20,
+      fork: 32,
+      exec: 24,
+      uid: 32,
+      gid: 32,
+      sid: 24,
+      ptrace: 32,
+      comm: 25,
+      coredump: 24,
+      exit: 32,
+    });
+    for (const event of EVERY_TYPE) {
+      const bytes = encodeProcEvent(event);
+      const short = bytes.subarray(0, min[event.type] - 1);
+      assert.throws(() => decodeProcEvent(short, 0), DecodeError, event.type);
+      assert.equal(decodeProcEvent(bytes.subarray(0, min[event.type]), 0).type, event.type);
+    }
+  });
+  test("every type decodes back to what was encoded, each member at the kernel's offset", () => {
+    for (const event of EVERY_TYPE) {
+      const bytes = encodeProcEvent(event);
+      assert.equal(bytes.byteLength, 40);
+      assert.deepEqual(decodeProcEvent(bytes, event.seq), event, event.type);
+      const view = new DataView(bytes.buffer);
+      const values = event as unknown as Record<string, number>;
+      for (const [name, cName, offset, kind] of KERNEL_EVENT_DATA[event.type]) {
+        const at = 16 + offset;
+        if (kind === "comm") {
+          assert.deepEqual(
+            bytes.subarray(at, at + 16),
+            Uint8Array.from([...event.type === "comm" ? event.commBytes : [], 0]),
+          );
+        } else {
+          const got = kind === "i32" ? view.getInt32(at, true) : view.getUint32(at, true);
+          assert.equal(got, values[name], `${event.type}.${cName}`);
+        }
+      }
     }
   });
 });

@@ -3,11 +3,13 @@ import assert from "node:assert/strict";
 import { encodeMessage, type NetlinkError } from "../mod.ts";
 import {
   encodeProcEvent,
+  type FileReader,
   PROC_CN_MCAST_IGNORE,
   PROC_CN_MCAST_LISTEN,
   PROC_EVENT_ALL,
   PROC_EVENT_EXIT,
   type ProcEvent,
+  ProcMonitor,
   type ProcMonitorItem,
 } from "../proc.ts";
 import { FakeKernel } from "../testing.ts";
@@ -180,12 +182,16 @@ describe("trust and loss", () => {
     const kernel = new FakeKernel();
     const proc = kernel.enableProcEvents();
     await using monitor = await kernel.openProcMonitor({ rcvbuf: 1000, maxRcvbuf: 64000 });
-    const before = monitor.stats.rcvbuf;
+    const before = monitor.receiveBuffer;
+    assert.deepEqual(before, { requested: 1000, reported: 2304 }); // the kernel's minimum
     for (let i = 0; i < 20; i++) proc.emit(exec(100 + i));
     const items = await take(monitor[Symbol.asyncIterator](), 3);
     const lost = items.find((i) => i.type === "lost");
     assert.deepEqual(lost, { type: "lost", reason: "overrun" });
-    assert.ok(monitor.stats.rcvbuf > before, `rcvbuf grew from ${before} to ${monitor.stats.rcvbuf}`);
+    const after = monitor.receiveBuffer;
+    assert.ok(after.reported > before.reported, `rcvbuf grew from ${before.reported} to ${after.reported}`);
+    assert.ok(after.requested! > before.requested!, "the size asked for after the overrun");
+    assert.equal(monitor.stats.rcvbuf, after.reported, "the deprecated stats.rcvbuf says the same");
     proc.emit(exec(999));
     for (;;) {
       const [next] = await take(monitor[Symbol.asyncIterator](), 1);
@@ -233,7 +239,7 @@ describe("the kernel's listener count", () => {
   test("no acks and no events while it is below 1; from 6.6 a socket counts once while its op is LISTEN", async () => {
     const kernel = new FakeKernel();
     const proc = kernel.enableProcEvents();
-    await using a = kernel.connect({ groups: [1] });
+    await using a = await kernel.connect({ groups: [1] });
     const acks: number[] = [];
     a.addCallback(PROC, "acks", (m) => acks.push(m.ack));
     assert.equal(proc.emit(exec(1)), -1, "nobody listens: nothing sent");
@@ -251,8 +257,8 @@ describe("the kernel's listener count", () => {
   test("before 6.6 (inputFilter false) every LISTEN and IGNORE moves it, and the sender of IGNORE gets its ack", async () => {
     const kernel = new FakeKernel();
     const proc = kernel.enableProcEvents({ inputFilter: false });
-    await using a = kernel.connect({ groups: [1] });
-    await using b = kernel.connect({ groups: [1] });
+    await using a = await kernel.connect({ groups: [1] });
+    await using b = await kernel.connect({ groups: [1] });
     const acks: number[] = [];
     b.addCallback(PROC, "acks", (m) => acks.push(m.ack));
     a.send({ id: PROC, ack: 10, data: op(PROC_CN_MCAST_LISTEN) });
@@ -263,5 +269,41 @@ describe("the kernel's listener count", () => {
     assert.equal(proc.listenerCount, 2);
     await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(acks, [11, 21, 31, 41]);
+  });
+});
+
+describe("ProcMonitor.over: the seam the fake kernel builds monitors with", () => {
+  test("it takes the clocks and the /proc reader it is given: the table's scan reads through them", async () => {
+    const kernel = new FakeKernel();
+    kernel.enableProcEvents();
+    let listed = 0;
+    const read: string[] = [];
+    const files: FileReader = {
+      read: (path) => {
+        read.push(path);
+        return null;
+      },
+      readlink: () => null,
+      list: () => null,
+    };
+    const dependencies = {
+      list: () => (listed++, [4242]),
+      files,
+      bootOffsetNs: () => 0n,
+      monotonicNs: () => 0n,
+    };
+    await using monitor = await ProcMonitor.over(kernel.socket({ slotSize: 128 }), { enrich: true }, dependencies);
+    assert.equal(listed, 1, "the scan at open lists the pids once");
+    assert.ok(read.some((path) => path.startsWith("/proc/4242/")), `read: ${read.join(", ")}`);
+    assert.ok(monitor.processes, "a table is kept");
+  });
+
+  test("bad dependencies and a bad transport are refused before anything is sent", async () => {
+    const kernel = new FakeKernel();
+    const proc = kernel.enableProcEvents();
+    await assert.rejects(ProcMonitor.over(kernel.socket(), {}, { clock: 1 } as never), /unknown key "clock"/);
+    await assert.rejects(ProcMonitor.over(kernel.socket(), {}, { list: [1] } as never), TypeError);
+    await assert.rejects(ProcMonitor.over({ port: 1 } as never), /transport must be a Transport/);
+    assert.deepEqual(proc.ops, []);
   });
 });

@@ -268,7 +268,11 @@ describe("process events from the real kernel", () => {
     // From bind() on, the socket gets every process event another listener makes the kernel send; a
     // 4 KiB buffer is full within microseconds under this load, so the kernel's ack of LISTEN could be
     // dropped, and open() timed out (seen under a parallel fork load). Keep a fork load running and
-    // another listener subscribed, and open small monitors one after another.
+    // another listener subscribed, and open small monitors one after another. The kernel reports an
+    // overrun ahead of what is still queued, so an overrun seen while reading the ack's batch does not
+    // mean the ack was lost: a retry must wait until the socket was read empty (taking the overrun
+    // for a lost ack used up the retries: 5 of 90 opens failed in three runs on Debian's 6.1 under
+    // qemu; 0 of 150 since, both runtimes, 6.1 and 6.12).
     await using _other = await ProcMonitor.open({ events: ["exit"] });
     const load = spawn("sh", [
       "-c",
@@ -279,7 +283,7 @@ describe("process events from the real kernel", () => {
     });
     try {
       await sleep(200);
-      for (let i = 0; i < 10; i++) {
+      for (let i = 0; i < 30; i++) {
         const monitor = await ProcMonitor.open({ rcvbuf: 4096, maxRcvbuf: 0, ackTimeoutMs: 2000 });
         await monitor.close();
       }

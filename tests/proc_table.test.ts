@@ -203,6 +203,28 @@ describe("size", () => {
     assert.equal(table.sweepDue, false);
   });
 
+  test("a zombie found by a reconciling scan leaves once reaped, also when its exit was seen before", () => {
+    const proc = new FakeProc();
+    proc.add(1, 0, 0);
+    proc.add(50, 1, 500);
+    proc.add(51, 1, 510);
+    const table = proc.table();
+    table.scan();
+    // 50 exits (its event taken, the entry removed) and 51 exits unseen; both wait to be reaped.
+    assert.equal(table.apply(exit(50, 600))?.pid, 50);
+    assert.equal(table.get(50), undefined);
+    proc.add(50, 1, 500, { cmdline: [], exe: undefined, missing: ["exe"] }, "Z");
+    proc.add(51, 1, 510, { cmdline: [], exe: undefined, missing: ["exe"] }, "Z");
+    table.lost();
+    table.sweep();
+    assert.ok(table.get(50) && table.get(51), "zombies are processes until reaped");
+    for (const pid of [50, 51]) proc.gone(pid);
+    table.sweep();
+    assert.equal(table.get(50), undefined, "the zombie the scan added leaves once reaped");
+    assert.equal(table.get(51), undefined, "the zombie whose exit was lost leaves once reaped");
+    assert.equal(table.sweepDue, false);
+  });
+
   test("a zombie found by the scan leaves at the first sweep after it is reaped", () => {
     const proc = new FakeProc();
     proc.add(1, 0, 0);

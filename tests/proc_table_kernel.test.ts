@@ -334,10 +334,16 @@ describe("the table stays bounded", () => {
       const table = rec.monitor.processes!;
       assert.ok(rec.monitor.stats.overruns > 0, "the storm overran a 4 KiB buffer");
       const stale = () => [...table].filter((p) => !existsSync(`/proc/${p.pid}`));
-      const before = stale().length;
-      await waitFor(() => stale().length <= 3, "the entries of processes that are gone to leave", { timeoutMs: 15_000 })
-        .catch(() => assert.fail(`${stale().length} entries of processes gone (${before} right after the storm)`));
-      assert.ok(table.size <= readdirCount() + 10, `table ${table.size}, /proc ${readdirCount()}`);
+      // The entries of processes gone right after the storm must leave. (On a host with other work
+      // forking meanwhile, new ones come and go within the grace window: they are not counted.)
+      const gone = stale();
+      const left = () => gone.filter((p) => table.get(p.pid) && !existsSync(`/proc/${p.pid}`));
+      await waitFor(() => left().length === 0, "the entries of processes that are gone to leave", { timeoutMs: 15_000 })
+        .catch(() => assert.fail(`${left().length} of ${gone.length} entries of processes gone are still there`));
+      await waitFor(() => table.size <= readdirCount() + 10, "the table to be no larger than /proc", {
+        timeoutMs: 15_000,
+      })
+        .catch(() => assert.fail(`table ${table.size}, /proc ${readdirCount()}`));
     } finally {
       await rec.close();
     }
@@ -355,11 +361,14 @@ describe("names are the process's own, or left out", () => {
     try {
       const tasks = spawn(tasksBinary(), ["thread-fork"], { stdio: ["ignore", "pipe", "inherit"] });
       const child = await firstNumber(tasks);
-      await exited(tasks);
+      // The thread waits for its child: kill the child only once the fork was seen (a 100 ms child
+      // was gone with its thread before a monitor on a loaded host read the thread's name).
       const fork = await rec.until(
         (items) => items.find((e) => e.type === "fork" && e.childPid === child),
         "the fork of the thread's child",
       );
+      process.kill(child, "SIGKILL");
+      await exited(tasks);
       assert.ok(fork.type === "fork" && fork.parentPid !== fork.parentTgid, "forked by a thread");
       assert.equal(fork.process?.comm, "cnlink-worker");
     } finally {

@@ -140,6 +140,24 @@ describe("procmon permissions", () => {
     assert.equal(exec?.process?.cmdline?.at(-1), "0.3");
     assert.equal(exec?.process?.user, "root");
   }, 60_000);
+  kernelTest(
+    "on Deno, --allow-ffi alone is enough for ECS documents' group names (/etc/group read through libc)",
+    async () => {
+      const deno = join(import.meta.dirname!, "..", "node_modules", ".bin", "deno");
+      const args = ["run", "--allow-ffi", "cli/procmon.ts", "--format", "ecs", "-e", "exec"];
+      const procmon = await Procmon.start([], [deno, args]);
+      const pid = await procmon.repeatUntil(
+        () => runToEnd("sleep", ["0.3"]),
+        (pid, out) => out.includes(`"pid":${pid},`),
+      );
+      const { code, signal, stdout, stderr } = await procmon.stop();
+      assert.ok(code === 0 || signal === "SIGINT", `exit ${code} ${signal}: ${stderr}`);
+      const doc = stdout.trim().split("\n").map((l) => JSON.parse(l)).find((d) => d.process?.pid === pid);
+      assert.deepEqual(doc?.process?.group, { id: "0", name: "root" });
+      assert.equal(doc?.process?.user?.name, "root");
+    },
+    60_000,
+  );
 });
 
 describe("Deno's FFI permission", () => {

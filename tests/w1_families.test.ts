@@ -45,12 +45,12 @@ const serialOnly = (name: string): FakeW1Device => ({
   read: (n) => new Uint8Array(n).fill(0xff),
 });
 
-function setup(devices: FakeW1Device[]) {
+async function setup(devices: FakeW1Device[]) {
   const kernel = new FakeKernel();
   const w1 = kernel.enableW1({ slaveTtl: 1 });
   const master = w1.addMaster();
   for (const d of devices) w1.plug(master, d);
-  const bus = kernel.openW1Bus();
+  const bus = await kernel.openW1Bus();
   return { kernel, w1, master, bus };
 }
 
@@ -59,7 +59,7 @@ const THERMO = "28-000000000001";
 describe("DS18B20 in full (fake)", () => {
   test("resolution: set, read back, persisted over a power cycle only when asked; conversion time follows", async () => {
     const thermo = fakeDs18b20(THERMO, { celsius: 23.4375 });
-    const { master, bus } = setup([thermo, serialOnly("01-000000000002")]);
+    const { master, bus } = await setup([thermo, serialOnly("01-000000000002")]);
     await bus.search(master);
     assert.equal(await getResolution(bus, THERMO), 12);
     await setResolution(bus, THERMO, 9);
@@ -84,7 +84,7 @@ describe("DS18B20 in full (fake)", () => {
 
   test("the power-on value is POWER_ON, never 85 °C; a converted 85 °C is a reading", async () => {
     const thermo = fakeDs18b20(THERMO, { celsius: 85 });
-    const { master, bus } = setup([thermo]);
+    const { master, bus } = await setup([thermo]);
     await bus.search(master);
     const err = await readTemperature(bus, THERMO, { convert: false }).then(() => null, (e) => e);
     assert.equal((err as W1Error)?.code, "POWER_ON", String(err));
@@ -99,7 +99,7 @@ describe("DS18B20 in full (fake)", () => {
 
   test("READ POWER SUPPLY tells parasite from external power", async () => {
     const thermo = fakeDs18b20(THERMO);
-    const { master, bus } = setup([thermo, serialOnly("01-000000000002")]);
+    const { master, bus } = await setup([thermo, serialOnly("01-000000000002")]);
     await bus.search(master);
     assert.equal(await readPowerSupply(bus, THERMO), "external");
     thermo.parasite = true;
@@ -110,7 +110,7 @@ describe("DS18B20 in full (fake)", () => {
   test("readTemperatures: N sensors in one conversion time; CRC errors retried and counted per sensor", async () => {
     const sensors = Array.from({ length: 8 }, (_, i) => fakeDs18b20(`28-0000000000${(i + 16).toString(16)}`));
     sensors.forEach((s, i) => (s.celsius = 20 + i / 16));
-    const { master, bus } = setup([...sensors, serialOnly("01-000000000002")]);
+    const { master, bus } = await setup([...sensors, serialOnly("01-000000000002")]);
     await bus.search(master);
     sensors[3].badCrcReads = 1;
     sensors[5].badCrcReads = 9;
@@ -138,7 +138,7 @@ describe("DS18B20 in full (fake)", () => {
 describe("switches, battery monitor and counter (fake)", () => {
   test("DS2413: pins and latches read and written, a pin held low outside", async () => {
     const pio = fakeDs2413("3a-000000000001");
-    const { master, bus } = setup([pio, serialOnly("01-000000000002")]);
+    const { master, bus } = await setup([pio, serialOnly("01-000000000002")]);
     await bus.search(master);
     const s0 = await readDs2413(bus, "3a-000000000001");
     assert.deepEqual([s0.pioA, s0.latchA, s0.pioB, s0.latchB, s0.attempts], [true, true, true, true, 1]);
@@ -156,7 +156,7 @@ describe("switches, battery monitor and counter (fake)", () => {
 
   test("DS2408: registers with CRC16, output, activity and control", async () => {
     const pio = fakeDs2408("29-000000000001");
-    const { master, bus } = setup([pio, serialOnly("01-000000000002")]);
+    const { master, bus } = await setup([pio, serialOnly("01-000000000002")]);
     await bus.search(master);
     const r0 = await readDs2408(bus, "29-000000000001");
     assert.deepEqual([r0.state, r0.output, r0.activity, r0.control], [0xff, 0xff, 0, 0x88]);
@@ -173,7 +173,7 @@ describe("switches, battery monitor and counter (fake)", () => {
 
   test("DS2438: temperature, VAD, VDD, current, offset, IAD; humidity from VAD", async () => {
     const battery = fakeDs2438("26-000000000001", { celsius: 23.5, vad: 2.4, vdd: 4.98, current: -123 });
-    const { master, bus } = setup([battery, serialOnly("01-000000000002")]);
+    const { master, bus } = await setup([battery, serialOnly("01-000000000002")]);
     await bus.search(master);
     const r = await readDs2438(bus, "26-000000000001");
     assert.deepEqual([r.celsius, r.vad, r.vdd, r.current], [23.5, 2.4, 4.98, -123]);
@@ -192,7 +192,7 @@ describe("switches, battery monitor and counter (fake)", () => {
 
   test("DS2423: the four counters of pages 12..15, every page's CRC16 checked", async () => {
     const counter = fakeDs2423("1d-000000000001");
-    const { master, bus } = setup([counter, serialOnly("01-000000000002")]);
+    const { master, bus } = await setup([counter, serialOnly("01-000000000002")]);
     await bus.search(master);
     counter.counters.splice(12, 4, 7, 65_536, 123_456_789, 0xfffffffe);
     counter.memory.fill(0x5a);
@@ -205,7 +205,7 @@ describe("switches, battery monitor and counter (fake)", () => {
 
 describe("hot-plug by periodic search (fake)", () => {
   test("watchSlaves reports devices plugged in and pulled out within one interval", async () => {
-    const { w1, master, bus } = setup([serialOnly("01-000000000002")]);
+    const { w1, master, bus } = await setup([serialOnly("01-000000000002")]);
     await bus.search(master);
     const stop = new AbortController();
     const changes = watchSlaves(bus, master, { intervalMs: 20, signal: stop.signal });

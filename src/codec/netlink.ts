@@ -129,9 +129,6 @@ export function encodeNetlinkHeader(bytes: Uint8Array, header: NetlinkHeader, of
 
 /** `AF_NETLINK`: the netlink address family. */
 export const AF_NETLINK = 16;
-/** Size of `struct sockaddr_nl` (12 bytes, not 16). */
-export const SOCKADDR_NL_LEN = 12;
-
 /*
  * struct sockaddr_nl {
  *   __kernel_sa_family_t nl_family;  // 0..2  AF_NETLINK
@@ -140,6 +137,14 @@ export const SOCKADDR_NL_LEN = 12;
  *   __u32                nl_groups;  // 8..12 bit (g-1) = group g
  * };
  */
+/**
+ * Byte offsets of `struct sockaddr_nl`'s fields, and its size (internal: the socket and the
+ * recvmmsg() batch read senders' addresses in place through it).
+ */
+export const SOCKADDR_NL = { family: 0, pad: 2, pid: 4, groups: 8, size: 12 } as const;
+
+/** Size of `struct sockaddr_nl` (12 bytes, not 16). */
+export const SOCKADDR_NL_LEN: number = SOCKADDR_NL.size;
 
 /** A netlink address: a port id and a multicast group bitmask. */
 export interface NetlinkAddress {
@@ -166,12 +171,12 @@ export interface NetlinkAddress {
  */
 export function encodeSockaddrNl(address: NetlinkAddress, out?: Uint8Array): Uint8Array {
   const bytes = out ?? new Uint8Array(SOCKADDR_NL_LEN);
-  if (bytes.byteLength < SOCKADDR_NL_LEN) throw new RangeError("sockaddr_nl needs 12 bytes");
+  if (bytes.byteLength < SOCKADDR_NL_LEN) throw new RangeError(`sockaddr_nl needs ${SOCKADDR_NL_LEN} bytes`);
   const view = viewOf(bytes);
-  view.setUint16(0, AF_NETLINK, LITTLE_ENDIAN);
-  view.setUint16(2, 0, LITTLE_ENDIAN);
-  view.setUint32(4, checkU32("nl_pid", address.port), LITTLE_ENDIAN);
-  view.setUint32(8, checkU32("nl_groups", address.groups), LITTLE_ENDIAN);
+  view.setUint16(SOCKADDR_NL.family, AF_NETLINK, LITTLE_ENDIAN);
+  view.setUint16(SOCKADDR_NL.pad, 0, LITTLE_ENDIAN);
+  view.setUint32(SOCKADDR_NL.pid, checkU32("nl_pid", address.port), LITTLE_ENDIAN);
+  view.setUint32(SOCKADDR_NL.groups, checkU32("nl_groups", address.groups), LITTLE_ENDIAN);
   return bytes;
 }
 
@@ -196,9 +201,12 @@ export function decodeSockaddrNl(bytes: Uint8Array): NetlinkAddress {
     throw new DecodeError("sockaddr_nl", 0, `needs ${SOCKADDR_NL_LEN} bytes, got ${bytes.byteLength}`);
   }
   const view = viewOf(bytes);
-  const family = view.getUint16(0, LITTLE_ENDIAN);
+  const family = view.getUint16(SOCKADDR_NL.family, LITTLE_ENDIAN);
   if (family !== AF_NETLINK) throw new DecodeError("sockaddr_nl", 0, `family ${family} is not AF_NETLINK`);
-  return { port: view.getUint32(4, LITTLE_ENDIAN), groups: view.getUint32(8, LITTLE_ENDIAN) };
+  return {
+    port: view.getUint32(SOCKADDR_NL.pid, LITTLE_ENDIAN),
+    groups: view.getUint32(SOCKADDR_NL.groups, LITTLE_ENDIAN),
+  };
 }
 
 /** Throws a RangeError unless `value` is an integer in 0..2^32-1. */

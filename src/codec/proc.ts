@@ -12,11 +12,94 @@ import { LITTLE_ENDIAN } from "./netlink.ts";
  *   __u32 what;                     // 0..4
  *   __u32 cpu;                      // 4..8
  *   __u64 timestamp_ns;             // 8..16  CLOCK_MONOTONIC
- *   union { ... } event_data;       // 16..40 (each member's fields: src/proc/event.ts)
+ *   union { ... } event_data;       // 16..40 (each member's fields: PROC_EVENT_DATA below)
  * };
  */
 /** Byte offsets of `struct proc_event`'s fields, and its size. */
 export const PROC_EVENT = { what: 0, cpu: 4, timestamp: 8, data: 16, size: 40 } as const;
+
+/**
+ * How one member of `event_data` is stored: a `__kernel_pid_t` or `int` (`i32`), a `__u32` or
+ * `__kernel_[ug]id_t` (`u32`), or `char comm[16]` (`comm`: NUL-padded bytes).
+ */
+export type ProcEventFieldKind = "i32" | "u32" | "comm";
+
+/** One member of an `event_data` union member: where it sits (from the union's start) and how it is stored. */
+export interface ProcEventField {
+  /** Byte offset from the start of `event_data` (byte 16 of the proc_event). */
+  readonly offset: number;
+  /** How it is stored. */
+  readonly kind: ProcEventFieldKind;
+  /** Bytes it takes: 4, or 16 for `comm`. */
+  readonly size: number;
+  /** Added to the kernel after the member itself: an event without it is accepted and it reads as 0. */
+  readonly optional?: true;
+}
+
+const i32 = (offset: number) => ({ offset, kind: "i32", size: 4 }) as const;
+const u32 = (offset: number) => ({ offset, kind: "u32", size: 4 }) as const;
+const later = <F extends ProcEventField>(field: F) => ({ ...field, optional: true }) as const;
+
+/*
+ * union {                                                           // event_data, at byte 16
+ *   struct { __u32 err; } ack;                                      // what = NONE
+ *   struct fork_proc_event { __kernel_pid_t parent_pid, parent_tgid, child_pid, child_tgid; } fork;
+ *   struct exec_proc_event { __kernel_pid_t process_pid, process_tgid; } exec;
+ *   struct id_proc_event { __kernel_pid_t process_pid, process_tgid;
+ *                          union { __u32 ruid; __u32 rgid; } r; union { __u32 euid; __u32 egid; } e; } id;
+ *   struct sid_proc_event { __kernel_pid_t process_pid, process_tgid; } sid;
+ *   struct ptrace_proc_event { __kernel_pid_t process_pid, process_tgid, tracer_pid, tracer_tgid; } ptrace;
+ *   struct comm_proc_event { __kernel_pid_t process_pid, process_tgid; char comm[16]; } comm;
+ *   struct coredump_proc_event { __kernel_pid_t process_pid, process_tgid, parent_pid, parent_tgid; } coredump;
+ *   struct exit_proc_event { __kernel_pid_t process_pid, process_tgid; __u32 exit_code, exit_signal;
+ *                            __kernel_pid_t parent_pid, parent_tgid; } exit;
+ * } event_data;
+ * coredump's and exit's parent_pid/parent_tgid came later (Linux 4.x); events without them are 32
+ * bytes. exit_signal is a __u32 that holds -1 for threads, so it is read as signed.
+ */
+/**
+ * The members of `proc_event.event_data` for each event type, named as the decoded events name them
+ * (`src/proc/event.ts`): the one place their layout is written. It drives the encoder and the
+ * minimum sizes ({@linkcode PROC_EVENT_MIN_DATA}); the decoder reads its offsets through named
+ * constants taken from it.
+ */
+export const PROC_EVENT_DATA = {
+  ack: { err: u32(0) },
+  fork: { parentPid: i32(0), parentTgid: i32(4), childPid: i32(8), childTgid: i32(12) },
+  exec: { pid: i32(0), tgid: i32(4) },
+  uid: { pid: i32(0), tgid: i32(4), ruid: u32(8), euid: u32(12) },
+  gid: { pid: i32(0), tgid: i32(4), rgid: u32(8), egid: u32(12) },
+  sid: { pid: i32(0), tgid: i32(4) },
+  ptrace: { pid: i32(0), tgid: i32(4), tracerPid: i32(8), tracerTgid: i32(12) },
+  comm: { pid: i32(0), tgid: i32(4), comm: { offset: 8, kind: "comm", size: 16 } },
+  coredump: { pid: i32(0), tgid: i32(4), parentPid: later(i32(8)), parentTgid: later(i32(12)) },
+  exit: {
+    pid: i32(0),
+    tgid: i32(4),
+    exitCode: u32(8),
+    exitSignal: i32(12),
+    parentPid: later(i32(16)),
+    parentTgid: later(i32(20)),
+  },
+} as const satisfies Record<string, Record<string, ProcEventField>>;
+
+/** The event types of {@linkcode PROC_EVENT_DATA} (the ack included). */
+export type ProcEventDataType = keyof typeof PROC_EVENT_DATA;
+
+/**
+ * The fewest `event_data` bytes each type is decoded from: up to the end of its last member that is
+ * not optional, where a `comm` needs one byte of its name. Derived from {@linkcode PROC_EVENT_DATA}.
+ */
+export const PROC_EVENT_MIN_DATA: Readonly<Record<ProcEventDataType, number>> = Object.fromEntries(
+  Object.entries(PROC_EVENT_DATA).map(([type, fields]) => [
+    type,
+    Math.max(
+      ...Object.values(fields as Record<string, ProcEventField>)
+        .filter((f) => !f.optional)
+        .map((f) => f.offset + (f.kind === "comm" ? 1 : f.size)),
+    ),
+  ]),
+) as Record<ProcEventDataType, number>;
 
 /*
  * One process event as the kernel multicasts it: a datagram of exactly 76 bytes,

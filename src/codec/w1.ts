@@ -18,7 +18,15 @@ import { LITTLE_ENDIAN } from "./netlink.ts";
  * };
  */
 /** Byte offsets of `struct w1_netlink_msg`, and its size without data. */
-export const W1_MSG = { type: 0, status: 1, len: 2, id: 4, data: 12, size: 12 } as const;
+export const W1_NETLINK_MSG = { type: 0, status: 1, len: 2, id: 4, data: 12, size: 12 } as const;
+
+/**
+ * The offsets of `struct w1_netlink_msg`.
+ *
+ * @deprecated Use {@linkcode W1_NETLINK_MSG}: `W1_MSG` read like the kernel's message-type enum,
+ * which is {@linkcode W1_MESSAGE}.
+ */
+export const W1_MSG: typeof W1_NETLINK_MSG = W1_NETLINK_MSG;
 
 /*
  * struct w1_netlink_cmd {
@@ -29,7 +37,15 @@ export const W1_MSG = { type: 0, status: 1, len: 2, id: 4, data: 12, size: 12 } 
  * };
  */
 /** Byte offsets of `struct w1_netlink_cmd`, and its size without data. */
-export const W1_CMD = { cmd: 0, res: 1, len: 2, data: 4, size: 4 } as const;
+export const W1_NETLINK_CMD = { cmd: 0, res: 1, len: 2, data: 4, size: 4 } as const;
+
+/**
+ * The offsets of `struct w1_netlink_cmd`.
+ *
+ * @deprecated Use {@linkcode W1_NETLINK_CMD}: the kernel's `W1_CMD_*` names the command enum, which
+ * is {@linkcode W1_COMMAND}.
+ */
+export const W1_CMD: typeof W1_NETLINK_CMD = W1_NETLINK_CMD;
 
 /** `enum w1_netlink_message_types`. */
 export const W1_MESSAGE = {
@@ -57,6 +73,160 @@ export const W1_COMMAND = {
 
 /** `W1_CN_BUNDLE`: the cn_msg flag asking the kernel to bundle replies into fewer datagrams. */
 export const W1_CN_BUNDLE = 1;
+
+/*
+ * What goes on the wire after a reset: a ROM function command (the w1 core sends MATCH ROM and the
+ * id itself for a SLAVE_CMD), then a device's function command and its arguments. The opcodes
+ * below are the datasheets' (Maxim/Analog Devices); a device helper names them from here.
+ */
+/**
+ * ROM function commands every 1-Wire device understands (datasheets: "ROM Commands").
+ *
+ * @example Start a conversion on every thermometer of a bus at once
+ * ```ts
+ * import { DS18B20_COMMAND, W1_ROM_COMMAND } from "@cnlink/connector/w1";
+ * import assert from "node:assert/strict";
+ *
+ * const broadcast = [W1_ROM_COMMAND.SKIP_ROM, DS18B20_COMMAND.CONVERT_T];
+ * assert.deepEqual(broadcast, [0xcc, 0x44]);
+ * ```
+ */
+export const W1_ROM_COMMAND = {
+  SEARCH_ROM: 0xf0,
+  READ_ROM: 0x33,
+  MATCH_ROM: 0x55,
+  SKIP_ROM: 0xcc,
+  ALARM_SEARCH: 0xec,
+} as const;
+
+/**
+ * DS18B20 (and DS18S20, DS1822, DS28EA00) function commands.
+ *
+ * @example
+ * ```ts
+ * import { DS18B20_COMMAND } from "@cnlink/connector/w1";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DS18B20_COMMAND.READ_SCRATCHPAD, 0xbe);
+ * ```
+ */
+export const DS18B20_COMMAND = {
+  CONVERT_T: 0x44,
+  WRITE_SCRATCHPAD: 0x4e,
+  READ_SCRATCHPAD: 0xbe,
+  COPY_SCRATCHPAD: 0x48,
+  RECALL_E2: 0xb8,
+  READ_POWER_SUPPLY: 0xb4,
+} as const;
+
+/**
+ * DS2431 (1 kbit EEPROM) memory function commands.
+ *
+ * @example
+ * ```ts
+ * import { DS2431_COMMAND } from "@cnlink/connector/w1";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DS2431_COMMAND.READ_MEMORY, 0xf0);
+ * ```
+ */
+export const DS2431_COMMAND = {
+  WRITE_SCRATCHPAD: 0x0f,
+  READ_SCRATCHPAD: 0xaa,
+  COPY_SCRATCHPAD: 0x55,
+  READ_MEMORY: 0xf0,
+} as const;
+
+/**
+ * DS2423 (RAM with counters) memory function commands (the helpers use only the counter read).
+ *
+ * @example
+ * ```ts
+ * import { DS2423_COMMAND } from "@cnlink/connector/w1";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DS2423_COMMAND.READ_MEMORY_COUNTER, 0xa5);
+ * ```
+ */
+export const DS2423_COMMAND = {
+  WRITE_SCRATCHPAD: 0x0f,
+  READ_SCRATCHPAD: 0xaa,
+  COPY_SCRATCHPAD: 0x5a,
+  READ_MEMORY: 0xf0,
+  READ_MEMORY_COUNTER: 0xa5,
+} as const;
+
+/**
+ * DS2438 (smart battery monitor) function commands; scratchpad commands take a page number.
+ *
+ * @example
+ * ```ts
+ * import { DS2438_COMMAND } from "@cnlink/connector/w1";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DS2438_COMMAND.CONVERT_V, 0xb4);
+ * ```
+ */
+export const DS2438_COMMAND = {
+  CONVERT_T: 0x44,
+  CONVERT_V: 0xb4,
+  WRITE_SCRATCHPAD: 0x4e,
+  READ_SCRATCHPAD: 0xbe,
+  COPY_SCRATCHPAD: 0x48,
+  RECALL_MEMORY: 0xb8,
+} as const;
+
+/**
+ * DS2413 (dual-channel switch) function commands.
+ *
+ * @example
+ * ```ts
+ * import { DS2413_COMMAND } from "@cnlink/connector/w1";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DS2413_COMMAND.PIO_ACCESS_READ, 0xf5);
+ * ```
+ */
+export const DS2413_COMMAND = {
+  PIO_ACCESS_READ: 0xf5,
+  PIO_ACCESS_WRITE: 0x5a,
+} as const;
+
+/**
+ * DS2408 (8-channel switch) function commands, and the addresses of the registers they name.
+ *
+ * @example
+ * ```ts
+ * import { DS2408_COMMAND } from "@cnlink/connector/w1";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(DS2408_COMMAND.CHANNEL_ACCESS_WRITE, 0x5a);
+ * ```
+ */
+export const DS2408_COMMAND = {
+  READ_PIO_REGISTERS: 0xf0,
+  CHANNEL_ACCESS_READ: 0xf5,
+  CHANNEL_ACCESS_WRITE: 0x5a,
+  WRITE_CONDITIONAL_SEARCH_REGISTER: 0xcc,
+  RESET_ACTIVITY_LATCHES: 0xc3,
+  /** Address of the PIO logic state register, the first of the registers READ PIO REGISTERS gives. */
+  PIO_LOGIC_STATE_ADDRESS: 0x88,
+  /** Address of the control/status register. */
+  CONTROL_STATUS_ADDRESS: 0x8d,
+} as const;
+
+/**
+ * The byte a DS2413 or DS2408 sends back after a PIO write or RESET ACTIVITY LATCHES it carried out.
+ *
+ * @example
+ * ```ts
+ * import { W1_CONFIRMATION } from "@cnlink/connector/w1";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(W1_CONFIRMATION, 0xaa);
+ * ```
+ */
+export const W1_CONFIRMATION = 0xaa;
 
 /** One `w1_netlink_cmd`. */
 export interface W1NetlinkCommand {
@@ -120,35 +290,35 @@ export function encodeW1Messages(
   for (const m of messages) {
     if (m.id.byteLength !== 8) throw new RangeError(`a w1 id is 8 bytes, got ${m.id.byteLength}`);
     const body = m.commands?.length
-      ? m.commands.reduce((n, c) => n + W1_CMD.size + c.data.byteLength, 0)
+      ? m.commands.reduce((n, c) => n + W1_NETLINK_CMD.size + c.data.byteLength, 0)
       : m.data?.byteLength ?? 0;
     if (body > 0xffff) throw new RangeError(`a w1_netlink_msg carries at most 65535 bytes, got ${body}`);
     for (const c of m.commands ?? []) {
       if (c.data.byteLength > 0xffff) throw new RangeError(`a w1_netlink_cmd carries at most 65535 bytes`);
     }
-    size += W1_MSG.size + body;
+    size += W1_NETLINK_MSG.size + body;
   }
   const out = new Uint8Array(size);
   const view = new DataView(out.buffer);
   let at = 0;
   for (const m of messages) {
     const start = at;
-    out[at + W1_MSG.type] = m.type;
-    out[at + W1_MSG.status] = m.status ?? 0;
-    out.set(m.id, at + W1_MSG.id);
-    at += W1_MSG.size;
+    out[at + W1_NETLINK_MSG.type] = m.type;
+    out[at + W1_NETLINK_MSG.status] = m.status ?? 0;
+    out.set(m.id, at + W1_NETLINK_MSG.id);
+    at += W1_NETLINK_MSG.size;
     if (m.commands?.length) {
       for (const c of m.commands) {
-        out[at + W1_CMD.cmd] = c.cmd;
-        view.setUint16(at + W1_CMD.len, c.data.byteLength, LITTLE_ENDIAN);
-        out.set(c.data, at + W1_CMD.data);
-        at += W1_CMD.size + c.data.byteLength;
+        out[at + W1_NETLINK_CMD.cmd] = c.cmd;
+        view.setUint16(at + W1_NETLINK_CMD.len, c.data.byteLength, LITTLE_ENDIAN);
+        out.set(c.data, at + W1_NETLINK_CMD.data);
+        at += W1_NETLINK_CMD.size + c.data.byteLength;
       }
     } else if (m.data) {
       out.set(m.data, at);
       at += m.data.byteLength;
     }
-    view.setUint16(start + W1_MSG.len, at - start - W1_MSG.size, LITTLE_ENDIAN);
+    view.setUint16(start + W1_NETLINK_MSG.len, at - start - W1_NETLINK_MSG.size, LITTLE_ENDIAN);
   }
   return out;
 }
@@ -172,42 +342,45 @@ export function decodeW1Messages(data: Uint8Array): W1NetlinkMessage[] {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const out: W1NetlinkMessage[] = [];
   for (let at = 0; at < data.byteLength;) {
-    if (data.byteLength - at < W1_MSG.size) {
-      throw new DecodeError("w1_netlink_msg", at, `needs ${W1_MSG.size} bytes, ${data.byteLength - at} remain`);
+    if (data.byteLength - at < W1_NETLINK_MSG.size) {
+      throw new DecodeError("w1_netlink_msg", at, `needs ${W1_NETLINK_MSG.size} bytes, ${data.byteLength - at} remain`);
     }
-    const len = view.getUint16(at + W1_MSG.len, LITTLE_ENDIAN);
-    const end = at + W1_MSG.size + len;
+    const len = view.getUint16(at + W1_NETLINK_MSG.len, LITTLE_ENDIAN);
+    const end = at + W1_NETLINK_MSG.size + len;
     if (end > data.byteLength) {
       throw new DecodeError(
         "w1_netlink_msg",
         at,
-        `len ${len} runs past the end (${data.byteLength - at - W1_MSG.size} remain)`,
+        `len ${len} runs past the end (${data.byteLength - at - W1_NETLINK_MSG.size} remain)`,
       );
     }
-    const type = data[at + W1_MSG.type];
-    const body = data.subarray(at + W1_MSG.data, end);
+    const type = data[at + W1_NETLINK_MSG.type];
+    const body = data.subarray(at + W1_NETLINK_MSG.data, end);
     const commands: W1NetlinkCommand[] = [];
     if (type === W1_MESSAGE.MASTER_CMD || type === W1_MESSAGE.SLAVE_CMD) {
-      for (let c = at + W1_MSG.data; c < end;) {
-        if (end - c < W1_CMD.size) {
-          throw new DecodeError("w1_netlink_cmd", c, `needs ${W1_CMD.size} bytes, ${end - c} remain`);
+      for (let c = at + W1_NETLINK_MSG.data; c < end;) {
+        if (end - c < W1_NETLINK_CMD.size) {
+          throw new DecodeError("w1_netlink_cmd", c, `needs ${W1_NETLINK_CMD.size} bytes, ${end - c} remain`);
         }
-        const clen = view.getUint16(c + W1_CMD.len, LITTLE_ENDIAN);
-        if (c + W1_CMD.size + clen > end) {
+        const clen = view.getUint16(c + W1_NETLINK_CMD.len, LITTLE_ENDIAN);
+        if (c + W1_NETLINK_CMD.size + clen > end) {
           throw new DecodeError(
             "w1_netlink_cmd",
             c,
-            `len ${clen} runs past its message (${end - c - W1_CMD.size} remain)`,
+            `len ${clen} runs past its message (${end - c - W1_NETLINK_CMD.size} remain)`,
           );
         }
-        commands.push({ cmd: data[c + W1_CMD.cmd], data: data.subarray(c + W1_CMD.data, c + W1_CMD.data + clen) });
-        c += W1_CMD.size + clen;
+        commands.push({
+          cmd: data[c + W1_NETLINK_CMD.cmd],
+          data: data.subarray(c + W1_NETLINK_CMD.data, c + W1_NETLINK_CMD.data + clen),
+        });
+        c += W1_NETLINK_CMD.size + clen;
       }
     }
     out.push({
       type,
-      status: data[at + W1_MSG.status],
-      id: data.subarray(at + W1_MSG.id, at + W1_MSG.data),
+      status: data[at + W1_NETLINK_MSG.status],
+      id: data.subarray(at + W1_NETLINK_MSG.id, at + W1_NETLINK_MSG.data),
       commands,
       data: body,
     });

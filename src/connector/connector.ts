@@ -10,12 +10,14 @@ import { MAX_DATA_TO_KERNEL } from "../codec/constants.ts";
 import type { NetlinkAddress } from "../codec/netlink.ts";
 import type { MessageStream } from "../core/message_stream.ts";
 import { Receiver } from "../core/receiver.ts";
+import { InFlightLimit, type InFlightTicket } from "../core/in_flight.ts";
 import type { MessageSource, ReceiveBufferSize } from "../core/types.ts";
 import { ClosedError, Errno, NetlinkError, TimeoutError } from "../errors.ts";
 import { loadLibc } from "../ffi/load.ts";
 import { describeAddress, NetlinkSocket } from "../socket/netlink_socket.ts";
-import { groupBit, type Transport } from "../socket/transport.ts";
+import { checkTransport, groupBit, type Transport } from "../socket/transport.ts";
 import {
+  checkBytes,
   checkCount,
   checkFunction,
   checkGroup,
@@ -32,8 +34,10 @@ import type {
   CallbackRegistration,
   ConnectorMessage,
   ConnectorOptions,
+  ConnectorOverOptions,
   ConnectorStats,
   Destination,
+  MessageInput,
   MessagesOptions,
   RequestAllOptions,
   RequestOptions,
@@ -73,6 +77,10 @@ const OPEN_KEYS = [
   "maxInFlight",
   "whenBusy",
 ] as const satisfies readonly (keyof ConnectorOptions)[];
+/** The keys of `Connector.over`'s options: how the socket is bound is the transport's business. */
+const OVER_KEYS = OPEN_KEYS.filter((k) => k !== "groups" && k !== "port" && k !== "libcPath") as readonly (
+  keyof ConnectorOverOptions
+)[];
 const SEND_KEYS = ["to"] as const satisfies readonly (keyof SendOptions)[];
 const REQUEST_KEYS = ["to", "timeoutMs", "signal", "match"] as const satisfies readonly (keyof RequestOptions)[];
 const REQUEST_ALL_KEYS = [...REQUEST_KEYS, "until"] as const satisfies readonly (keyof RequestAllOptions)[];
@@ -86,7 +94,10 @@ const MESSAGES_KEYS = ["id", "signal"] as const satisfies readonly (keyof Messag
  * @throws {RangeError} a group outside 1..32, a port, rcvbuf or limit out of range
  */
 export function checkConnectorOptions(options: ConnectorOptions | undefined): ConnectorOptions {
-  const opts = checkOptions("Connector options", options, OPEN_KEYS);
+  return checkOptionValues(checkOptions("Connector options", options, OPEN_KEYS));
+}
+
+function checkOptionValues(opts: ConnectorOptions): ConnectorOptions {
   checkGroups(opts.groups);
   checkCount(opts.port, "port", 0, 0xffffffff);
   checkCount(opts.rcvbuf, "rcvbuf", 1, 0x7fffffff);
@@ -124,6 +135,14 @@ function addressOf(to: Destination | undefined): NetlinkAddress {
   throw new TypeError(shape);
 }
 
+/** The message with its data as bytes: an array of bytes is checked and copied; the rest is encodeMessage's to check. */
+function withBytes(message: MessageInput): MessageInit {
+  if (typeof message === "object" && message !== null && Array.isArray(message.data)) {
+    return { ...message, data: checkBytes(message.data, "message.data") };
+  }
+  return message as MessageInit;
+}
+
 /** Checks the options `request` and `requestAll` share. */
 function checkRequestOptions(opts: RequestOptions): void {
   checkTimeout(opts.timeoutMs);
@@ -155,9 +174,8 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
   readonly #pending = new Set<Pending>();
   readonly #subscribers = new Set<Subscriber>();
   readonly #counts = { callbackErrors: 0, unhandled: 0 };
-  readonly #waitingForSlot: (() => void)[] = [];
+  readonly #limit: InFlightLimit;
   #requested: number | undefined;
-  #inFlight = 0;
   #nextHandle = 1;
   #nextSeq = Math.floor(Math.random() * 0x7fffffff);
 
@@ -165,6 +183,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
   private constructor(transport: Transport, options: ConnectorOptions) {
     this.#options = options;
     this.#requested = options.rcvbuf;
+    this.#limit = new InFlightLimit(options.maxInFlight);
     this.#receiver = new Receiver(transport, {
       wanted: () => this.#handles.size + this.#subscribers.size + this.#pending.size > 0,
       message: (m, source) => this.#deliver(m, source),
@@ -174,7 +193,10 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
             console.warn(`cnlink: receive buffer overrun on port ${this.port}, messages lost (${s.overruns} so far)`));
         report(this.stats);
       },
-      failed: (error) => this.#rejectPending(new ClosedError("wait for a reply", error)),
+      failed: (error) => {
+        this.#limit.pause();
+        this.#rejectPending(new ClosedError("wait for a reply", error));
+      },
     }, { maxQueued: options.maxQueued, maxQueuedBytes: options.maxQueuedBytes, onError: options.onError });
   }
 
@@ -199,6 +221,40 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
     const opts = checkConnectorOptions(options);
     const libc = await loadLibc(opts.libcPath);
     return new Connector(NetlinkSocket.open(libc, opts), opts);
+  }
+
+  /**
+   * Builds a connector over a transport that is already open and bound: the seam the fake kernel and
+   * tests use (`Connector.over(kernel.socket({ groups: [14] }))`), the way `open()` is this over a
+   * real socket. The connector owns the transport from then on: `close()` closes it. Options are
+   * checked as `open()` checks them (before the transport is touched); `rcvbuf` is applied to it.
+   *
+   * @param transport the socket: a `Transport` (see `FakeKernelCore.socket`)
+   * @param options as for `open`, without `groups`, `port` and `libcPath` (the transport's)
+   * @returns the connector
+   * @throws {TypeError} `transport` is not a Transport, an unknown option, a wrong type
+   * @throws {RangeError} an rcvbuf or limit out of range
+   *
+   * @example Over a fake kernel's socket
+   * ```ts
+   * import { Connector } from "@cnlink/connector";
+   * import { FakeKernelCore } from "@cnlink/connector/testing";
+   * import assert from "node:assert/strict";
+   *
+   * const kernel = new FakeKernelCore();
+   * await using conn = await Connector.over(kernel.socket({ groups: [14] }), { maxQueued: 16 });
+   * assert.deepEqual(conn.groups, [14]);
+   * ```
+   */
+  static over(transport: Transport, options?: ConnectorOverOptions): Promise<Connector> {
+    try {
+      const opts = checkOptionValues(checkOptions("Connector.over options", options, OVER_KEYS));
+      checkTransport(transport);
+      if (opts.rcvbuf !== undefined) transport.setReceiveBuffer(opts.rcvbuf);
+      return Promise.resolve(new Connector(transport, opts));
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Our netlink port id (`nl_pid`). */
@@ -269,7 +325,8 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
   /**
    * Sends one message to the kernel (default), a userspace port, or a multicast group.
    *
-   * @param message the cn_msg; `data` may be any typed array, DataView or ArrayBuffer (taken as bytes)
+   * @param message the cn_msg; `data` is a {@linkcode ByteInput}: any typed array, DataView or
+   *   ArrayBuffer (taken as the bytes it covers), or an array of integers 0..255
    * @param options `to: { port }` or `to: { group }`; omitted: the kernel
    * @throws {TypeError} a message without `{ idx, val }` id, data that is not bytes, an unknown option,
    *   the 0.1 `{ port }` / `{ group }` (write `{ to: { port } }` / `{ to: { group } }`), `to` with both
@@ -279,9 +336,9 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * @throws {NetlinkError} the kernel refused: EPERM for ports and groups without CAP_NET_ADMIN,
    *   ECONNREFUSED for a port nobody holds, EAGAIN when the receiving port's buffer is full
    */
-  send(message: MessageInit, options?: SendOptions): void {
+  send(message: MessageInput, options?: SendOptions): void {
     const address = addressOf(checkOptions("send options", options, SEND_KEYS, MOVED_TO).to);
-    const datagram = encodeMessage(message);
+    const datagram = encodeMessage(withBytes(message));
     const size = datagram.byteLength - 36;
     // cn_rx_skb drops a payload (cn_msg header and data) over CONNECTOR_MAX_MSG_SIZE without a word;
     // ports and groups take all 65535 bytes a cn_msg can carry (checked on 6.1, 6.12 and 6.18).
@@ -314,7 +371,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * @throws {NetlinkError} the send failed (see `send`); EAGAIN also when `maxInFlight` requests are
    *   waiting and `whenBusy` is `"fail"`
    */
-  request(message: MessageInit, options?: RequestOptions): Promise<ConnectorMessage> {
+  request(message: MessageInput, options?: RequestOptions): Promise<ConnectorMessage> {
     let opts: RequestOptions;
     try {
       opts = checkOptions("request options", options, REQUEST_KEYS, MOVED_TO);
@@ -345,21 +402,21 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    * import assert from "node:assert/strict";
    *
    * const kernel = new FakeKernel();
-   * kernel.addCallback({ idx: 14, val: 1 }, "twice", (m, ctx) => {
+   * kernel.addCallback({ idx: 14, val: 1 }, "twice", (m) => {
    *   for (const part of [1, 2]) {
    *     kernel.send({ id: m.id, seq: m.seq, ack: m.seq + 1, data: new Uint8Array([part]) }, {
-   *       to: { port: ctx.senderPort },
+   *       to: { port: m.source.port },
    *     });
    *   }
    * });
-   * await using conn = kernel.connect();
+   * await using conn = await kernel.connect();
    * const replies = await conn.requestAll({ id: { idx: 14, val: 1 } }, {
    *   until: (_reply, replies) => replies.length === 2,
    * });
    * assert.deepEqual(replies.map((r) => r.data[0]), [1, 2]);
    * ```
    */
-  requestAll(message: MessageInit, options: RequestAllOptions): Promise<ConnectorMessage[]> {
+  requestAll(message: MessageInput, options: RequestAllOptions): Promise<ConnectorMessage[]> {
     try {
       checkOptions("requestAll options", options, REQUEST_ALL_KEYS, MOVED_TO);
     } catch (err) {
@@ -374,14 +431,16 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
   }
 
   #exchange(
-    message: MessageInit,
+    input: MessageInput,
     opts: RequestOptions,
     until: (reply: ConnectorMessage, replies: ConnectorMessage[]) => boolean,
   ): Promise<ConnectorMessage[]> {
     let address: NetlinkAddress;
+    let message: MessageInit;
     try {
       address = addressOf(opts.to);
       checkRequestOptions(opts);
+      message = withBytes(input);
       encodeMessage(message);
     } catch (err) {
       return Promise.reject(err);
@@ -399,17 +458,13 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
     if (this.#receiver.closed) return Promise.reject(new ClosedError("send a request", this.#receiver.closeReason));
     const where = describeAddress(address);
     return new Promise<ConnectorMessage[]>((resolve, reject) => {
-      let slot = false;
-      let queued: (() => void) | null = null;
+      let ticket: InFlightTicket | null = null;
       const replies: ConnectorMessage[] = [];
       const finish = () => {
         this.#pending.delete(pending);
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
-        const place = queued ? this.#waitingForSlot.indexOf(queued) : -1;
-        if (place >= 0) this.#waitingForSlot.splice(place, 1);
-        if (slot) this.#releaseSlot();
-        slot = false;
+        ticket?.done();
       };
       let sent = false;
       const pending: Pending = {
@@ -449,7 +504,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
       };
       const onAbort = () => pending.reject(signal?.reason);
       const timer = setTimeout(() => {
-        const waited = queued ? ` (it was still waiting for one of ${this.#options.maxInFlight} request slots)` : "";
+        const waited = ticket?.waiting ? ` (it was still waiting for one of ${this.#limit.max} request slots)` : "";
         const got = replies.length
           ? ` (${replies.length} repl${replies.length === 1 ? "y" : "ies"} came, not the last)`
           : "";
@@ -460,11 +515,9 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
       }, timeoutMs);
       signal?.addEventListener("abort", onAbort, { once: true });
       this.#pending.add(pending);
-      const go = () => {
-        queued = null;
-        slot = true;
+      const go = (taken: InFlightTicket) => {
+        ticket = taken;
         sent = true;
-        this.#inFlight++;
         try {
           this.#receiver.transport.send(encodeMessage({ ...message, seq }), address);
         } catch (err) {
@@ -475,28 +528,17 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
         // A kernel agent answers inside our sendto(): take the reply now, without a wake-up.
         this.#receiver.drainNow();
       };
-      const max = this.#options.maxInFlight;
-      if (max === undefined || this.#inFlight < max) go();
-      else if (this.#options.whenBusy === "fail") {
+      if (this.#limit.full && this.#options.whenBusy === "fail") {
         pending.reject(
           new NetlinkError(
             "sendto",
             Errno.EAGAIN,
             `send a request to ${where}`,
-            `${max} requests (maxInFlight) already wait for replies: nothing was sent`,
+            `${this.#limit.max} requests (maxInFlight) already wait for replies: nothing was sent`,
           ),
         );
-      } else {
-        queued = go;
-        this.#waitingForSlot.push(go);
-      }
+      } else ticket = this.#limit.take(go);
     });
-  }
-
-  #releaseSlot(): void {
-    this.#inFlight--;
-    if (this.#receiver.closed) return;
-    this.#waitingForSlot.shift()?.();
   }
 
   #takeSeq(): number {
@@ -628,6 +670,7 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
    */
   close(): Promise<void> {
     if (!this.#receiver.closed) {
+      this.#limit.pause();
       this.#rejectPending(new ClosedError("wait for a reply"));
       this.#subscribers.clear();
       this.#callbacks.clear();
@@ -645,13 +688,4 @@ export class Connector implements AsyncIterable<ConnectorMessage>, AsyncDisposab
   [Symbol.dispose](): void {
     void this.close();
   }
-}
-
-/**
- * Builds a connector over any transport: the internal factory the fake kernel uses (not exported
- * from `mod.ts`). The constructor is private to the public API; this is its one other caller.
- */
-export function connectorOver(transport: Transport, options: ConnectorOptions = {}): Connector {
-  const construct = Connector as unknown as new (t: Transport, o: ConnectorOptions) => Connector;
-  return new construct(transport, options);
 }

@@ -3,7 +3,8 @@
  *
  * @module
  */
-import type { CallbackId } from "../codec/cn_msg.ts";
+import type { CallbackId, MessageInit } from "../codec/cn_msg.ts";
+import type { ByteInput } from "../args.ts";
 import type { MessageSource, ReceiveIssueInfo, ReceiveStats } from "../core/types.ts";
 
 /** A received connector message. `data` is the caller's own copy. */
@@ -20,6 +21,15 @@ export interface ConnectorMessage {
   data: Uint8Array;
   /** Who sent it and how: `port` 0 is the kernel; `group` is the multicast group, 0 for unicast. */
   source: MessageSource;
+}
+
+/**
+ * A message to send (`Connector.send`, `request`, `requestAll`): a `MessageInit` whose `data` may be
+ * any {@linkcode ByteInput}, an array of bytes included.
+ */
+export interface MessageInput extends Omit<MessageInit, "data"> {
+  /** Payload, at most 65535 bytes; default empty. */
+  data?: ByteInput;
 }
 
 /** Where a message goes: a userspace port, or a multicast group. Omitted: the kernel. */
@@ -72,6 +82,12 @@ export interface ConnectorOptions {
   /** Past `maxInFlight`: wait for a slot (`"queue"`, the default) or reject at once with EAGAIN (`"fail"`). */
   whenBusy?: "queue" | "fail";
 }
+
+/**
+ * Options of `Connector.over`: those of `Connector.open` but the ones that say how the socket is made
+ * and bound (`groups`, `port`, `libcPath`): those are the transport's. `rcvbuf` is applied to it.
+ */
+export type ConnectorOverOptions = Omit<ConnectorOptions, "groups" | "port" | "libcPath">;
 
 /** Options of `Connector.request`. */
 export interface RequestOptions {

@@ -66,7 +66,10 @@ export const YIELD_MS = 20;
 export const MAX_SLEEP_MS = 16;
 /** How often (in datagrams) a long drain checks whether the event loop is owed a turn. */
 export const TURN_CHECK = 32;
-/** Receive-buffer bytes one small datagram takes (skb truesize of a 76-byte event, measured ~700). */
+/**
+ * Receive-buffer bytes one small datagram takes: the skb truesize of a 76-byte event, rounded up
+ * (bench/README.md, "Figures the code cites").
+ */
 export const DATAGRAM_TRUESIZE = 768;
 
 /**

@@ -12,11 +12,14 @@
  *
  * @module
  */
-import { LITTLE_ENDIAN as LE, SOCKADDR_NL_LEN } from "../codec/netlink.ts";
+import { LITTLE_ENDIAN as LE, SOCKADDR_NL } from "../codec/netlink.ts";
 
 const MMSGHDR = 64;
 const IOVEC = 16;
 const NAME = 16; // sockaddr_nl is 12 bytes; 16 keeps each one 8-aligned
+// Where a sender's port and groups sit in its sockaddr_nl (numbers, not table reads, per datagram).
+const NL_PID = SOCKADDR_NL.pid;
+const NL_GROUPS = SOCKADDR_NL.groups;
 const MSG_NAMELEN = 8;
 const MSG_FLAGS = 48;
 const MSG_LEN = 56;
@@ -62,7 +65,7 @@ export class RecvBatch {
   rearm(n: number): void {
     for (let i = 0; i < n; i++) {
       const h = i * MMSGHDR;
-      this.#view.setUint32(h + MSG_NAMELEN, SOCKADDR_NL_LEN, LE);
+      this.#view.setUint32(h + MSG_NAMELEN, SOCKADDR_NL.size, LE);
       this.#view.setInt32(h + MSG_FLAGS, 0, LE);
     }
   }
@@ -79,11 +82,11 @@ export class RecvBatch {
 
   /** Sender port of slot `i`. */
   sourcePort(i: number): number {
-    return this.#view.getUint32(this.#namesAt + i * NAME + 4, LE);
+    return this.#view.getUint32(this.#namesAt + i * NAME + NL_PID, LE);
   }
 
   /** Sender group bitmask of slot `i`. */
   sourceGroups(i: number): number {
-    return this.#view.getUint32(this.#namesAt + i * NAME + 8, LE);
+    return this.#view.getUint32(this.#namesAt + i * NAME + NL_GROUPS, LE);
   }
 }

@@ -1,13 +1,19 @@
 /**
- * Reading small files (/proc) through libc: open, read, close into one reused buffer, with no
- * exception for a file that is gone. A process monitor reads /proc while short-lived processes
- * exit; through the runtimes' fs modules a read costs several times more, and a missing file an
- * exception (bench/README.md, "Figures the code cites").
+ * The one way the library reads files (/proc, /etc/passwd, /etc/group): a {@linkcode FileReader},
+ * given to whatever reads, and by default {@linkcode defaultFileReader}.
+ *
+ * Through libc: open, read, close into one reused buffer, with no exception for a file that is
+ * gone. A process monitor reads /proc while short-lived processes exit; through the runtimes' fs
+ * modules a read costs several times more, and a missing file an exception (bench/README.md,
+ * "Figures the code cites"); and on Deno the fs module needs --allow-read, which the monitor does not
+ * otherwise need. The fs module serves only where libc cannot be loaded.
  *
  * @module
  */
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from "node:fs";
 import { LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { Errno } from "../errors.ts";
+import { loadedLibc } from "./load.ts";
 import { type Libc, O_DIRECTORY_CLOEXEC, O_RDONLY_CLOEXEC } from "./types.ts";
 
 /** Reads files and links; null when they cannot be read (gone, or not permitted). */
@@ -83,4 +89,52 @@ export function libcFileReader(libc: Libc): FileReader {
       return names;
     },
   };
+}
+
+/** A {@linkcode FileReader} on the runtime's fs module, for where libc cannot be loaded. */
+export const fsFileReader: FileReader = {
+  read(path, limit) {
+    try {
+      if (limit === undefined) return readFileSync(path);
+      const fd = openSync(path, "r");
+      try {
+        const buffer = new Uint8Array(limit);
+        let n = 0;
+        for (let r; n < limit && (r = readSync(fd, buffer, n, limit - n, null)) > 0;) n += r;
+        return buffer.subarray(0, n);
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      return null;
+    }
+  },
+  readlink(path) {
+    try {
+      return readlinkSync(path, { encoding: "buffer" });
+    } catch {
+      return null;
+    }
+  },
+  list(path) {
+    try {
+      return readdirSync(path);
+    } catch {
+      return null;
+    }
+  },
+};
+
+let libcReader: { libc: Libc; reader: FileReader } | undefined;
+
+/**
+ * The reader used when none is given: on libc once the library has loaded it in this process (any
+ * `open()` does, so everything a monitor or procmon reads goes through libc and needs no file
+ * permission on Deno), else the runtime's fs module.
+ */
+export function defaultFileReader(): FileReader {
+  const libc = loadedLibc();
+  if (!libc) return fsFileReader;
+  if (libcReader?.libc !== libc) libcReader = { libc, reader: libcFileReader(libc) };
+  return libcReader.reader;
 }

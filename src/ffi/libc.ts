@@ -129,7 +129,8 @@ export interface BackendParts {
  * The {@linkcode Libc} over a backend's symbols: every call returns its result or `-errno`.
  *
  * errno is read inline, in the same function, right after the call: on Deno a read through a helper
- * function saw clobbered values during JIT warm-up (a measured 11-18 % of fresh processes).
+ * function saw clobbered values during JIT warm-up in some fresh processes (bench/README.md,
+ * "Figures the code cites").
  *
  * @param s the symbols
  * @param errno a view of the JS thread's errno (`__errno_location()`)

@@ -8,6 +8,8 @@
 import { DEFAULT_LIBC, type Libc } from "./types.ts";
 
 const cache = new Map<string, Promise<Libc>>();
+// The ones that have finished loading, for callers that cannot wait (loadedLibc).
+const loaded = new Map<string, Libc>();
 
 interface RuntimeGlobals {
   Bun?: unknown;
@@ -22,13 +24,23 @@ interface RuntimeGlobals {
  * @throws {Error} not Deno or Bun, not Linux, or the library cannot be opened
  */
 export function loadLibc(path: string = DEFAULT_LIBC): Promise<Libc> {
-  let loaded = cache.get(path);
-  if (!loaded) {
-    loaded = load(path);
-    cache.set(path, loaded);
-    loaded.catch(() => cache.delete(path));
+  let loading = cache.get(path);
+  if (!loading) {
+    loading = load(path);
+    cache.set(path, loading);
+    loading.then((libc) => loaded.set(path, libc), () => cache.delete(path));
   }
-  return loaded;
+  return loading;
+}
+
+/**
+ * libc as {@linkcode loadLibc} loaded it, if it has finished loading in this process; undefined
+ * before (and when it failed). For synchronous callers that can use libc but need not.
+ *
+ * @param path library path; default `libc.so.6`
+ */
+export function loadedLibc(path: string = DEFAULT_LIBC): Libc | undefined {
+  return loaded.get(path);
 }
 
 async function load(path: string): Promise<Libc> {

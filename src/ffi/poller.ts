@@ -18,7 +18,7 @@
  * @module
  */
 import { LITTLE_ENDIAN } from "../codec/netlink.ts";
-import { NetlinkError } from "../errors.ts";
+import { Errno, NetlinkError } from "../errors.ts";
 
 /** `EPOLL_CTL_ADD`, `EPOLL_CTL_DEL`, `EPOLL_CTL_MOD` (`include/uapi/linux/eventpoll.h`). */
 export const EPOLL_CTL_ADD = 1;
@@ -34,9 +34,6 @@ export const EPOLL_CLOEXEC = 0o2000000;
 export const WAKE_TOKEN = 0;
 /** Events collected per epoll_wait() call. */
 export const MAX_EVENTS = 64;
-
-const ENOENT = 2;
-const EEXIST = 17;
 
 /**
  * `struct epoll_event { __u32 events; __u64 data; }`: packed (12 bytes) on x86_64, naturally aligned
@@ -135,7 +132,7 @@ export class PollSet {
     let op = this.#registered.has(fd) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     let r = this.#backend.ctl(op, fd, EPOLLIN | EPOLLONESHOT, token);
     // A stale view of the set (an fd number closed and reused behind our back): try the other op.
-    if (r === -EEXIST || r === -ENOENT) {
+    if (r === -Errno.EEXIST || r === -Errno.ENOENT) {
       op = op === EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
       r = this.#backend.ctl(op, fd, EPOLLIN | EPOLLONESHOT, token);
     }

@@ -6,8 +6,7 @@
  *
  * @module
  */
-import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from "node:fs";
-import type { FileReader } from "../ffi/files.ts";
+import { defaultFileReader, type FileReader } from "../ffi/files.ts";
 import { type CgroupInfo, cgroupPathOf, type ContainerRef, parseCgroup } from "./cgroup.ts";
 import { decodeBytes } from "./text.ts";
 
@@ -118,45 +117,42 @@ export interface ProcReader {
 
 let passwd: Map<number, string> | null = null;
 
-/** Reads files with the runtime's fs module (when no libc reader is given). */
-const fsFiles: FileReader = {
-  read(path, limit) {
-    try {
-      if (limit === undefined) return readFileSync(path);
-      const fd = openSync(path, "r");
-      try {
-        const buffer = new Uint8Array(limit);
-        let n = 0;
-        for (let r; n < limit && (r = readSync(fd, buffer, n, limit - n, null)) > 0;) n += r;
-        return buffer.subarray(0, n);
-      } finally {
-        closeSync(fd);
-      }
-    } catch {
-      return null;
-    }
-  },
-  readlink(path) {
-    try {
-      return readlinkSync(path, { encoding: "buffer" });
-    } catch {
-      return null;
-    }
-  },
-  list(path) {
-    try {
-      return readdirSync(path);
-    } catch {
-      return null;
-    }
-  },
-};
-
 const latin1 = new TextDecoder("latin1");
 
 /**
- * User name for `uid` from /etc/passwd (read once, with `files` when given), exact (not escaped), or
- * undefined.
+ * The names of the ids in `/etc/passwd` or `/etc/group` (`name:x:id:...` lines; the first line of an
+ * id wins), exact (not escaped); empty when the file cannot be read. Internal: user and group names.
+ */
+export function namesById(files: FileReader, path: string): Map<number, string> {
+  const names = new Map<number, string>();
+  const bytes = files.read(path);
+  for (const line of bytes ? decodeBytes(bytes).split("\n") : []) {
+    const [name, , id] = line.split(":");
+    if (name && id !== undefined && !names.has(Number(id))) names.set(Number(id), name);
+  }
+  return names;
+}
+
+/**
+ * The process ids in /proc (its numeric entries), read with `files`; empty when /proc cannot be
+ * listed.
+ *
+ * @example
+ * ```ts
+ * import { listPids } from "./enrich.ts";
+ * import assert from "node:assert/strict";
+ * import process from "node:process";
+ *
+ * assert.ok(listPids().includes(process.pid));
+ * ```
+ */
+export function listPids(files: FileReader = defaultFileReader()): number[] {
+  return (files.list("/proc") ?? []).filter((name) => /^\d+$/.test(name)).map(Number);
+}
+
+/**
+ * User name for `uid` from /etc/passwd (read once, with `files`, by default as
+ * {@linkcode readProcessInfo} reads), exact (not escaped), or undefined.
  *
  * @example
  * ```ts
@@ -166,16 +162,8 @@ const latin1 = new TextDecoder("latin1");
  * assert.equal(userName(0), "root");
  * ```
  */
-export function userName(uid: number, files: FileReader = fsFiles): string | undefined {
-  if (!passwd) {
-    passwd = new Map();
-    const bytes = files.read("/etc/passwd");
-    // No /etc/passwd (or not readable): names stay unknown.
-    for (const line of bytes ? decodeBytes(bytes).split("\n") : []) {
-      const [name, , id] = line.split(":");
-      if (name && id !== undefined && !passwd.has(Number(id))) passwd.set(Number(id), name);
-    }
-  }
+export function userName(uid: number, files: FileReader = defaultFileReader()): string | undefined {
+  passwd ??= namesById(files, "/etc/passwd");
   return passwd.get(uid);
 }
 
@@ -196,8 +184,9 @@ function ttyName(ttyNr: number): string | undefined {
  * Reads what it can about process `pid` right now. `bootToMonotonicNs` is CLOCK_BOOTTIME minus
  * CLOCK_MONOTONIC now (the time the machine spent suspended; `bootOffsetClock()` reads it), which
  * converts /proc's start time (since boot, CLOCK_BOOTTIME) to the events' clock; without it
- * `startNs` is left out rather than guessed. `files` reads /proc (the monitor gives one on libc,
- * several times faster than the runtime's fs module); by default the fs module. Strings are exact,
+ * `startNs` is left out rather than guessed. `files` reads /proc; by default `defaultFileReader()`, on libc
+ * once any `open()` has loaded it (several times faster than the runtime's fs module, and without
+ * Deno's --allow-read), else the fs module. Strings are exact,
  * not escaped (see {@linkcode ProcessInfo}); the command line is read up to {@linkcode CMDLINE_LIMIT}.
  *
  * @example
@@ -211,7 +200,7 @@ function ttyName(ttyNr: number): string | undefined {
 export function readProcessInfo(
   pid: number,
   bootToMonotonicNs?: bigint,
-  files: FileReader = fsFiles,
+  files: FileReader = defaultFileReader(),
 ): ProcessInfo {
   const info: ProcessInfo = { pid };
   const missing: NonNullable<ProcessInfo["missing"]> = [];
@@ -299,8 +288,8 @@ function statFields(stat: Uint8Array): string[] {
 }
 
 /**
- * A {@linkcode ProcReader} over `files` (default: the runtime's fs module; the monitor gives one on
- * libc).
+ * A {@linkcode ProcReader} over `files` (default: on libc once any `open()` has loaded it, else the
+ * runtime's fs module; see {@linkcode readProcessInfo}).
  *
  * @example
  * ```ts
@@ -310,7 +299,7 @@ function statFields(stat: Uint8Array): string[] {
  * console.log(procReader().stat(process.pid)?.ppid);
  * ```
  */
-export function procReader(files: FileReader = fsFiles): ProcReader {
+export function procReader(files: FileReader = defaultFileReader()): ProcReader {
   return {
     info: (pid, boot) => readProcessInfo(pid, boot, files),
     stat(pid, boot) {

@@ -5,7 +5,7 @@
  */
 import { DecodeError } from "../codec/decode_error.ts";
 import { LITTLE_ENDIAN } from "../codec/netlink.ts";
-import { PROC_EVENT } from "../codec/proc.ts";
+import { PROC_EVENT, PROC_EVENT_DATA, PROC_EVENT_MIN_DATA, type ProcEventField } from "../codec/proc.ts";
 import { decodeBytes } from "./text.ts";
 import {
   PROC_EVENT_COMM,
@@ -20,8 +20,28 @@ import {
   PROC_EVENT_UID,
 } from "./constants.ts";
 
-// Field offsets of struct proc_event (the union members' fields are read below, from DATA).
+// Field offsets of struct proc_event, and of its union's members (from DATA), out of the codec's
+// tables: the decoder reads them as plain numbers, not as properties of a table on every event
+// (bench/README.md, "Figures the code cites"), and an edit of the table moves them all.
 const { what: WHAT, cpu: CPU, timestamp: TIMESTAMP, data: DATA } = PROC_EVENT;
+const { ack: ACK, fork: FORK, exec: EXEC, uid: UID, gid: GID, sid: SID } = PROC_EVENT_DATA;
+const { ptrace: PTRACE, comm: COMM, coredump: COREDUMP, exit: EXIT } = PROC_EVENT_DATA;
+const ACK_ERR = ACK.err.offset;
+const FORK_PARENT_PID = FORK.parentPid.offset, FORK_PARENT_TGID = FORK.parentTgid.offset;
+const FORK_CHILD_PID = FORK.childPid.offset, FORK_CHILD_TGID = FORK.childTgid.offset;
+const EXEC_PID = EXEC.pid.offset, EXEC_TGID = EXEC.tgid.offset;
+const UID_PID = UID.pid.offset, UID_TGID = UID.tgid.offset, UID_RUID = UID.ruid.offset, UID_EUID = UID.euid.offset;
+const GID_PID = GID.pid.offset, GID_TGID = GID.tgid.offset, GID_RGID = GID.rgid.offset, GID_EGID = GID.egid.offset;
+const SID_PID = SID.pid.offset, SID_TGID = SID.tgid.offset;
+const PTRACE_PID = PTRACE.pid.offset, PTRACE_TGID = PTRACE.tgid.offset;
+const PTRACE_TRACER_PID = PTRACE.tracerPid.offset, PTRACE_TRACER_TGID = PTRACE.tracerTgid.offset;
+const COMM_PID = COMM.pid.offset, COMM_TGID = COMM.tgid.offset;
+const COMM_COMM = COMM.comm.offset, COMM_SIZE = COMM.comm.size;
+const COREDUMP_PID = COREDUMP.pid.offset, COREDUMP_TGID = COREDUMP.tgid.offset;
+const COREDUMP_PARENT_PID = COREDUMP.parentPid.offset, COREDUMP_PARENT_TGID = COREDUMP.parentTgid.offset;
+const EXIT_PID = EXIT.pid.offset, EXIT_TGID = EXIT.tgid.offset;
+const EXIT_CODE = EXIT.exitCode.offset, EXIT_SIGNAL = EXIT.exitSignal.offset;
+const EXIT_PARENT_PID = EXIT.parentPid.offset, EXIT_PARENT_TGID = EXIT.parentTgid.offset;
 
 /** Fields every process event has. */
 export interface ProcEventBase {
@@ -47,7 +67,10 @@ export interface ForkEvent extends ProcEventBase {
   childTgid: number;
 }
 
-/** exec() succeeded. From a non-leader thread, `pid` is already the leader's (see the README). */
+/**
+ * exec() succeeded. From a non-leader thread, `pid` is already the leader's (README, "Process events",
+ * "Semantics worth knowing").
+ */
 export interface ExecEvent extends ProcEventBase {
   /** Discriminant. */
   type: "exec";
@@ -254,18 +277,13 @@ function u32(view: DataView, at: number, end: number): number {
   return at + 4 <= end ? view.getUint32(at, LITTLE_ENDIAN) : 0;
 }
 
-const MIN_DATA: Record<number, [number, string]> = {
-  [PROC_EVENT_NONE]: [4, "an ack"],
-  [PROC_EVENT_FORK]: [16, "fork"],
-  [PROC_EVENT_EXEC]: [8, "exec"],
-  [PROC_EVENT_UID]: [16, "uid"],
-  [PROC_EVENT_GID]: [16, "gid"],
-  [PROC_EVENT_SID]: [8, "sid"],
-  [PROC_EVENT_PTRACE]: [16, "ptrace"],
-  [PROC_EVENT_COMM]: [9, "comm"],
-  [PROC_EVENT_COREDUMP]: [8, "coredump"],
-  [PROC_EVENT_EXIT]: [16, "exit"],
-};
+// The fewest bytes of a proc_event each `what` decodes from (the header and PROC_EVENT_MIN_DATA), and its name.
+const MIN_SIZE: Record<number, [number, string]> = Object.fromEntries(
+  Object.entries(WHAT_OF).map(([type, what]) => [
+    what,
+    [DATA + PROC_EVENT_MIN_DATA[type as keyof typeof WHAT_OF], type === "ack" ? "an ack" : type],
+  ]),
+);
 
 /**
  * {@linkcode decodeProcEvent} over a DataView the caller keeps (no copy, no view per event): the
@@ -274,40 +292,45 @@ const MIN_DATA: Record<number, [number, string]> = {
 export function decodeProcEventAt(view: DataView, offset: number, length: number, seq: number, ack = 0): ProcEvent {
   if (length < DATA) throw new DecodeError("proc_event", 0, `the header needs ${DATA} bytes, got ${length}`);
   const what = view.getUint32(offset + WHAT, LITTLE_ENDIAN);
-  const min = MIN_DATA[what];
-  if (min && length < DATA + min[0]) {
-    throw new DecodeError("proc_event", 0, `${min[1]} needs ${DATA + min[0]} bytes, got ${length}`);
-  }
+  const min = MIN_SIZE[what];
+  if (min && length < min[0]) throw new DecodeError("proc_event", 0, `${min[1]} needs ${min[0]} bytes, got ${length}`);
   const cpu = view.getUint32(offset + CPU, LITTLE_ENDIAN);
   const timestampNs = view.getBigUint64(offset + TIMESTAMP, LITTLE_ENDIAN);
   const d = offset + DATA;
   const end = offset + length;
   switch (what) {
     case PROC_EVENT_NONE:
-      return { type: "ack", cpu, timestampNs, seq, ack, err: u32(view, d, end) };
+      return { type: "ack", cpu, timestampNs, seq, ack, err: u32(view, d + ACK_ERR, end) };
     case PROC_EVENT_FORK:
       return {
         type: "fork",
         cpu,
         timestampNs,
         seq,
-        parentPid: i32(view, d, end),
-        parentTgid: i32(view, d + 4, end),
-        childPid: i32(view, d + 8, end),
-        childTgid: i32(view, d + 12, end),
+        parentPid: i32(view, d + FORK_PARENT_PID, end),
+        parentTgid: i32(view, d + FORK_PARENT_TGID, end),
+        childPid: i32(view, d + FORK_CHILD_PID, end),
+        childTgid: i32(view, d + FORK_CHILD_TGID, end),
       };
     case PROC_EVENT_EXEC:
-      return { type: "exec", cpu, timestampNs, seq, pid: i32(view, d, end), tgid: i32(view, d + 4, end) };
+      return {
+        type: "exec",
+        cpu,
+        timestampNs,
+        seq,
+        pid: i32(view, d + EXEC_PID, end),
+        tgid: i32(view, d + EXEC_TGID, end),
+      };
     case PROC_EVENT_UID:
       return {
         type: "uid",
         cpu,
         timestampNs,
         seq,
-        pid: i32(view, d, end),
-        tgid: i32(view, d + 4, end),
-        ruid: u32(view, d + 8, end),
-        euid: u32(view, d + 12, end),
+        pid: i32(view, d + UID_PID, end),
+        tgid: i32(view, d + UID_TGID, end),
+        ruid: u32(view, d + UID_RUID, end),
+        euid: u32(view, d + UID_EUID, end),
       };
     case PROC_EVENT_GID:
       return {
@@ -315,26 +338,34 @@ export function decodeProcEventAt(view: DataView, offset: number, length: number
         cpu,
         timestampNs,
         seq,
-        pid: i32(view, d, end),
-        tgid: i32(view, d + 4, end),
-        rgid: u32(view, d + 8, end),
-        egid: u32(view, d + 12, end),
+        pid: i32(view, d + GID_PID, end),
+        tgid: i32(view, d + GID_TGID, end),
+        rgid: u32(view, d + GID_RGID, end),
+        egid: u32(view, d + GID_EGID, end),
       };
     case PROC_EVENT_SID:
-      return { type: "sid", cpu, timestampNs, seq, pid: i32(view, d, end), tgid: i32(view, d + 4, end) };
+      return {
+        type: "sid",
+        cpu,
+        timestampNs,
+        seq,
+        pid: i32(view, d + SID_PID, end),
+        tgid: i32(view, d + SID_TGID, end),
+      };
     case PROC_EVENT_PTRACE:
       return {
         type: "ptrace",
         cpu,
         timestampNs,
         seq,
-        pid: i32(view, d, end),
-        tgid: i32(view, d + 4, end),
-        tracerPid: i32(view, d + 8, end),
-        tracerTgid: i32(view, d + 12, end),
+        pid: i32(view, d + PTRACE_PID, end),
+        tgid: i32(view, d + PTRACE_TGID, end),
+        tracerPid: i32(view, d + PTRACE_TRACER_PID, end),
+        tracerTgid: i32(view, d + PTRACE_TRACER_TGID, end),
       };
     case PROC_EVENT_COMM: {
-      const raw = new Uint8Array(view.buffer, view.byteOffset + d + 8, Math.min(16, end - d - 8));
+      const at = d + COMM_COMM;
+      const raw = new Uint8Array(view.buffer, view.byteOffset + at, Math.min(COMM_SIZE, end - at));
       const nul = raw.indexOf(0);
       const commBytes = (nul < 0 ? raw : raw.subarray(0, nul)).slice();
       return {
@@ -342,8 +373,8 @@ export function decodeProcEventAt(view: DataView, offset: number, length: number
         cpu,
         timestampNs,
         seq,
-        pid: i32(view, d, end),
-        tgid: i32(view, d + 4, end),
+        pid: i32(view, d + COMM_PID, end),
+        tgid: i32(view, d + COMM_TGID, end),
         comm: decodeBytes(commBytes),
         commBytes,
       };
@@ -354,10 +385,10 @@ export function decodeProcEventAt(view: DataView, offset: number, length: number
         cpu,
         timestampNs,
         seq,
-        pid: i32(view, d, end),
-        tgid: i32(view, d + 4, end),
-        parentPid: i32(view, d + 8, end),
-        parentTgid: i32(view, d + 12, end),
+        pid: i32(view, d + COREDUMP_PID, end),
+        tgid: i32(view, d + COREDUMP_TGID, end),
+        parentPid: i32(view, d + COREDUMP_PARENT_PID, end),
+        parentTgid: i32(view, d + COREDUMP_PARENT_TGID, end),
       };
     case PROC_EVENT_EXIT:
       return {
@@ -365,12 +396,12 @@ export function decodeProcEventAt(view: DataView, offset: number, length: number
         cpu,
         timestampNs,
         seq,
-        pid: i32(view, d, end),
-        tgid: i32(view, d + 4, end),
-        exitCode: u32(view, d + 8, end),
-        exitSignal: i32(view, d + 12, end),
-        parentPid: i32(view, d + 16, end),
-        parentTgid: i32(view, d + 20, end),
+        pid: i32(view, d + EXIT_PID, end),
+        tgid: i32(view, d + EXIT_TGID, end),
+        exitCode: u32(view, d + EXIT_CODE, end),
+        exitSignal: i32(view, d + EXIT_SIGNAL, end),
+        parentPid: i32(view, d + EXIT_PARENT_PID, end),
+        parentTgid: i32(view, d + EXIT_PARENT_TGID, end),
       };
     default:
       return {
@@ -452,46 +483,22 @@ export function isThread(event: ProcEvent): boolean {
 export function encodeProcEvent(event: ProcEvent): Uint8Array {
   const bytes = new Uint8Array(PROC_EVENT.size);
   const view = new DataView(bytes.buffer);
-  const i32 = (off: number, v: number) => view.setInt32(DATA + off, v, LITTLE_ENDIAN);
-  const u32 = (off: number, v: number) => view.setUint32(DATA + off, v >>> 0, LITTLE_ENDIAN);
   if (event.type === "unknown") {
-    bytes.set(event.raw.subarray(0, 40));
+    bytes.set(event.raw.subarray(0, PROC_EVENT.size));
     return bytes;
   }
   view.setUint32(WHAT, WHAT_OF[event.type], LITTLE_ENDIAN);
   view.setUint32(CPU, event.cpu, LITTLE_ENDIAN);
   view.setBigUint64(TIMESTAMP, event.timestampNs, LITTLE_ENDIAN);
-  switch (event.type) {
-    case "ack":
-      u32(0, event.err);
-      break;
-    case "fork":
-      i32(0, event.parentPid), i32(4, event.parentTgid), i32(8, event.childPid), i32(12, event.childTgid);
-      break;
-    case "exec":
-    case "sid":
-      i32(0, event.pid), i32(4, event.tgid);
-      break;
-    case "uid":
-      i32(0, event.pid), i32(4, event.tgid), u32(8, event.ruid), u32(12, event.euid);
-      break;
-    case "gid":
-      i32(0, event.pid), i32(4, event.tgid), u32(8, event.rgid), u32(12, event.egid);
-      break;
-    case "ptrace":
-      i32(0, event.pid), i32(4, event.tgid), i32(8, event.tracerPid), i32(12, event.tracerTgid);
-      break;
-    case "comm":
-      i32(0, event.pid), i32(4, event.tgid);
-      bytes.set(event.commBytes.subarray(0, 15), DATA + 8);
-      break;
-    case "coredump":
-      i32(0, event.pid), i32(4, event.tgid), i32(8, event.parentPid), i32(12, event.parentTgid);
-      break;
-    case "exit":
-      i32(0, event.pid), i32(4, event.tgid), u32(8, event.exitCode), i32(12, event.exitSignal);
-      i32(16, event.parentPid), i32(20, event.parentTgid);
-      break;
+  const fields: Record<string, ProcEventField> = PROC_EVENT_DATA[event.type];
+  const values = event as unknown as Record<string, unknown>;
+  for (const [name, field] of Object.entries(fields)) {
+    const at = DATA + field.offset;
+    if (field.kind === "comm") {
+      // A NUL ends the name: at most size - 1 bytes of it.
+      bytes.set((values.commBytes as Uint8Array).subarray(0, field.size - 1), at);
+    } else if (field.kind === "i32") view.setInt32(at, values[name] as number, LITTLE_ENDIAN);
+    else view.setUint32(at, (values[name] as number) >>> 0, LITTLE_ENDIAN);
   }
   return bytes;
 }

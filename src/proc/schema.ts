@@ -21,9 +21,9 @@
  *
  * @module
  */
-import { readFileSync } from "node:fs";
+import { defaultFileReader, type FileReader } from "../ffi/files.ts";
 import { isThread, waitStatus } from "./event.ts";
-import type { ProcessInfo } from "./enrich.ts";
+import { namesById, type ProcessInfo } from "./enrich.ts";
 import type { ProcMonitorItem } from "./monitor.ts";
 import { escapeText } from "./text.ts";
 
@@ -110,7 +110,9 @@ function iso(ms: number): string {
 let groups: Map<number, string> | null = null;
 
 /**
- * The group name of `gid` from /etc/group (read once), escaped for display, or undefined.
+ * The group name of `gid` from /etc/group (read once, with `files`, by default on libc once any
+ * `open()` has loaded it, so procmon needs no --allow-read on Deno), escaped for display, or
+ * undefined.
  *
  * @example
  * ```ts
@@ -120,21 +122,10 @@ let groups: Map<number, string> | null = null;
  * assert.equal(groupName(0), "root");
  * ```
  */
-export function groupName(gid: number): string | undefined {
-  if (!groups) {
-    groups = new Map();
-    let text = "";
-    try {
-      text = readFileSync("/etc/group", "utf8");
-    } catch {
-      // no /etc/group: names stay unknown
-    }
-    for (const line of text.split("\n")) {
-      const [name, , id] = line.split(":");
-      if (name && id !== undefined && !groups.has(Number(id))) groups.set(Number(id), escapeText(name));
-    }
-  }
-  return groups.get(gid);
+export function groupName(gid: number, files: FileReader = defaultFileReader()): string | undefined {
+  groups ??= namesById(files, "/etc/group");
+  const name = groups.get(gid);
+  return name === undefined ? undefined : escapeText(name);
 }
 
 /**

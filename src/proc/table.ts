@@ -29,11 +29,18 @@
  *
  * @module
  */
-import { readdirSync } from "node:fs";
 import type { ProcEvent } from "./event.ts";
 import type { FileReader } from "../ffi/files.ts";
 import type { CgroupInfo } from "./cgroup.ts";
-import { type ProcessInfo, type ProcReader, procReader, type ProcStat, userName, withheldByExec } from "./enrich.ts";
+import {
+  listPids,
+  type ProcessInfo,
+  type ProcReader,
+  procReader,
+  type ProcStat,
+  userName,
+  withheldByExec,
+} from "./enrich.ts";
 
 /**
  * How long before an exec event's timestamp a /proc read may already see the new program: the kernel
@@ -65,7 +72,10 @@ export interface ProcessTableOptions {
    * (rather than a guess).
    */
   bootOffsetNs?: () => bigint;
-  /** How /proc is read (the monitor gives one on libc); default the runtime's fs module. */
+  /**
+   * How /proc (and /etc/passwd) is read, the pid listing included; default on libc once any
+   * `open()` has loaded it, else the runtime's fs module (`readProcessInfo` says more).
+   */
   files?: FileReader;
   /** Reads one process (default: {@linkcode readProcessInfo} with `files`); tests give a fake. */
   read?: (pid: number, bootToMonotonicNs: bigint | undefined) => ProcessInfo;
@@ -79,10 +89,6 @@ export interface ProcessTableOptions {
   monotonicNs?: () => bigint;
   /** The processes to scan at the start (default: every numeric entry of /proc). */
   list?: () => number[];
-}
-
-function listProc(): number[] {
-  return readdirSync("/proc").filter((entry) => /^\d+$/.test(entry)).map(Number);
 }
 
 const gone = (info: ProcessInfo) => info.missing?.includes("stat") === true && info.missing.includes("comm");
@@ -138,7 +144,7 @@ export class ProcessTable implements Iterable<ProcessInfo> {
     const reader = { ...procReader(options.files), ...options.reader };
     if (options.read) reader.info = options.read;
     this.#reader = reader;
-    this.#list = options.list ?? listProc;
+    this.#list = options.list ?? (() => listPids(options.files));
   }
 
   #read(pid: number): ProcessInfo {
@@ -250,12 +256,20 @@ export class ProcessTable implements Iterable<ProcessInfo> {
       const stat = entry && this.#stat(pid);
       if (entry && stat && sameStart(entry.startNs, stat.startNs)) {
         this.#parent(entry, stat.ppid);
+        // Its exit was lost: it leaves once reaped.
+        if (stat.state === "Z") this.#zombies.add(pid);
         continue;
       }
       // Unknown, or the pid now belongs to another process.
       const info = this.#read(pid);
-      if (!gone(info)) this.#put(info);
-      else if (entry) this.#absent.add(pid);
+      if (!gone(info)) {
+        this.#put(info);
+        // A zombie unknown here has exited already (its exit was lost, or taken before this scan:
+        // the exit event comes before the parent reaps). No event will remove it: it leaves once
+        // reaped, as the seeding scan's zombies do. (A fork storm whose shell reaps at the end left
+        // 805 of 907 entries of reaped processes for good on Bun.)
+        if (info.missing?.includes("exe") && this.#stat(pid)?.state === "Z") this.#zombies.add(pid);
+      } else if (entry) this.#absent.add(pid);
     }
   }
 

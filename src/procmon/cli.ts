@@ -13,7 +13,7 @@ import type { ProcessInfo } from "../proc/enrich.ts";
 import { type Context, type NameStyle, statsRow, textHeader, type TextOptions, toJson, toText } from "./format.ts";
 import { parseNumberFlag } from "../args.ts";
 import { hostname } from "node:os";
-import { libcFileReader } from "../ffi/files.ts";
+import { defaultFileReader } from "../ffi/files.ts";
 import { loadLibc } from "../ffi/load.ts";
 import { toEcs, toOtelLogRecord } from "../proc/schema.ts";
 import type { ProcEventShipper } from "../nats/events.ts";
@@ -503,7 +503,8 @@ async function hostName(): Promise<string> {
   try {
     return hostname();
   } catch {
-    const bytes = libcFileReader(await loadLibc()).read("/proc/sys/kernel/hostname");
+    await loadLibc();
+    const bytes = defaultFileReader().read("/proc/sys/kernel/hostname");
     const name = bytes ? new TextDecoder().decode(bytes).trim() : "";
     if (!name) throw new Error("cannot read the host name: give --host NAME");
     return name;

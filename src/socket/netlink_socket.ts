@@ -11,6 +11,7 @@ import {
   LITTLE_ENDIAN,
   type NetlinkAddress,
   nlmsgAlign,
+  SOCKADDR_NL,
 } from "../codec/netlink.ts";
 import { ClosedError, Errno, groupHint, NetlinkError } from "../errors.ts";
 import type { Libc } from "../ffi/types.ts";
@@ -50,6 +51,9 @@ export interface SocketOptions {
 }
 
 const RECV_BUFFER = nlmsgAlign(MAX_DATAGRAM);
+// Where the sender's port and groups sit in the sockaddr_nl recvfrom() fills (read per datagram).
+const NL_PID = SOCKADDR_NL.pid;
+const NL_GROUPS = SOCKADDR_NL.groups;
 
 /** Where a send goes, in words for error messages. */
 export function describeAddress(to: NetlinkAddress): string {
@@ -249,8 +253,8 @@ export class NetlinkSocket implements Transport {
           Math.min(r, RECV_BUFFER),
           r,
           r > RECV_BUFFER,
-          this.#fromView.getUint32(4, LITTLE_ENDIAN),
-          this.#fromView.getUint32(8, LITTLE_ENDIAN),
+          this.#fromView.getUint32(NL_PID, LITTLE_ENDIAN),
+          this.#fromView.getUint32(NL_GROUPS, LITTLE_ENDIAN),
         );
       }
       if (r === -Errno.EAGAIN) return "again";

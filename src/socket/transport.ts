@@ -5,7 +5,7 @@
  * @module
  */
 import type { NetlinkAddress } from "../codec/netlink.ts";
-import { checkGroup } from "../args.ts";
+import { checkGroup, show } from "../args.ts";
 
 /**
  * One received datagram. It may live in a reused buffer, and the object itself may be reused:
@@ -74,4 +74,35 @@ export function groupsOf(mask: number): number[] {
   const groups: number[] = [];
   for (let g = 1; g <= 32; g++) if (Math.floor(mask / 2 ** (g - 1)) % 2 === 1) groups.push(g);
   return groups;
+}
+
+/** The methods a transport must have, checked by the `over()` seams. */
+const TRANSPORT_METHODS = [
+  "join",
+  "leave",
+  "memberships",
+  "send",
+  "receive",
+  "wait",
+  "setReceiveBuffer",
+  "close",
+] as const satisfies readonly (keyof Transport)[];
+
+/**
+ * Checks that `value` looks like a {@linkcode Transport} (a socket, or a fake kernel's socket).
+ *
+ * @throws {TypeError} not an object with a numeric `port` and the transport's methods
+ */
+export function checkTransport(value: unknown, name = "transport"): Transport {
+  const t = value as Record<string, unknown> | null;
+  const missing = typeof t === "object" && t !== null
+    ? TRANSPORT_METHODS.filter((m) => typeof t[m] !== "function")
+    : TRANSPORT_METHODS;
+  if (missing.length || typeof t!.port !== "number") {
+    throw new TypeError(
+      `${name} must be a Transport (a NetlinkSocket, or a fake kernel's socket()), got ${show(value)}` +
+        (missing.length && typeof t === "object" && t !== null ? ` (no ${missing.join(", ")})` : ""),
+    );
+  }
+  return value as Transport;
 }

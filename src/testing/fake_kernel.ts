@@ -3,6 +3,12 @@
  * callbacks, permission rules, receive-buffer accounting and overruns, and raw injection of
  * arbitrary datagrams.
  *
+ * This is the bus alone: it knows no protocol family. {@linkcode FakeKernelCore.socket} hands out
+ * sockets as transports (what `Connector.over`, `ProcMonitor.over` and `W1Bus.over` take); the
+ * family fakes (`FakeProcEvents` in `src/proc/fake.ts`, `FakeW1Core` in `src/w1/fake_core.ts`) are
+ * kernel callbacks registered on it; `FakeKernel` (`src/fakes/kernel.ts`, exported from
+ * `@cnlink/connector/testing`) adds them and the clients on top.
+ *
  * It follows the kernel where a test can see it, and `tests/differential.test.ts` checks that by
  * running the same scenarios against the real kernel and against this fake, observation by
  * observation (verified identical on Linux 6.18; the kernel lab runs it on Debian's 6.1 and 6.12 too,
@@ -24,9 +30,9 @@
  *   multicast or a kernel message that finds no room marks the socket *congested*: the next receive
  *   reports the overrun (ENOBUFS) before the queued datagrams, and every datagram is refused (also
  *   unicasts, with EAGAIN) until the reader has emptied the queue; `SO_RCVBUF` reports twice the
- *   request, at least 2304, capped by `rmemMax` without privilege; {@linkcode FakeKernel.socketInfo}
+ *   request, at least 2304, capped by `rmemMax` without privilege; {@linkcode FakeKernelCore.socketInfo}
  *   shows the charge as `/proc/net/netlink` does;
- * - process events (`enableProcEvents`): acks with `ack = request's ack + 1` and `err` (EINVAL for an
+ * - process events (`FakeKernel.enableProcEvents`, the fake cn_proc of `src/proc/fake.ts`): acks with `ack = request's ack + 1` and `err` (EINVAL for an
  *   unknown op), multicast to group 1 through each socket's filter (the sender of IGNORE, or of a
  *   LISTEN with a narrower mask, does not get its ack), the kernel's global listener count (no acks
  *   and no events while it is below 1), and the 4-byte / 8-byte `proc_input` forms.
@@ -54,22 +60,10 @@ import { CN_MSG_HDRLEN, CONNECTOR_MAX_MSG_SIZE, NLMSG_HDRLEN } from "../codec/co
 import type { NetlinkAddress } from "../codec/netlink.ts";
 import { decodeNetlinkHeader, LITTLE_ENDIAN } from "../codec/netlink.ts";
 import { ClosedError, Errno, groupHint, NetlinkError } from "../errors.ts";
-import { checkConnectorOptions, type Connector, connectorOver } from "../connector/connector.ts";
-import { checkCount, checkGroup, checkId, checkOptions, checkType, MOVED_TO } from "../args.ts";
-import type { ConnectorOptions } from "../connector/types.ts";
+import { checkCount, checkGroup, checkGroups, checkId, checkOptions, checkType, MOVED_TO } from "../args.ts";
+import type { MessageSource } from "../core/types.ts";
 import { describeAddress } from "../socket/netlink_socket.ts";
-import { groupBit, groupsOf, type ReceiveResult, type Transport } from "../socket/transport.ts";
-import {
-  checkProcMonitorOptions,
-  MONITOR_SLOT_SIZE,
-  type ProcMonitor,
-  type ProcMonitorOptions,
-  procMonitorOver,
-} from "../proc/monitor.ts";
-import { FakeProcEvents, type FakeProcOptions } from "./fake_proc.ts";
-import { FakeW1Core, type FakeW1Options } from "./fake_w1.ts";
-import { checkW1BusOptions, type W1Bus, w1BusOver } from "../w1/bus.ts";
-import type { W1BusOptions } from "../w1/types.ts";
+import { groupBit, groupOf, groupsOf, type ReceiveResult, type Transport } from "../socket/transport.ts";
 
 /** A message the fake kernel received from userspace. */
 export interface KernelMessage {
@@ -83,11 +77,16 @@ export interface KernelMessage {
   flags: number;
   /** Payload (a copy). */
   data: Uint8Array;
-  /** The sending socket's port. */
+  /**
+   * Who sent it, as on a received `ConnectorMessage`: the sending socket's port, and the group it
+   * was multicast to (0 when it was sent to the kernel alone).
+   */
+  source: MessageSource;
+  /** @deprecated since 0.3.0: use `source.port`. The sending socket's port. */
   senderPort: number;
 }
 
-/** Options of {@linkcode FakeKernel}. */
+/** Options of {@linkcode FakeKernelCore} (and of `FakeKernel`). */
 export interface FakeKernelOptions {
   /**
    * Whether sockets have CAP_NET_ADMIN. Without it: even groups and sends to ports/groups give EPERM
@@ -130,9 +129,9 @@ export interface FakeKernelOptions {
 
 /** What a kernel callback gets besides the message. */
 export interface KernelCallbackContext {
-  /** The fake kernel, to send replies (`kernel.send(reply, { to: { port: ctx.senderPort } })`). */
-  kernel: FakeKernel;
-  /** The sender's port. */
+  /** The fake kernel, to send replies (`kernel.send(reply, { to: { port: message.source.port } })`). */
+  kernel: FakeKernelCore;
+  /** @deprecated since 0.3.0: use the message's `source.port`. The sender's port. */
   senderPort: number;
 }
 
@@ -162,7 +161,7 @@ function truesize(length: number, kind: SkbKind, smallHead: number): number {
   return 2 ** Math.ceil(Math.log2(head)) + SKB_STRUCT;
 }
 
-/** What a socket's row of `/proc/net/netlink` shows, from {@linkcode FakeKernel.socketInfo}. */
+/** What a socket's row of `/proc/net/netlink` shows, from {@linkcode FakeKernelCore.socketInfo}. */
 export interface FakeSocketInfo {
   /** The socket's port id. */
   port: number;
@@ -182,7 +181,7 @@ export interface FakeSocketInfo {
  */
 export type KernelDestination = { port: number } | { group: number } | { port: number; group: number };
 
-/** What a fake socket asks of its kernel (kept off FakeKernel's public surface). */
+/** What a fake socket asks of its kernel (kept off FakeKernelCore's public surface). */
 interface SocketHost {
   settings(): Required<FakeKernelOptions>;
   checkGroup(group: number, what: string, op: string): void;
@@ -322,26 +321,59 @@ class FakeSocket implements Transport {
   }
 }
 
+/** Options of {@linkcode FakeKernelCore.socket}: how the socket is bound. */
+export interface FakeSocketOptions {
+  /** Multicast groups (1..32) to bind to. */
+  groups?: readonly number[];
+  /** Port id to bind; default: the next free one from 1000. */
+  port?: number;
+  /** Receive buffer to ask for, in bytes (as `SO_RCVBUFFORCE` with privilege, else capped by `rmemMax`). */
+  rcvbuf?: number;
+  /**
+   * Bytes the reader receives a datagram into (a process monitor's 128-byte slots): a longer
+   * datagram comes back truncated, as from `recvmmsg()` with `MSG_TRUNC`. Default: whole datagrams.
+   */
+  slotSize?: number;
+}
+
+/** A kernel callback's registration: close or dispose it to unregister (the `cn_del_callback` analogue). */
+export interface KernelCallbackRegistration extends Disposable {
+  /** The agent address it listens on. */
+  readonly id: CallbackId;
+  /** The name given at registration. */
+  readonly name: string;
+  /** Unregisters the callback; idempotent. */
+  close(): void;
+}
+
+/** A kernel-side agent: gets each well-formed message userspace sends to its id. */
+export type KernelCallback = (message: KernelMessage, context: KernelCallbackContext) => void;
+
+const SOCKET_KEYS = ["groups", "port", "rcvbuf", "slotSize"] as const satisfies readonly (keyof FakeSocketOptions)[];
+
 /**
- * A fake kernel connector. Connectors from {@linkcode FakeKernel.connect} talk to it as they would to
- * the real one; kernel-side agents are plain functions registered with {@linkcode FakeKernel.addCallback}.
+ * The fake kernel's bus: sockets (as transports), ports, groups, kernel callbacks, permission rules,
+ * receive-buffer accounting and overruns. It knows no protocol family: clients are built over its
+ * sockets with `Connector.over` (and the families' `over`), and `FakeKernel` from
+ * `@cnlink/connector/testing` adds those conveniences and the fake families.
  *
- * @example Testing an agent that talks to a kernel-side echo
+ * @example A kernel-side echo, reached through a bare socket
  * ```ts
- * import { FakeKernel } from "@cnlink/connector/testing";
+ * import { FakeKernelCore } from "@cnlink/connector/testing";
+ * import { Connector } from "@cnlink/connector";
  * import assert from "node:assert/strict";
  *
- * const kernel = new FakeKernel();
- * kernel.addCallback({ idx: 14, val: 0x456 }, "echo", (msg, ctx) => {
- *   ctx.kernel.send({ id: msg.id, seq: msg.seq, ack: msg.seq + 1, data: msg.data }, { to: { port: ctx.senderPort } });
+ * const kernel = new FakeKernelCore();
+ * using _echo = kernel.addCallback({ idx: 14, val: 0x456 }, "echo", (msg, ctx) => {
+ *   ctx.kernel.send({ id: msg.id, seq: msg.seq, ack: msg.seq + 1, data: msg.data }, { to: { port: msg.source.port } });
  * });
- * await using conn = kernel.connect();
+ * await using conn = await Connector.over(kernel.socket());
  * const reply = await conn.request({ id: { idx: 14, val: 0x456 }, data: new Uint8Array([7]) });
  * assert.deepEqual([...reply.data], [7]);
  * assert.equal(reply.source.port, 0);
  * ```
  */
-export class FakeKernel {
+export class FakeKernelCore {
   readonly #sockets = new Map<number, FakeSocket>();
   readonly #callbacks = new Map<string, { name: string; fn: (m: KernelMessage, c: KernelCallbackContext) => void }>();
   readonly #options: Required<FakeKernelOptions>;
@@ -359,7 +391,7 @@ export class FakeKernel {
    * @throws {RangeError} `rcvbuf` or `rmemMax` not a positive integer below 2^31, `smallSkbHead` outside 0..4096
    */
   constructor(options?: FakeKernelOptions) {
-    const opts = checkOptions("FakeKernel options", options, [
+    const opts = checkOptions(`${new.target.name} options`, options, [
       "privileged",
       "initialNetworkNamespace",
       "rcvbuf",
@@ -386,61 +418,31 @@ export class FakeKernel {
   }
 
   /**
-   * Opens a connector on this kernel, like `Connector.open` does on the real one (with the same
-   * checks of its options, before a socket is made).
+   * Makes a socket bound to `options.groups` (and `port`), as `socket()` + `bind()` would on the real
+   * kernel: the transport to build a client over (`Connector.over(kernel.socket())`).
    *
-   * @throws {TypeError} an unknown option or a wrong type, as `Connector.open`
-   * @throws {RangeError} a group, port, rcvbuf or limit out of range, as `Connector.open`
+   * @throws {TypeError} an unknown option or a wrong type
+   * @throws {RangeError} a group outside 1..32, a port, rcvbuf or slot size out of range
    * @throws {NetlinkError} EPERM for an even group when unprivileged, EADDRINUSE for a taken port
-   */
-  connect(options?: ConnectorOptions): Connector {
-    const opts = checkConnectorOptions(options);
-    return connectorOver(this.#open(opts), opts);
-  }
-
-  /**
-   * Opens a process-events monitor on this kernel (see {@linkcode FakeKernel.enableProcEvents}).
    *
-   * @throws {TimeoutError} when no fake cn_proc acks the LISTEN
-   * @throws {TypeError} bad options, as `ProcMonitor.open` (before a socket is made)
-   */
-  openProcMonitor(options?: ProcMonitorOptions): Promise<ProcMonitor> {
-    let opts: ProcMonitorOptions;
-    try {
-      opts = checkProcMonitorOptions(options);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    return procMonitorOver(this.#open({ groups: [], slotSize: MONITOR_SLOT_SIZE }), opts);
-  }
-
-  /**
-   * Installs a fake process-events connector (Linux >= 6.6 behaviour by default) and returns its control.
+   * @example
+   * ```ts
+   * import { FakeKernelCore } from "@cnlink/connector/testing";
+   * import assert from "node:assert/strict";
    *
-   * @param options `ack: false` ignores LISTEN like a kernel in another namespace; `inputFilter: false` acts like a
-   *   kernel before 6.6 (8-byte requests are dropped, every socket gets every event)
+   * const kernel = new FakeKernelCore();
+   * const socket = kernel.socket({ groups: [14] });
+   * assert.deepEqual(kernel.members(14), [socket.port]);
+   * await socket.close();
+   * ```
    */
-  enableProcEvents(options?: FakeProcOptions): FakeProcEvents {
-    return new FakeProcEvents(this, options ?? {});
-  }
-
-  /**
-   * Installs a fake 1-Wire core at `{3, 1}` and returns its control (masters, devices, faults).
-   *
-   * @param options the slaves' time to live, reply splitting
-   */
-  enableW1(options?: FakeW1Options): FakeW1Core {
-    return new FakeW1Core(this, options);
-  }
-
-  /**
-   * Opens a 1-Wire client on this kernel, like `W1Bus.open` does on the real one.
-   *
-   * @throws {TypeError} an unknown option or a wrong type, as `W1Bus.open` (before a socket is made)
-   */
-  openW1Bus(options?: W1BusOptions): W1Bus {
-    const opts = checkW1BusOptions(options);
-    return w1BusOver(this.connect({ rcvbuf: opts.rcvbuf, onError: opts.onError, onOverrun: opts.onOverrun }), opts);
+  socket(options?: FakeSocketOptions): Transport {
+    const opts = checkOptions("socket options", options, SOCKET_KEYS);
+    checkGroups(opts.groups);
+    checkCount(opts.port, "port", 0, 0xffffffff);
+    checkCount(opts.rcvbuf, "rcvbuf", 1, 0x7fffffff);
+    if (opts.slotSize !== Infinity) checkCount(opts.slotSize, "slotSize", 16, 0x7fffffff);
+    return this.#open(opts);
   }
 
   /** The ports of the sockets in `group`. */
@@ -471,21 +473,30 @@ export class FakeKernel {
   /**
    * Registers a kernel-side agent for `id` (the `cn_add_callback` analogue).
    *
-   * @returns a handle; dispose it to unregister
+   * @returns the registration; close or dispose it to unregister
    * @throws {TypeError} `id` is not `{ idx: number, val: number }`, `fn` is not a function
    * @throws {RangeError} `idx` or `val` is not an integer in 0..4294967295
    */
+  addCallback(id: CallbackId, name: string, fn: KernelCallback): KernelCallbackRegistration;
+  /** Registers a kernel-side agent for `id`, named after it (`"14:1110"`). */
+  addCallback(id: CallbackId, fn: KernelCallback): KernelCallbackRegistration;
   addCallback(
     id: CallbackId,
-    name: string,
-    fn: (message: KernelMessage, context: KernelCallbackContext) => void,
-  ): Disposable {
+    nameOrFn: string | KernelCallback,
+    maybeFn?: KernelCallback,
+  ): KernelCallbackRegistration {
     checkId("id", id);
+    const fn = typeof nameOrFn === "function" ? nameOrFn : maybeFn;
     if (typeof fn !== "function") throw new TypeError("a kernel callback must be a function");
     const key = `${id.idx}:${id.val}`;
+    const name = typeof nameOrFn === "string" ? nameOrFn : key;
     if (this.#callbacks.has(key)) throw new Error(`A kernel callback for ${key} is already registered`);
-    this.#callbacks.set(key, { name, fn });
-    return { [Symbol.dispose]: () => void this.#callbacks.delete(key) };
+    const entry = { name, fn };
+    this.#callbacks.set(key, entry);
+    const close = () => {
+      if (this.#callbacks.get(key) === entry) this.#callbacks.delete(key);
+    };
+    return { id: { idx: id.idx, val: id.val }, name, close, [Symbol.dispose]: close };
   }
 
   /**
@@ -503,7 +514,7 @@ export class FakeKernel {
 
   /**
    * Delivers raw bytes as if the kernel (or, with `from`, any sender) sent them: for tests of
-   * malformed input. `to` as for {@linkcode FakeKernel.send}.
+   * malformed input. `to` as for {@linkcode FakeKernelCore.send}.
    *
    * @returns how many sockets received it
    * @throws {NetlinkError} ESRCH when nobody receives a datagram the kernel sent
@@ -551,8 +562,8 @@ export class FakeKernel {
    * import assert from "node:assert/strict";
    *
    * const kernel = new FakeKernel();
-   * await using rx = kernel.connect();
-   * await using tx = kernel.connect();
+   * await using rx = await kernel.connect();
+   * await using tx = await kernel.connect();
    * tx.send({ id: { idx: 20, val: 1 } }, { to: { port: rx.port } });
    * assert.equal(kernel.socketInfo(rx.port)?.rmem, 832); // a 36-byte datagram's skb, as on Linux 6.18
    * ```
@@ -600,11 +611,11 @@ export class FakeKernel {
         if (s !== from && (s.mask & to.groups) !== 0) s.enqueue(datagram, source, "other");
       }
     }
-    this.#toKernel(from.port, datagram);
+    this.#toKernel({ port: from.port, group: groupOf(to.groups) }, datagram);
   }
 
   // The kernel's cn_rx_skb: only the first nlmsghdr is looked at; bad ones are dropped silently.
-  #toKernel(senderPort: number, datagram: Uint8Array): void {
+  #toKernel(source: MessageSource, datagram: Uint8Array): void {
     let message;
     try {
       const header = decodeNetlinkHeader(datagram);
@@ -624,7 +635,8 @@ export class FakeKernel {
       ack: message.ack,
       flags: message.flags,
       data: message.data.slice(),
-      senderPort,
+      source,
+      senderPort: source.port,
     };
     this.received.push(received);
     const callback = this.#callbacks.get(`${message.id.idx}:${message.id.val}`);
@@ -632,6 +644,6 @@ export class FakeKernel {
       this.dropped++;
       return;
     }
-    callback.fn(received, { kernel: this, senderPort });
+    callback.fn(received, { kernel: this, senderPort: source.port });
   }
 }

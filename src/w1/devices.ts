@@ -14,7 +14,15 @@
  *
  * @module
  */
-import { crc8, parseW1Id, type W1Id, w1IdFromBytes } from "../codec/w1.ts";
+import {
+  crc8,
+  DS18B20_COMMAND as DS18B20,
+  DS2431_COMMAND as DS2431,
+  parseW1Id,
+  W1_ROM_COMMAND,
+  type W1Id,
+  w1IdFromBytes,
+} from "../codec/w1.ts";
 import type { W1Bus } from "./bus.ts";
 import { checkW1RequestOptions, W1Error } from "./bus.ts";
 import { checkDuration, checkType } from "../args.ts";
@@ -205,7 +213,10 @@ function idName(slave: W1Id | string): string {
  */
 export async function convertAll(bus: W1Bus, master: number, options?: W1RequestOptions): Promise<void> {
   const request = checkW1RequestOptions("convertAll options", options);
-  await bus.transaction({ master }, [{ op: "reset" }, { op: "write", data: [0xcc, 0x44] }], request);
+  await bus.transaction({ master }, [{ op: "reset" }, {
+    op: "write",
+    data: [W1_ROM_COMMAND.SKIP_ROM, DS18B20.CONVERT_T],
+  }], request);
 }
 
 /** READ SCRATCHPAD with its CRC checked, retried `retries` times; remembers the resolution. */
@@ -219,7 +230,7 @@ async function readScratchpad(
   for (let attempt = 1; attempt <= retries + 1; attempt++) {
     const [, read] = await bus.transaction(
       { slave },
-      [{ op: "write", data: [0xbe] }, { op: "read", length: 9 }],
+      [{ op: "write", data: [DS18B20.READ_SCRATCHPAD] }, { op: "read", length: 9 }],
       request,
     );
     try {
@@ -270,7 +281,7 @@ export async function readTemperature(
       const resolution = known(bus, slave) ?? (await readScratchpad(bus, slave, retries, request)).resolution;
       wait = ds18b20ConversionMs(resolution);
     }
-    await bus.write({ slave }, [0x44], request);
+    await bus.write({ slave }, [DS18B20.CONVERT_T], request);
     await sleep(wait, options?.signal);
   }
   const reading = await readScratchpad(bus, slave, retries, request);
@@ -403,7 +414,7 @@ export async function setResolution(
   const what = `set the resolution of ${nameOf(slave)} to ${bits} bits`;
   const before = await readScratchpad(bus, slave, retries, request);
   const config = ((bits - 9) << 5) | 0x1f;
-  await bus.write({ slave }, [0x4e, before.scratchpad[2], before.scratchpad[3], config], request);
+  await bus.write({ slave }, [DS18B20.WRITE_SCRATCHPAD, before.scratchpad[2], before.scratchpad[3], config], request);
   const after = await readScratchpad(bus, slave, retries, request);
   if (after.resolution !== bits) {
     throw new W1Error(what, "WRITE SCRATCHPAD", "VERIFY", {
@@ -411,9 +422,9 @@ export async function setResolution(
     });
   }
   if (!options?.persist) return;
-  await bus.write({ slave }, [0x48], request);
+  await bus.write({ slave }, [DS18B20.COPY_SCRATCHPAD], request);
   await sleep(10, options?.signal);
-  await bus.write({ slave }, [0xb8], request);
+  await bus.write({ slave }, [DS18B20.RECALL_E2], request);
   const recalled = await readScratchpad(bus, slave, retries, request);
   if (recalled.resolution !== bits) {
     throw new W1Error(what, "COPY SCRATCHPAD", "VERIFY", {
@@ -464,7 +475,7 @@ export async function readPowerSupply(
 ): Promise<"external" | "parasite"> {
   const [, read] = await bus.transaction(
     { slave },
-    [{ op: "write", data: [0xb4] }, { op: "read", length: 1 }],
+    [{ op: "write", data: [DS18B20.READ_POWER_SUPPLY] }, { op: "read", length: 1 }],
     options,
   );
   return read.data[0] === 0xff ? "external" : "parasite";
@@ -496,7 +507,7 @@ export async function readEeprom(
   }
   checkW1RequestOptions("readEeprom options", options);
   const [, read] = await bus.transaction({ slave }, [
-    { op: "write", data: [0xf0, address & 0xff, address >> 8] },
+    { op: "write", data: [DS2431.READ_MEMORY, address & 0xff, address >> 8] },
     { op: "read", length },
   ], options);
   return read.data;
@@ -578,7 +589,7 @@ async function writeRow(
   const what = `write row 0x${row.toString(16).padStart(2, "0")} of ${name}`;
   const ta1 = row & 0xff;
   const ta2 = row >> 8;
-  const command = Uint8Array.from([0x0f, ta1, ta2, ...bytes]);
+  const command = Uint8Array.from([DS2431.WRITE_SCRATCHPAD, ta1, ta2, ...bytes]);
   const [, crcRead] = await bus.transaction(
     { slave },
     [{ op: "write", data: command }, { op: "read", length: 2 }],
@@ -589,18 +600,18 @@ async function writeRow(
   }
   const [, pad] = await bus.transaction(
     { slave },
-    [{ op: "write", data: [0xaa] }, { op: "read", length: 13 }],
+    [{ op: "write", data: [DS2431.READ_SCRATCHPAD] }, { op: "read", length: 13 }],
     request,
   );
   const echo = pad.data;
-  if (!invertedCrcMatches(Uint8Array.from([0xaa, ...echo.subarray(0, 11)]), echo.subarray(11, 13))) {
+  if (!invertedCrcMatches(Uint8Array.from([DS2431.READ_SCRATCHPAD, ...echo.subarray(0, 11)]), echo.subarray(11, 13))) {
     return new W1Error(what, "READ SCRATCHPAD", "CRC", { hint: "the scratchpad read back failed its CRC16" });
   }
   const es = echo[2];
   if (echo[0] !== ta1 || echo[1] !== ta2 || (es & 0x07) !== 7 || !equal(echo.subarray(3, 11), bytes)) {
     return new W1Error(what, "READ SCRATCHPAD", "VERIFY", { hint: "the scratchpad holds other data or address" });
   }
-  await bus.write({ slave }, [0x55, ta1, ta2, es], request);
+  await bus.write({ slave }, [DS2431.COPY_SCRATCHPAD, ta1, ta2, es], request);
   await sleep(programMs, signal);
   const stored = await readEeprom(bus, slave, row, ROW, request);
   if (!equal(stored, bytes)) {

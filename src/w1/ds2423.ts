@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { crc16, type W1Id } from "../codec/w1.ts";
+import { crc16, DS2423_COMMAND, type W1Id } from "../codec/w1.ts";
 import type { W1Bus } from "./bus.ts";
 import { W1Error } from "./bus.ts";
 import type { W1RequestOptions } from "./types.ts";
@@ -51,7 +51,7 @@ export async function readDs2423Counters(
 ): Promise<Ds2423Counters> {
   const { request } = optionsOf("readDs2423Counters options", options, ["retries"]);
   const retries = checkRetries(options?.retries);
-  const command = Uint8Array.of(0xa5, START & 0xff, START >> 8);
+  const command = Uint8Array.of(DS2423_COMMAND.READ_MEMORY_COUNTER, START & 0xff, START >> 8);
   let bad = -1;
   for (let attempt = 1; attempt <= retries + 1; attempt++) {
     const [, read] = await bus.transaction(

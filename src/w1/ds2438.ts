@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { crc8, type W1Id } from "../codec/w1.ts";
+import { crc8, DS2438_COMMAND as DS2438, type W1Id } from "../codec/w1.ts";
 import type { W1Bus } from "./bus.ts";
 import { W1Error } from "./bus.ts";
 import type { W1RequestOptions } from "./types.ts";
@@ -61,10 +61,10 @@ export async function readDs2438Page(
   checkPage(page);
   const retries = checkRetries(options?.retries);
   for (let attempt = 1; attempt <= retries + 1; attempt++) {
-    await bus.write({ slave }, [0xb8, page], request);
+    await bus.write({ slave }, [DS2438.RECALL_MEMORY, page], request);
     const [, read] = await bus.transaction(
       { slave },
-      [{ op: "write", data: [0xbe, page] }, { op: "read", length: 9 }],
+      [{ op: "write", data: [DS2438.READ_SCRATCHPAD, page] }, { op: "read", length: 9 }],
       request,
     );
     if (crc8(read.data.subarray(0, 8)) === read.data[8]) return read.data.slice(0, 8);
@@ -101,8 +101,8 @@ export async function writeDs2438Page(
   if (!(data instanceof Uint8Array) || data.byteLength < 1 || data.byteLength > 8) {
     throw new RangeError("a DS2438 page write takes a Uint8Array of 1..8 bytes");
   }
-  await bus.write({ slave }, [0x4e, page, ...data], request);
-  await bus.write({ slave }, [0x48, page], request);
+  await bus.write({ slave }, [DS2438.WRITE_SCRATCHPAD, page, ...data], request);
+  await bus.write({ slave }, [DS2438.COPY_SCRATCHPAD, page], request);
   await sleep(CONVERSION_MS, options?.signal); // EEPROM pages: tEEPROM
 }
 
@@ -137,8 +137,8 @@ async function setStatusBits(
   const page0 = await readDs2438Page(bus, slave, 0, options);
   const status = (page0[0] & ~mask) | (value & mask);
   if (status !== page0[0]) {
-    await bus.write({ slave }, [0x4e, 0, status & 0x0f], request);
-    await bus.write({ slave }, [0x48, 0], request);
+    await bus.write({ slave }, [DS2438.WRITE_SCRATCHPAD, 0, status & 0x0f], request);
+    await bus.write({ slave }, [DS2438.COPY_SCRATCHPAD, 0], request);
   }
   return page0[0];
 }
@@ -151,7 +151,7 @@ async function convertVoltage(
 ): Promise<Uint8Array> {
   const request = { timeoutMs: options?.timeoutMs, signal: options?.signal };
   await setStatusBits(bus, slave, AD, input === "vdd" ? AD : 0, options);
-  await bus.write({ slave }, [0xb4], request);
+  await bus.write({ slave }, [DS2438.CONVERT_V], request);
   await sleep(CONVERSION_MS, options?.signal);
   return readDs2438Page(bus, slave, 0, options);
 }
@@ -173,7 +173,7 @@ async function convertVoltage(
  */
 export async function readDs2438(bus: W1Bus, slave: W1Id | string, options?: Ds2438Options): Promise<Ds2438Reading> {
   const { request } = optionsOf("readDs2438 options", options, ["retries"]);
-  await bus.write({ slave }, [0x44], request);
+  await bus.write({ slave }, [DS2438.CONVERT_T], request);
   await sleep(CONVERSION_MS, options?.signal);
   const original = (await readDs2438Page(bus, slave, 0, options))[0];
   const onVad = await convertVoltage(bus, slave, "vad", options);

@@ -54,8 +54,8 @@ export interface WatchSlavesOptions {
  * netlink: yields a `slave-added` for each device a search attaches and a `slave-removed` for each
  * attached one a search misses (detached at once unless `removeMissing: false`). A change is
  * reported within `intervalMs` plus one search, which for a device plugged in includes the kernel's
- * attach (its `request_module()` and the family driver's probe); the README gives what the kernel
- * lab measured. Stop it with `signal`, or by leaving the `for await` loop.
+ * attach (its `request_module()` and the family driver's probe); README, "1-Wire", "Hot-plug" gives
+ * what the kernel lab measured. Stop it with `signal`, or by leaving the `for await` loop.
  *
  * The kernel multicasts its own `slave-added` / `slave-removed` events for the same attaches and
  * detaches; `W1Bus.events()` sees them when it may join group 3 (root, or any user on Linux >= 6.6).

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { W1Id } from "../codec/w1.ts";
+import { DS2408_COMMAND as DS2408, DS2413_COMMAND as DS2413, W1_CONFIRMATION, type W1Id } from "../codec/w1.ts";
 import type { W1Bus } from "./bus.ts";
 import { W1Error } from "./bus.ts";
 import type { W1RequestOptions } from "./types.ts";
@@ -45,6 +45,31 @@ function decodeDs2413(raw: number, attempts: number): Ds2413State | undefined {
 }
 
 /**
+ * Writes `command` and reads `length` bytes, up to `retries + 1` times, until `accept` makes
+ * something of the answer: that, or the last answer (for the error) when no attempt was accepted.
+ */
+async function untilAccepted<T>(
+  bus: W1Bus,
+  slave: W1Id | string,
+  exchange: { command: readonly number[]; length: number; retries: number; request: W1RequestOptions },
+  accept: (answer: Uint8Array, attempt: number) => T | undefined,
+): Promise<{ value: T } | { last: Uint8Array }> {
+  const { command, length, retries, request } = exchange;
+  let last: Uint8Array = new Uint8Array(0);
+  for (let attempt = 1; attempt <= retries + 1; attempt++) {
+    const [, read] = await bus.transaction(
+      { slave },
+      [{ op: "write", data: command }, { op: "read", length }],
+      request,
+    );
+    last = read.data;
+    const value = accept(last, attempt);
+    if (value !== undefined) return { value };
+  }
+  return { last };
+}
+
+/**
  * Reads a DS2413's pins and output latches (PIO ACCESS READ, F5h), checking the complement nibble;
  * an inconsistent byte is read again up to `retries` times.
  *
@@ -62,19 +87,11 @@ function decodeDs2413(raw: number, attempts: number): Ds2413State | undefined {
 export async function readDs2413(bus: W1Bus, slave: W1Id | string, options?: W1SwitchOptions): Promise<Ds2413State> {
   const { request } = optionsOf("readDs2413 options", options, ["retries"]);
   const retries = checkRetries(options?.retries);
-  let last = 0;
-  for (let attempt = 1; attempt <= retries + 1; attempt++) {
-    const [, read] = await bus.transaction(
-      { slave },
-      [{ op: "write", data: [0xf5] }, { op: "read", length: 1 }],
-      request,
-    );
-    last = read.data[0];
-    const state = decodeDs2413(last, attempt);
-    if (state) return state;
-  }
+  const exchange = { command: [DS2413.PIO_ACCESS_READ], length: 1, retries, request };
+  const got = await untilAccepted(bus, slave, exchange, (answer, attempt) => decodeDs2413(answer[0], attempt));
+  if ("value" in got) return got.value;
   throw new W1Error(`read the PIO status of ${nameOf(slave)}`, "PIO ACCESS READ", "CRC", {
-    hint: `${retries + 1} attempts, the last status byte ${hex(last)} fails its complement nibble`,
+    hint: `${retries + 1} attempts, the last status byte ${hex(got.last[0])} fails its complement nibble`,
   });
 }
 
@@ -107,19 +124,19 @@ export async function writeDs2413(
   }
   const retries = checkRetries(options?.retries);
   const value = latches | 0xfc;
-  let got: Uint8Array = new Uint8Array(0);
-  for (let attempt = 1; attempt <= retries + 1; attempt++) {
-    const [, read] = await bus.transaction(
-      { slave },
-      [{ op: "write", data: [0x5a, value, ~value & 0xff] }, { op: "read", length: 2 }],
-      request,
-    );
-    got = read.data;
-    const state = got[0] === 0xaa ? decodeDs2413(got[1], attempt) : undefined;
-    if (state) return state;
-  }
+  const command = [DS2413.PIO_ACCESS_WRITE, value, ~value & 0xff];
+  const exchange = { command, length: 2, retries, request };
+  const got = await untilAccepted(
+    bus,
+    slave,
+    exchange,
+    (answer, attempt) => answer[0] === W1_CONFIRMATION ? decodeDs2413(answer[1], attempt) : undefined,
+  );
+  if ("value" in got) return got.value;
   throw new W1Error(`set the PIO latches of ${nameOf(slave)}`, "PIO ACCESS WRITE", "VERIFY", {
-    hint: `${retries + 1} attempts, the last answered ${[...got].map(hex).join(" ")} instead of 0xaa and a status`,
+    hint: `${retries + 1} attempts, the last answered ${[...got.last].map(hex).join(" ")} instead of ${
+      hex(W1_CONFIRMATION)
+    } and a status`,
   });
 }
 
@@ -163,26 +180,20 @@ export async function readDs2408(
 ): Promise<Ds2408Registers> {
   const { request } = optionsOf("readDs2408 options", options, ["retries"]);
   const retries = checkRetries(options?.retries);
-  const command = [0xf0, 0x88, 0x00];
-  for (let attempt = 1; attempt <= retries + 1; attempt++) {
-    const [, read] = await bus.transaction(
-      { slave },
-      [{ op: "write", data: command }, { op: "read", length: 10 }],
-      request,
-    );
-    const r = read.data;
-    if (invertedCrcMatches(Uint8Array.from([...command, ...r.subarray(0, 8)]), r.subarray(8, 10))) {
-      return {
-        state: r[0],
-        output: r[1],
-        activity: r[2],
-        searchMask: r[3],
-        searchPolarity: r[4],
-        control: r[5],
-        attempts: attempt,
-      };
-    }
-  }
+  const command = [DS2408.READ_PIO_REGISTERS, DS2408.PIO_LOGIC_STATE_ADDRESS, 0x00];
+  const got = await untilAccepted(bus, slave, { command, length: 10, retries, request }, (r, attempt) => {
+    if (!invertedCrcMatches(Uint8Array.from([...command, ...r.subarray(0, 8)]), r.subarray(8, 10))) return undefined;
+    return {
+      state: r[0],
+      output: r[1],
+      activity: r[2],
+      searchMask: r[3],
+      searchPolarity: r[4],
+      control: r[5],
+      attempts: attempt,
+    };
+  });
+  if ("value" in got) return got.value;
   throw new W1Error(`read the registers of ${nameOf(slave)}`, "READ PIO REGISTERS", "CRC", {
     hint: `${retries + 1} attempts failed their CRC16`,
   });
@@ -219,18 +230,17 @@ export async function writeDs2408(
   const { request } = optionsOf("writeDs2408 options", options, ["retries"]);
   checkByte(output, "a DS2408 output");
   const retries = checkRetries(options?.retries);
-  let got: Uint8Array = new Uint8Array(0);
-  for (let attempt = 1; attempt <= retries + 1; attempt++) {
-    const [, read] = await bus.transaction(
-      { slave },
-      [{ op: "write", data: [0x5a, output, ~output & 0xff] }, { op: "read", length: 2 }],
-      request,
-    );
-    got = read.data;
-    if (got[0] === 0xaa) return got[1];
-  }
+  const command = [DS2408.CHANNEL_ACCESS_WRITE, output, ~output & 0xff];
+  const exchange = { command, length: 2, retries, request };
+  const got = await untilAccepted(
+    bus,
+    slave,
+    exchange,
+    (answer) => answer[0] === W1_CONFIRMATION ? answer[1] : undefined,
+  );
+  if ("value" in got) return got.value;
   throw new W1Error(`set the outputs of ${nameOf(slave)}`, "CHANNEL ACCESS WRITE", "VERIFY", {
-    hint: `${retries + 1} attempts, the last answered ${hex(got[0])} instead of 0xaa`,
+    hint: `${retries + 1} attempts, the last answered ${hex(got.last[0])} instead of ${hex(W1_CONFIRMATION)}`,
   });
 }
 
@@ -255,18 +265,11 @@ export async function resetDs2408Activity(
 ): Promise<void> {
   const { request } = optionsOf("resetDs2408Activity options", options, ["retries"]);
   const retries = checkRetries(options?.retries);
-  let got = 0;
-  for (let attempt = 1; attempt <= retries + 1; attempt++) {
-    const [, read] = await bus.transaction(
-      { slave },
-      [{ op: "write", data: [0xc3] }, { op: "read", length: 1 }],
-      request,
-    );
-    got = read.data[0];
-    if (got === 0xaa) return;
-  }
+  const exchange = { command: [DS2408.RESET_ACTIVITY_LATCHES], length: 1, retries, request };
+  const got = await untilAccepted(bus, slave, exchange, (answer) => answer[0] === W1_CONFIRMATION ? true : undefined);
+  if ("value" in got) return;
   throw new W1Error(`reset the activity latches of ${nameOf(slave)}`, "RESET ACTIVITY LATCHES", "VERIFY", {
-    hint: `${retries + 1} attempts, the last answered ${hex(got)} instead of 0xaa`,
+    hint: `${retries + 1} attempts, the last answered ${hex(got.last[0])} instead of ${hex(W1_CONFIRMATION)}`,
   });
 }
 
@@ -294,7 +297,11 @@ export async function writeDs2408Control(
 ): Promise<Ds2408Registers> {
   const { request } = optionsOf("writeDs2408Control options", options, ["retries"]);
   checkByte(control, "a DS2408 control value");
-  await bus.write({ slave }, [0xcc, 0x8d, 0x00, control], request);
+  await bus.write(
+    { slave },
+    [DS2408.WRITE_CONDITIONAL_SEARCH_REGISTER, DS2408.CONTROL_STATUS_ADDRESS, 0x00, control],
+    request,
+  );
   const registers = await readDs2408(bus, slave, options);
   if ((registers.control & 0x07) !== (control & 0x07) || (!(control & 0x08) && registers.control & 0x08)) {
     throw new W1Error(`write the control register of ${nameOf(slave)}`, "WRITE CONDITIONAL SEARCH REGISTER", "VERIFY", {

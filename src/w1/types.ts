@@ -4,6 +4,8 @@
  * @module
  */
 import type { ConnectorOptions } from "../connector/types.ts";
+import type { ReceiveStats } from "../core/types.ts";
+import type { ByteInput } from "../args.ts";
 import type { W1Id } from "../codec/w1.ts";
 
 /**
@@ -16,9 +18,9 @@ export type W1Target = { master: number } | { slave: W1Id | string };
 /** One command of a transaction. */
 export type W1Op =
   | { op: "reset" }
-  | { op: "write"; data: Uint8Array | readonly number[] }
+  | { op: "write"; data: ByteInput }
   | { op: "read"; length: number }
-  | { op: "touch"; data: Uint8Array | readonly number[] }
+  | { op: "touch"; data: ByteInput }
   | { op: "search" }
   | { op: "alarm-search" }
   | { op: "list-slaves" }
@@ -44,13 +46,17 @@ export interface W1RequestOptions {
 }
 
 /** Options of {@linkcode W1Bus.open}. */
-export interface W1BusOptions extends Pick<ConnectorOptions, "rcvbuf" | "libcPath" | "onError" | "onOverrun"> {
+export interface W1BusOptions
+  extends Pick<ConnectorOptions, "rcvbuf" | "libcPath" | "onError" | "onOverrun" | "maxQueued" | "maxQueuedBytes"> {
   /**
    * Ask the kernel to bundle a request's replies into one datagram (`W1_CN_BUNDLE`); default true.
    * The results are the same either way.
    */
   bundle?: boolean;
 }
+
+/** Options of {@linkcode W1Bus.over}: the bus's own; the rest are the connector's. */
+export type W1BusOverOptions = Pick<W1BusOptions, "bundle">;
 
 /** A bus event, multicast by the w1 core to group 3. */
 export type W1Event =
@@ -77,10 +83,15 @@ export interface W1EventsOptions {
   signal?: AbortSignal;
 }
 
-/** Counters of a bus client. */
-export interface W1Stats {
-  /** Messages to group 3 that did not come from the kernel (a root process can send there); not events. */
-  foreign: number;
-  /** Messages from the kernel that did not decode; ignored. */
-  undecodable: number;
+/**
+ * Counters of a bus client: the connector's receive counters, under the same names, with what the
+ * bus itself set aside added in: `foreign` also counts messages to group 3 that did not come from the
+ * kernel (a root process can send there; not events), `malformed` also counts messages from the
+ * kernel whose 1-Wire payload did not decode (ignored; `undecodable` before 0.3.0).
+ */
+export interface W1Stats extends ReceiveStats {
+  /** Callbacks of the connector that threw. */
+  callbackErrors: number;
+  /** Messages no request or iterator wanted (late replies, replies to the nudges). */
+  unhandled: number;
 }

@@ -1,5 +1,5 @@
 /**
- * Fake 1-Wire devices beyond the thermometer and the EEPROM, for `FakeW1Core.plug`: the
+ * Fake 1-Wire devices for `FakeW1Core.plug`: the DS18B20 thermometer, the DS2431 EEPROM, the
  * DS2413 and DS2408 switches, the DS2438 battery monitor and the DS2423 counter. Each answers the
  * function commands the `@cnlink/connector/w1` helpers (and the kernel's drivers) use, with the
  * same checks as the real part (complements, CRC8, inverted CRC16, `AAh` confirmations), so tests of
@@ -9,7 +9,7 @@
  * @module
  */
 import { crc16, crc8, type W1Id } from "../codec/w1.ts";
-import type { FakeW1Device } from "./fake_w1.ts";
+import type { FakeW1Device } from "./fake_core.ts";
 
 /** The byte machinery the fakes share: a function command, its argument bytes, and what to send. */
 function byteDevice(
@@ -75,7 +75,7 @@ export interface FakeDs2413 extends FakeW1Device {
  * const master = w1.addMaster();
  * const pio = fakeDs2413("3a-000000000001");
  * w1.plug(master, pio);
- * await using bus = kernel.openW1Bus();
+ * await using bus = await kernel.openW1Bus();
  * await bus.search(master);
  * pio.input = 0b10; // PIOA held low outside
  * assert.equal((await readDs2413(bus, "3a-000000000001")).pioA, false);
@@ -311,4 +311,184 @@ export function fakeDs2423(id: W1Id | string): FakeDs2423 {
     send(out);
   });
   return Object.assign(base, { counters, memory });
+}
+
+/** Options of {@linkcode fakeDs18b20}. */
+export interface FakeDs18b20Options {
+  /** The temperature it converts, °C; default 20. Change it later through `device.celsius`. */
+  celsius?: number;
+  /** Send scratchpads with a wrong CRC this many times first; default 0. */
+  badCrcReads?: number;
+  /** Parasite-powered: READ POWER SUPPLY reads 0s; default false. */
+  parasite?: boolean;
+}
+
+/**
+ * A fake DS18B20: CONVERT T (44h), READ SCRATCHPAD (BEh), WRITE SCRATCHPAD (4Eh: TH, TL, config),
+ * COPY SCRATCHPAD (48h), RECALL E2 (B8h), READ POWER SUPPLY (B4h).
+ */
+export interface FakeDs18b20 extends FakeW1Device {
+  /** The temperature the next conversion reads, °C. */
+  celsius: number;
+  /** Scratchpad reads still to corrupt. */
+  badCrcReads: number;
+  /** Parasite-powered (READ POWER SUPPLY reads 0s). */
+  parasite: boolean;
+  /** Power-cycles it: +85 °C with the power-on signature, TH, TL and the resolution from its EEPROM. */
+  powerCycle(): void;
+}
+
+/**
+ * A fake DS18B20 thermometer for {@linkcode FakeW1Core.plug}: conversions take no time, the alarm
+ * flag follows TH/TL as on the device. It starts with the power-on scratchpad (+85 °C, byte 6 =
+ * `0Ch`); a conversion sets byte 6 to `10h` minus the register's low nibble, as the real device
+ * does, so a real 85 °C is told from the power-on value. The configuration register keeps only its
+ * resolution bits.
+ *
+ * @example
+ * ```ts
+ * import { fakeDs18b20 } from "@cnlink/connector/testing";
+ * import assert from "node:assert/strict";
+ *
+ * const t = fakeDs18b20("28-000000000001", { celsius: -10.125 });
+ * assert.equal(t.celsius, -10.125);
+ * ```
+ */
+export function fakeDs18b20(id: W1Id | string, options?: FakeDs18b20Options): FakeDs18b20 {
+  const eeprom = Uint8Array.from([75, 70, 0x7f]);
+  const pad = Uint8Array.from([0x50, 0x05, 75, 70, 0x7f, 0xff, 0x0c, 0x10, 0]);
+  let cmd = -1;
+  let args: number[] = [];
+  let out: number[] = [];
+  let fill = 0xff;
+  let alarm = false;
+  const device: FakeDs18b20 = {
+    id,
+    celsius: options?.celsius ?? 20,
+    badCrcReads: options?.badCrcReads ?? 0,
+    parasite: options?.parasite ?? false,
+    alarm: () => alarm,
+    powerCycle() {
+      pad.set([0x50, 0x05, ...eeprom, 0xff, 0x0c, 0x10]);
+      alarm = false;
+    },
+    reset: () => {
+      cmd = -1;
+      args = [];
+      out = [];
+      fill = 0xff;
+    },
+    write(bytes) {
+      for (const b of bytes) {
+        if (cmd === -1) {
+          cmd = b;
+          if (b === 0x44) {
+            const resolution = ((pad[4] >> 5) & 3) + 9;
+            const raw = Math.round(device.celsius * 16) & ~((1 << (12 - resolution)) - 1);
+            pad[0] = raw & 0xff;
+            pad[1] = (raw >> 8) & 0xff;
+            pad[6] = 0x10 - (raw & 0x0f);
+            const whole = raw >> 4;
+            alarm = whole >= ((pad[2] << 24) >> 24) || whole <= ((pad[3] << 24) >> 24);
+          } else if (b === 0xbe) {
+            pad[8] = crc8(pad.subarray(0, 8));
+            out = [...pad];
+            if (device.badCrcReads > 0) {
+              device.badCrcReads--;
+              out[8] ^= 0x5a;
+            }
+          } else if (b === 0x48) {
+            eeprom.set(pad.subarray(2, 5));
+          } else if (b === 0xb8) {
+            pad.set(eeprom, 2);
+          } else if (b === 0xb4) {
+            fill = device.parasite ? 0x00 : 0xff;
+          }
+        } else if (cmd === 0x4e && args.length < 3) {
+          args.push(b);
+          if (args.length === 3) pad.set([args[0], args[1], (args[2] & 0x60) | 0x1f], 2);
+        }
+      }
+    },
+    read(length) {
+      const bytes = new Uint8Array(length).fill(fill);
+      for (let i = 0; i < length && out.length; i++) bytes[i] = out.shift()!;
+      return bytes;
+    },
+  };
+  return device;
+}
+
+/**
+ * A fake DS2431 EEPROM for {@linkcode FakeW1Core.plug}: WRITE SCRATCHPAD (0Fh, inverted CRC16),
+ * READ SCRATCHPAD (AAh), COPY SCRATCHPAD (55h, whole rows), READ MEMORY (F0h). `memory` is its
+ * 144 bytes (0xff when new).
+ *
+ * @example
+ * ```ts
+ * import { fakeDs2431 } from "@cnlink/connector/testing";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(fakeDs2431("2d-00000000cafe").memory.length, 0x90);
+ * ```
+ */
+export function fakeDs2431(id: W1Id | string): FakeW1Device & { memory: Uint8Array } {
+  const memory = new Uint8Array(0x90).fill(0xff);
+  const sp = new Uint8Array(8);
+  let ta = 0;
+  let es = 0;
+  let cmd = -1;
+  let args: number[] = [];
+  let out: number[] = [];
+  const inverted = (bytes: number[]) => {
+    const crc = ~crc16(Uint8Array.from(bytes)) & 0xffff;
+    return [crc & 0xff, crc >> 8];
+  };
+  return {
+    id,
+    memory,
+    reset: () => {
+      cmd = -1;
+      args = [];
+      out = [];
+    },
+    write(bytes) {
+      for (const b of bytes) {
+        if (cmd === -1) {
+          cmd = b;
+          if (b === 0xaa) {
+            const body = [ta & 0xff, ta >> 8, es, ...sp];
+            out = [...body, ...inverted([0xaa, ...body])];
+          }
+          continue;
+        }
+        args.push(b);
+        if (cmd === 0xf0 && args.length === 2) {
+          const addr = args[0] | (args[1] << 8);
+          out = addr < memory.length ? [...memory.subarray(addr)] : [];
+        } else if (cmd === 0x0f && args.length >= 2) {
+          ta = args[0] | (args[1] << 8);
+          const want = 2 + 8 - (ta & 7);
+          if (args.length === want) {
+            const data = args.slice(2);
+            sp.set(data, ta & 7);
+            es = ((ta & 7) + data.length - 1) & 7;
+            out = inverted([0x0f, ...args]);
+          }
+        } else if (cmd === 0x55 && args.length === 3) {
+          if (
+            args[0] === (ta & 0xff) && args[1] === ta >> 8 && args[2] === es && (ta & 7) === 0 && es === 7 && ta < 0x80
+          ) {
+            memory.set(sp, ta);
+            es |= 0x80;
+          }
+        }
+      }
+    },
+    read(length) {
+      const bytes = new Uint8Array(length).fill(0xff);
+      for (let i = 0; i < length && out.length; i++) bytes[i] = out.shift()!;
+      return bytes;
+    },
+  };
 }

@@ -16,11 +16,12 @@
 import { encodeMessage } from "../codec/cn_msg.ts";
 import { CN_IDX_PROC, CN_VAL_PROC } from "../codec/constants.ts";
 import { decodeProcInput } from "../codec/proc.ts";
-import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL } from "../proc/constants.ts";
-import { encodeProcEvent, type ProcEvent } from "../proc/event.ts";
-import { passes } from "../proc/filter.ts";
-import type { FakeKernel, KernelMessage } from "./fake_kernel.ts";
+import { PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN, PROC_EVENT_ALL } from "./constants.ts";
+import { encodeProcEvent, type ProcEvent } from "./event.ts";
+import { passes } from "./filter.ts";
+import type { FakeKernelCore, KernelCallbackRegistration, KernelMessage } from "../testing/fake_kernel.ts";
 import { checkOptions, checkType } from "../args.ts";
+import { Errno } from "../errors.ts";
 
 /** Options of `FakeKernel.enableProcEvents`. */
 export interface FakeProcOptions {
@@ -63,11 +64,11 @@ const PROC_ID = { idx: CN_IDX_PROC, val: CN_VAL_PROC };
  * ```
  */
 export class FakeProcEvents implements Disposable {
-  readonly #kernel: FakeKernel;
+  readonly #kernel: FakeKernelCore;
   readonly #options: Required<FakeProcOptions>;
   readonly #filters = new Map<number, ProcOp>();
   readonly #seq = new Map<number, number>();
-  readonly #registration: Disposable;
+  readonly #registration: KernelCallbackRegistration;
   #listeners = 0;
   /** Every LISTEN/IGNORE received, in order. */
   readonly ops: ProcOp[] = [];
@@ -79,7 +80,7 @@ export class FakeProcEvents implements Disposable {
    * @param options ack and filter behaviour
    * @throws {TypeError} an unknown option or a non-boolean flag
    */
-  constructor(kernel: FakeKernel, options?: FakeProcOptions) {
+  constructor(kernel: FakeKernelCore, options?: FakeProcOptions) {
     const opts = checkOptions("FakeProcEvents options", options, ["ack", "inputFilter"]);
     checkType(opts.ack, "ack", "boolean");
     checkType(opts.inputFilter, "inputFilter", "boolean");
@@ -96,10 +97,10 @@ export class FakeProcEvents implements Disposable {
       return; // the kernel ignores other lengths
     }
     let op: ProcOp;
-    if (input.events === undefined) op = { port: m.senderPort, op: input.op, mask: PROC_EVENT_ALL };
+    if (input.events === undefined) op = { port: m.source.port, op: input.op, mask: PROC_EVENT_ALL };
     else if (this.#options.inputFilter) {
       const mask = (input.events & PROC_EVENT_ALL) >>> 0;
-      op = { port: m.senderPort, op: input.op, mask: mask === 0 ? PROC_EVENT_ALL : mask };
+      op = { port: m.source.port, op: input.op, mask: mask === 0 ? PROC_EVENT_ALL : mask };
     } else return;
     this.ops.push(op);
     if (this.#options.inputFilter) {
@@ -113,7 +114,7 @@ export class FakeProcEvents implements Disposable {
     } else if (op.op === PROC_CN_MCAST_LISTEN) this.#listeners++;
     else if (op.op === PROC_CN_MCAST_IGNORE) this.#listeners--;
     if (!this.#options.ack) return;
-    const err = op.op === PROC_CN_MCAST_LISTEN || op.op === PROC_CN_MCAST_IGNORE ? 0 : 22;
+    const err = op.op === PROC_CN_MCAST_LISTEN || op.op === PROC_CN_MCAST_IGNORE ? 0 : Errno.EINVAL;
     this.#multicast({ type: "ack", cpu: 0, timestampNs: 0n, seq: 0, ack: m.ack + 1, err }, (m.ack + 1) >>> 0);
   }
 
@@ -160,6 +161,6 @@ export class FakeProcEvents implements Disposable {
 
   /** Unregisters the fake cn_proc. */
   [Symbol.dispose](): void {
-    this.#registration[Symbol.dispose]();
+    this.#registration.close();
   }
 }

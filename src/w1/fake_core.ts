@@ -9,13 +9,10 @@
  *
  * @module
  */
-import { CN_W1_IDX, CN_W1_VAL, NLMSG_DONE, NLMSG_HDRLEN } from "../codec/constants.ts";
-import { encodeMessage } from "../codec/cn_msg.ts";
+import { CN_W1_IDX, CN_W1_VAL } from "../codec/constants.ts";
 import { checkCount, checkOptions } from "../args.ts";
-import { encodeNetlinkHeader, LITTLE_ENDIAN } from "../codec/netlink.ts";
+import { LITTLE_ENDIAN } from "../codec/netlink.ts";
 import {
-  crc16,
-  crc8,
   decodeW1Messages,
   encodeW1Messages,
   masterIdBytes,
@@ -28,14 +25,12 @@ import {
   type W1NetlinkCommand,
   type W1NetlinkMessage,
 } from "../codec/w1.ts";
-import { NetlinkError } from "../errors.ts";
-import type { FakeKernel, KernelMessage } from "./fake_kernel.ts";
+import { Errno, NetlinkError } from "../errors.ts";
+import type { FakeKernelCore, KernelCallbackRegistration, KernelMessage } from "../testing/fake_kernel.ts";
+import { Reply } from "./fake_reply.ts";
 
 const W1_ID = { idx: CN_W1_IDX, val: CN_W1_VAL };
-const ENODEV = 19;
-const EINVAL = 22;
-const E2BIG = 7;
-const EPROTO = 71;
+const { ENODEV, EINVAL, E2BIG, EPROTO } = Errno;
 
 /** A device on a fake bus. The fake core does the ROM layer; the device sees what follows it. */
 export interface FakeW1Device {
@@ -98,14 +93,14 @@ function searchOrder(a: W1Id, b: W1Id): number {
  * const w1 = kernel.enableW1();
  * const master = w1.addMaster();
  * w1.plug(master, fakeDs18b20("28-000000000001", { celsius: 21.5 }));
- * await using bus = kernel.openW1Bus();
+ * await using bus = await kernel.openW1Bus();
  * const [id] = await bus.search(master);
  * assert.equal((await readTemperature(bus, id, { conversionMs: 0 })).celsius, 21.5);
  * ```
  */
 export class FakeW1Core implements Disposable {
-  readonly #kernel: FakeKernel;
-  readonly #registration: Disposable;
+  readonly #kernel: FakeKernelCore;
+  readonly #registration: KernelCallbackRegistration;
   readonly #masters = new Map<number, Master>();
   readonly #slaveTtl: number;
   readonly #idsPerReply: number;
@@ -121,7 +116,7 @@ export class FakeW1Core implements Disposable {
    * @throws {TypeError} an unknown option
    * @throws {RangeError} `slaveTtl` or `idsPerReply` not a positive integer (`idsPerReply` may be Infinity)
    */
-  constructor(kernel: FakeKernel, options?: FakeW1Options) {
+  constructor(kernel: FakeKernelCore, options?: FakeW1Options) {
     const opts = checkOptions("FakeW1Core options", options, ["slaveTtl", "idsPerReply"]);
     checkCount(opts.slaveTtl, "slaveTtl", 1);
     if (opts.idsPerReply !== Infinity) checkCount(opts.idsPerReply, "idsPerReply", 1);
@@ -187,7 +182,7 @@ export class FakeW1Core implements Disposable {
 
   /** Unregisters the core. */
   [Symbol.dispose](): void {
-    this.#registration[Symbol.dispose]();
+    this.#registration.close();
   }
 
   #master(id: number): Master {
@@ -419,286 +414,3 @@ export class FakeW1Core implements Disposable {
 }
 
 /** The replies to one request, laid out and sent as the kernel does. */
-class Reply {
-  readonly #kernel: FakeKernel;
-  readonly #request: KernelMessage;
-  readonly #bundle: boolean;
-  #refs = 1;
-  #queued: Uint8Array[] = []; // whole cn_msgs (header + data)
-
-  constructor(kernel: FakeKernel, request: KernelMessage) {
-    this.#kernel = kernel;
-    this.#request = request;
-    this.#bundle = (request.flags & W1_CN_BUNDLE) !== 0;
-  }
-
-  hold(): void {
-    this.#refs++;
-  }
-
-  /** The last holder sends what is left (w1_unref_block). */
-  release(): void {
-    if (--this.#refs === 0) this.#flush();
-  }
-
-  /** w1_netlink_send_error: at once, the request's cn_msg with one w1_netlink_msg, len 0, the status. */
-  error(msg: W1NetlinkMessage | undefined, errno: number): void {
-    const w1 = encodeW1Messages([{ type: msg?.type ?? 0, status: errno, id: msg?.id ?? new Uint8Array(8) }]);
-    this.#send([this.#cn(this.#request.ack, w1)]);
-  }
-
-  listMasters(ids: number[]): void {
-    const data = new Uint8Array(ids.length * 4);
-    const view = new DataView(data.buffer);
-    ids.forEach((id, i) => view.setUint32(i * 4, id, LITTLE_ENDIAN));
-    const w1 = encodeW1Messages([{ type: W1_MESSAGE.LIST_MASTERS, id: new Uint8Array(8), data }]);
-    this.#send([this.#cn((this.#request.seq + 1) >>> 0, w1)]);
-  }
-
-  /** A data reply: the command with its data, `ack = seq + 1`. Sent at once when not bundling. */
-  data(msg: W1NetlinkMessage, cmd: number, data: Uint8Array): void {
-    const w1 = encodeW1Messages([{ type: msg.type, id: msg.id, commands: [{ cmd, data }] }]);
-    this.#queue(this.#cn((this.#request.seq + 1) >>> 0, w1));
-  }
-
-  ids(msg: W1NetlinkMessage, cmd: number, ids: W1Id[], perReply: number): void {
-    if (ids.length === 0) {
-      this.data(msg, cmd, new Uint8Array(0));
-      return;
-    }
-    for (let at = 0; at < ids.length; at += perReply) {
-      const chunk = ids.slice(at, at + perReply);
-      const data = new Uint8Array(chunk.length * 8);
-      chunk.forEach((id, i) => data.set(id.bytes, i * 8));
-      this.data(msg, cmd, data);
-    }
-  }
-
-  /**
-   * A status: the request's message header, the command header with len 0, `ack` = the request's.
-   * `err` is the kernel's: 0, a negative errno, or 1 from a reset without presence.
-   */
-  status(msg: W1NetlinkMessage, cmd: W1NetlinkCommand | undefined, err: number): void {
-    const w1 = encodeW1Messages([{
-      type: msg.type,
-      status: (-err) & 0xff, // (u8)-error: an errno, or 255 for w1_reset_bus's 1
-      id: msg.id,
-      commands: cmd ? [{ cmd: cmd.cmd, data: new Uint8Array(0) }] : [],
-    }]);
-    this.#queue(this.#cn(this.#request.ack, w1));
-  }
-
-  #queue(cn: Uint8Array): void {
-    this.#queued.push(cn);
-    if (!this.#bundle) this.#flush();
-  }
-
-  #flush(): void {
-    if (this.#queued.length === 0) return;
-    const parts = this.#queued;
-    this.#queued = [];
-    this.#send(parts);
-  }
-
-  #cn(ack: number, data: Uint8Array): Uint8Array {
-    const r = this.#request;
-    return encodeMessage({ id: W1_ID, seq: r.seq, ack, flags: r.flags, data }).subarray(NLMSG_HDRLEN);
-  }
-
-  /** One netlink message holding the cn_msgs back to back (cn_netlink_send_mult). */
-  #send(cns: Uint8Array[]): void {
-    const length = NLMSG_HDRLEN + cns.reduce((n, c) => n + c.byteLength, 0);
-    const datagram = new Uint8Array(length);
-    encodeNetlinkHeader(datagram, { length, type: NLMSG_DONE, flags: 0, seq: this.#request.seq, pid: 0 });
-    let at = NLMSG_HDRLEN;
-    for (const c of cns) {
-      datagram.set(c, at);
-      at += c.byteLength;
-    }
-    try {
-      this.#kernel.sendRaw(datagram, { to: { port: this.#request.senderPort } });
-    } catch (err) {
-      if (!(err instanceof NetlinkError)) throw err;
-    }
-  }
-}
-
-/** Options of {@linkcode fakeDs18b20}. */
-export interface FakeDs18b20Options {
-  /** The temperature it converts, °C; default 20. Change it later through `device.celsius`. */
-  celsius?: number;
-  /** Send scratchpads with a wrong CRC this many times first; default 0. */
-  badCrcReads?: number;
-  /** Parasite-powered: READ POWER SUPPLY reads 0s; default false. */
-  parasite?: boolean;
-}
-
-/**
- * A fake DS18B20: CONVERT T (44h), READ SCRATCHPAD (BEh), WRITE SCRATCHPAD (4Eh: TH, TL, config),
- * COPY SCRATCHPAD (48h), RECALL E2 (B8h), READ POWER SUPPLY (B4h).
- */
-export interface FakeDs18b20 extends FakeW1Device {
-  /** The temperature the next conversion reads, °C. */
-  celsius: number;
-  /** Scratchpad reads still to corrupt. */
-  badCrcReads: number;
-  /** Parasite-powered (READ POWER SUPPLY reads 0s). */
-  parasite: boolean;
-  /** Power-cycles it: +85 °C with the power-on signature, TH, TL and the resolution from its EEPROM. */
-  powerCycle(): void;
-}
-
-/**
- * A fake DS18B20 thermometer for {@linkcode FakeW1Core.plug}: conversions take no time, the alarm
- * flag follows TH/TL as on the device. It starts with the power-on scratchpad (+85 °C, byte 6 =
- * `0Ch`); a conversion sets byte 6 to `10h` minus the register's low nibble, as the real device
- * does, so a real 85 °C is told from the power-on value. The configuration register keeps only its
- * resolution bits.
- *
- * @example
- * ```ts
- * import { fakeDs18b20 } from "@cnlink/connector/testing";
- * import assert from "node:assert/strict";
- *
- * const t = fakeDs18b20("28-000000000001", { celsius: -10.125 });
- * assert.equal(t.celsius, -10.125);
- * ```
- */
-export function fakeDs18b20(id: W1Id | string, options?: FakeDs18b20Options): FakeDs18b20 {
-  const eeprom = Uint8Array.from([75, 70, 0x7f]);
-  const pad = Uint8Array.from([0x50, 0x05, 75, 70, 0x7f, 0xff, 0x0c, 0x10, 0]);
-  let cmd = -1;
-  let args: number[] = [];
-  let out: number[] = [];
-  let fill = 0xff;
-  let alarm = false;
-  const device: FakeDs18b20 = {
-    id,
-    celsius: options?.celsius ?? 20,
-    badCrcReads: options?.badCrcReads ?? 0,
-    parasite: options?.parasite ?? false,
-    alarm: () => alarm,
-    powerCycle() {
-      pad.set([0x50, 0x05, ...eeprom, 0xff, 0x0c, 0x10]);
-      alarm = false;
-    },
-    reset: () => {
-      cmd = -1;
-      args = [];
-      out = [];
-      fill = 0xff;
-    },
-    write(bytes) {
-      for (const b of bytes) {
-        if (cmd === -1) {
-          cmd = b;
-          if (b === 0x44) {
-            const resolution = ((pad[4] >> 5) & 3) + 9;
-            const raw = Math.round(device.celsius * 16) & ~((1 << (12 - resolution)) - 1);
-            pad[0] = raw & 0xff;
-            pad[1] = (raw >> 8) & 0xff;
-            pad[6] = 0x10 - (raw & 0x0f);
-            const whole = raw >> 4;
-            alarm = whole >= ((pad[2] << 24) >> 24) || whole <= ((pad[3] << 24) >> 24);
-          } else if (b === 0xbe) {
-            pad[8] = crc8(pad.subarray(0, 8));
-            out = [...pad];
-            if (device.badCrcReads > 0) {
-              device.badCrcReads--;
-              out[8] ^= 0x5a;
-            }
-          } else if (b === 0x48) {
-            eeprom.set(pad.subarray(2, 5));
-          } else if (b === 0xb8) {
-            pad.set(eeprom, 2);
-          } else if (b === 0xb4) {
-            fill = device.parasite ? 0x00 : 0xff;
-          }
-        } else if (cmd === 0x4e && args.length < 3) {
-          args.push(b);
-          if (args.length === 3) pad.set([args[0], args[1], (args[2] & 0x60) | 0x1f], 2);
-        }
-      }
-    },
-    read(length) {
-      const bytes = new Uint8Array(length).fill(fill);
-      for (let i = 0; i < length && out.length; i++) bytes[i] = out.shift()!;
-      return bytes;
-    },
-  };
-  return device;
-}
-
-/**
- * A fake DS2431 EEPROM for {@linkcode FakeW1Core.plug}: WRITE SCRATCHPAD (0Fh, inverted CRC16),
- * READ SCRATCHPAD (AAh), COPY SCRATCHPAD (55h, whole rows), READ MEMORY (F0h). `memory` is its
- * 144 bytes (0xff when new).
- *
- * @example
- * ```ts
- * import { fakeDs2431 } from "@cnlink/connector/testing";
- * import assert from "node:assert/strict";
- *
- * assert.equal(fakeDs2431("2d-00000000cafe").memory.length, 0x90);
- * ```
- */
-export function fakeDs2431(id: W1Id | string): FakeW1Device & { memory: Uint8Array } {
-  const memory = new Uint8Array(0x90).fill(0xff);
-  const sp = new Uint8Array(8);
-  let ta = 0;
-  let es = 0;
-  let cmd = -1;
-  let args: number[] = [];
-  let out: number[] = [];
-  const inverted = (bytes: number[]) => {
-    const crc = ~crc16(Uint8Array.from(bytes)) & 0xffff;
-    return [crc & 0xff, crc >> 8];
-  };
-  return {
-    id,
-    memory,
-    reset: () => {
-      cmd = -1;
-      args = [];
-      out = [];
-    },
-    write(bytes) {
-      for (const b of bytes) {
-        if (cmd === -1) {
-          cmd = b;
-          if (b === 0xaa) {
-            const body = [ta & 0xff, ta >> 8, es, ...sp];
-            out = [...body, ...inverted([0xaa, ...body])];
-          }
-          continue;
-        }
-        args.push(b);
-        if (cmd === 0xf0 && args.length === 2) {
-          const addr = args[0] | (args[1] << 8);
-          out = addr < memory.length ? [...memory.subarray(addr)] : [];
-        } else if (cmd === 0x0f && args.length >= 2) {
-          ta = args[0] | (args[1] << 8);
-          const want = 2 + 8 - (ta & 7);
-          if (args.length === want) {
-            const data = args.slice(2);
-            sp.set(data, ta & 7);
-            es = ((ta & 7) + data.length - 1) & 7;
-            out = inverted([0x0f, ...args]);
-          }
-        } else if (cmd === 0x55 && args.length === 3) {
-          if (
-            args[0] === (ta & 0xff) && args[1] === ta >> 8 && args[2] === es && (ta & 7) === 0 && es === 7 && ta < 0x80
-          ) {
-            memory.set(sp, ta);
-            es |= 0x80;
-          }
-        }
-      }
-    },
-    read(length) {
-      const bytes = new Uint8Array(length).fill(0xff);
-      for (let i = 0; i < length && out.length; i++) bytes[i] = out.shift()!;
-      return bytes;
-    },
-  };
-}
