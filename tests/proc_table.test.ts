@@ -225,6 +225,25 @@ describe("size", () => {
     assert.equal(table.sweepDue, false);
   });
 
+  test("a process a reconciling scan found while it was exiting leaves once gone", () => {
+    const proc = new FakeProc();
+    proc.add(1, 0, 0);
+    const table = proc.table();
+    table.scan();
+    // 60 started unseen; its exit event comes (nothing to remove) while /proc still lists it,
+    // exiting but not a zombie yet; the scan after a loss finds it.
+    proc.add(60, 1, 600, { exe: undefined, missing: ["exe"] }, "R");
+    table.apply(exit(60, 700));
+    table.lost();
+    table.sweep();
+    assert.ok(table.get(60), "found by the scan");
+    assert.ok(table.sweepDue, "and checked again at the next sweep");
+    proc.gone(60);
+    table.sweep();
+    assert.equal(table.get(60), undefined, "gone at the next sweep: it leaves");
+    assert.equal(table.sweepDue, false);
+  });
+
   test("a zombie found by the scan leaves at the first sweep after it is reaped", () => {
     const proc = new FakeProc();
     proc.add(1, 0, 0);

@@ -23,9 +23,11 @@
  * may be missing, so the table is reconciled with a /proc scan (`sweep()`, which `ProcMonitor`
  * runs every second while there is something to check): a process no longer in
  * /proc at one sweep leaves at the next unless an event of it came in between. Zombies found by
- * the seeding scan (their exit came before the monitor) leave at the first sweep after they are
- * reaped. So the table holds the live processes plus, for at most two sweeps (about 2 s) after a
- * loss or a reaping, those that ended unseen.
+ * a scan (their exit came before the monitor, or before the scan: the kernel sends the exit event
+ * before the parent reaps) leave at the first sweep after they are reaped, and a process a
+ * reconciling scan added is checked again at the next sweep (it may have been exiting then). So
+ * the table holds the live processes plus, for at most two sweeps (about 2 s) after a loss or a
+ * reaping, those that ended unseen.
  *
  * @module
  */
@@ -128,6 +130,8 @@ export class ProcessTable implements Iterable<ProcessInfo> {
   #batch = 0;
   // Zombies seen by a scan: no exit event will say when they are reaped.
   readonly #zombies = new Set<number>();
+  // Added by a reconciling scan: checked again at the next sweep (they may have been exiting).
+  readonly #fresh = new Set<number>();
   // Not in /proc at the last reconciling scan: they leave at the next sweep unless seen again.
   readonly #absent = new Set<number>();
   #reconcile = false;
@@ -221,7 +225,7 @@ export class ProcessTable implements Iterable<ProcessInfo> {
 
   /** Whether `sweep()` has anything to do (a loss to reconcile, zombies or absent processes to check). */
   get sweepDue(): boolean {
-    return this.#reconcile || this.#zombies.size > 0 || this.#absent.size > 0;
+    return this.#reconcile || this.#zombies.size > 0 || this.#absent.size > 0 || this.#fresh.size > 0;
   }
 
   /**
@@ -234,6 +238,17 @@ export class ProcessTable implements Iterable<ProcessInfo> {
     // A process that ended unseen leaves, but what was read at its last exec stays a while: an exec
     // of that pid still on its way (a backlog) must still withhold that read if it saw the new program.
     for (const pid of [...this.#absent]) this.#remove(pid, true);
+    // What the last reconciling scan added may have been exiting then, its exit event taken before
+    // the scan (the kernel sends it before the task is a zombie, and /proc still lists it): gone now,
+    // it leaves; a zombie now leaves once reaped; otherwise its exit event is still to come.
+    for (const pid of [...this.#fresh]) {
+      this.#fresh.delete(pid);
+      const entry = this.#entries.get(pid);
+      const stat = entry && this.#stat(pid);
+      if (!entry) continue;
+      if (!stat || !sameStart(entry.startNs, stat.startNs)) this.#remove(pid, true);
+      else if (stat.state === "Z") this.#zombies.add(pid);
+    }
     for (const pid of [...this.#zombies]) {
       const entry = this.#entries.get(pid);
       const stat = entry && this.#stat(pid);
@@ -269,6 +284,7 @@ export class ProcessTable implements Iterable<ProcessInfo> {
         // reaped, as the seeding scan's zombies do. (A fork storm whose shell reaps at the end left
         // 805 of 907 entries of reaped processes for good on Bun.)
         if (info.missing?.includes("exe") && this.#stat(pid)?.state === "Z") this.#zombies.add(pid);
+        else this.#fresh.add(pid);
       } else if (entry) this.#absent.add(pid);
     }
   }
