@@ -116,7 +116,10 @@ describe("procmon as a Unix tool", () => {
       const ms = performance.now() - start;
       assert.equal(r.timedOut, false, "it did not hang");
       assert.equal(r.stdout.split("\n").length, 4, r.stdout);
-      assert.equal(r.stderr, "procmon exit 0\n", "exit 0, nothing on stderr (no stack trace)");
+      // A forged datagram from another process on group 1 (another test run on this host) is reported
+      // on stderr by design: not what this test is about.
+      const stderr = r.stderr.split("\n").filter((l) => !l.startsWith("cnlink: foreign datagram")).join("\n");
+      assert.equal(stderr, "procmon exit 0\n", "exit 0, nothing on stderr (no stack trace)");
       recordFigure("procmon.headPipeMs", Math.round(ms));
     } finally {
       ticker.kill();

@@ -15,7 +15,7 @@ import { RecvBatch } from "./batch.ts";
 import { pollerWorker, type PollerWorkerSetup, RING, SLOT } from "./bun_poller_worker.ts";
 import { createEpoll, MAX_EVENTS, type PollBackend, PollSet } from "./poller.ts";
 import type { Libc } from "./types.ts";
-import { type CFunction, type CKind, LIBC, wrapLibc } from "./libc.ts";
+import { type CFunction, type CKind, LIBC, pickSymbols, wrapLibc } from "./libc.ts";
 
 /** Bun's spelling of each kind in the libc table. */
 const KIND = { i32: "i32", u32: "u32", size: "u64", buffer: "ptr", pointer: "ptr" } as const;
@@ -56,8 +56,7 @@ export function loadBun(path: string): Libc {
     poller: () => createPoller(s, errno, path),
     worker: {
       path,
-      symbols: (names: readonly string[]) =>
-        Object.fromEntries(names.map((n: string) => [n, SYMBOLS[n as keyof typeof SYMBOLS]])),
+      symbols: (names) => pickSymbols(SYMBOLS, names),
       open: `(path, symbols) => {
         const ffi = require("bun:ffi");
         const lib = ffi.dlopen(path, symbols);
@@ -83,7 +82,6 @@ function createPoller(s: Symbols, errno: Int32Array, path: string): PollSet {
   const { epfd, layout, ctl } = createEpoll(s, errno, process.arch === "x64");
   const shared = new Int32Array(new SharedArrayBuffer(4 * (SLOT.RING + RING)));
   let worker: BunWorker | null = null;
-  let listening = false;
   let stopListening: (() => void) | null = null;
   // At most one Atomics.waitAsync outstanding: one that an idle spell left pending is reused.
   let outstanding: Promise<unknown> | null = null;
@@ -123,7 +121,7 @@ function createPoller(s: Symbols, errno: Int32Array, path: string): PollSet {
     return tokens;
   };
 
-  const listen = async (): Promise<void> => {
+  const listen = async (done: () => void): Promise<void> => {
     const w = worker ??= start();
     // Only a waiting socket keeps the process alive, as on Deno.
     w.ref();
@@ -143,23 +141,13 @@ function createPoller(s: Symbols, errno: Int32Array, path: string): PollSet {
         if (await Promise.race([outstanding, idle]) === "idle") break;
       }
     } finally {
-      listening = false;
+      done();
       stopListening = null;
       w.unref();
     }
   };
 
-  const backend: PollBackend = {
-    ctl,
-    activate() {
-      if (listening) return;
-      listening = true;
-      void listen();
-    },
-    idle() {
-      stopListening?.();
-    },
-  };
+  const backend: PollBackend = { ctl, run: (done) => void listen(done), wake: () => stopListening?.() };
   const set = new PollSet(backend);
   return set;
 }

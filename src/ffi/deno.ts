@@ -12,7 +12,7 @@ import { NetlinkError } from "../errors.ts";
 import { RecvBatch } from "./batch.ts";
 import { createEpoll, EPOLL_CTL_ADD, EPOLLIN, MAX_EVENTS, type PollBackend, PollSet, WAKE_TOKEN } from "./poller.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, type Libc } from "./types.ts";
-import { type CFunction, type CKind, LIBC, wrapLibc } from "./libc.ts";
+import { type CFunction, type CKind, LIBC, pickSymbols, wrapLibc } from "./libc.ts";
 
 /** Deno's spelling of each kind in the libc table. */
 const KIND = { i32: "i32", u32: "u32", size: "usize", buffer: "buffer", pointer: "pointer" } as const;
@@ -69,8 +69,7 @@ export function loadDeno(path: string): Libc {
     poller: () => createPoller(s, errno),
     worker: {
       path,
-      symbols: (names: readonly string[]) =>
-        Object.fromEntries(names.map((n: string) => [n, SYMBOLS[n as keyof typeof SYMBOLS]])),
+      symbols: (names) => pickSymbols(SYMBOLS, names),
       open: `(path, symbols) => {
         const lib = Deno.dlopen(path, symbols);
         const at = lib.symbols.__errno_location();
@@ -96,29 +95,23 @@ function createPoller(s: Symbols, errno: Int32Array): PollSet {
   const eventsView = new DataView(events.buffer);
   const one = new BigUint64Array([1n]);
   const drain = new BigUint64Array(1);
-  let running = false;
   let wakePending = false;
 
   const backend: PollBackend = {
     ctl,
-    activate() {
-      if (running) return;
-      running = true;
-      void loop();
-    },
-    idle() {
+    run: (done) => void loop(done),
+    wake() {
       // Make the pending epoll_wait return, so the loop can see nobody waits and end.
-      if (running && !wakePending) {
-        wakePending = true;
-        s.write(efd, one, 8n);
-      }
+      if (wakePending) return;
+      wakePending = true;
+      s.write(efd, one, 8n);
     },
   };
   const set = new PollSet(backend);
   const added = backend.ctl(EPOLL_CTL_ADD, efd, EPOLLIN, WAKE_TOKEN);
   if (added < 0) throw new NetlinkError("epoll_ctl", -added, "set up waiting for sockets");
 
-  async function loop(): Promise<void> {
+  async function loop(done: () => void): Promise<void> {
     try {
       while (set.waiting > 0) {
         const n = await s.epoll_wait(epfd, events, MAX_EVENTS, -1);
@@ -136,7 +129,7 @@ function createPoller(s: Symbols, errno: Int32Array): PollSet {
         set.ready(tokens);
       }
     } finally {
-      running = false;
+      done();
     }
   }
   return set;

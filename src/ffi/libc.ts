@@ -126,6 +126,20 @@ export interface BackendParts {
 }
 
 /**
+ * The entries of a runtime's symbol table named in `names`: what a worker thread opens libc with
+ * (FFI handles do not cross threads).
+ *
+ * @param table the runtime's spelling of {@linkcode LIBC}
+ * @param names the symbols the worker calls
+ */
+export function pickSymbols(
+  table: Readonly<Record<string, unknown>>,
+  names: readonly string[],
+): Record<string, unknown> {
+  return Object.fromEntries(names.map((name) => [name, table[name]]));
+}
+
+/**
  * The {@linkcode Libc} over a backend's symbols: every call returns its result or `-errno`.
  *
  * errno is read inline, in the same function, right after the call: on Deno a read through a helper

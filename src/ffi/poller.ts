@@ -91,10 +91,14 @@ export function createEpoll(
 export interface PollBackend {
   /** `epoll_ctl(epfd, op, fd, {events, data: token})`; returns 0 or `-errno`, read inline. */
   ctl(op: number, fd: number, events: number, token: number): number;
-  /** Someone waits: make sure the native wait runs (and keeps the process alive). */
-  activate(): void;
-  /** Nobody waits any more: let the native wait end (or stop keeping the process alive). */
-  idle(): void;
+  /**
+   * Someone waits and the native wait is not running: start it (it keeps the process alive while
+   * {@linkcode PollSet.waiting} > 0). It calls `done` synchronously as it ends, so that a wait
+   * asked for right after finds it not running and starts it again.
+   */
+  run(done: () => void): void;
+  /** Nobody waits any more while the native wait runs: let it end (or stop keeping the process alive). */
+  wake(): void;
 }
 
 interface Waiter {
@@ -105,6 +109,7 @@ interface Waiter {
 /** The runtime-neutral state of the process's one epoll set. */
 export class PollSet {
   readonly #backend: PollBackend;
+  #running = false;
   readonly #waiters = new Map<number, Waiter>();
   readonly #tokenOf = new Map<number, number>();
   readonly #registered = new Set<number>();
@@ -141,7 +146,10 @@ export class PollSet {
     this.#tokenOf.set(fd, token);
     const { promise, resolve } = Promise.withResolvers<boolean>();
     this.#waiters.set(token, { fd, resolve });
-    this.#backend.activate();
+    if (!this.#running) {
+      this.#running = true;
+      this.#backend.run(() => (this.#running = false));
+    }
     return promise;
   }
 
@@ -157,7 +165,7 @@ export class PollSet {
     const waiter = this.#waiters.get(token)!;
     this.#waiters.delete(token);
     waiter.resolve(false);
-    if (this.#waiters.size === 0) this.#backend.idle();
+    if (this.#waiters.size === 0 && this.#running) this.#backend.wake();
   }
 
   /** The backend's report: these tokens fired. Unknown tokens (forgotten sockets) are ignored. */
