@@ -193,6 +193,31 @@ export function checkCount(
   return value;
 }
 
+/** The options the clients that own a socket share (Connector, W1Bus): the receive core's, and libc's path. */
+export const SOCKET_CLIENT_KEYS = [
+  "rcvbuf",
+  "libcPath",
+  "onError",
+  "onOverrun",
+  "maxQueued",
+  "maxQueuedBytes",
+] as const;
+
+/**
+ * Checks the values of the {@linkcode SOCKET_CLIENT_KEYS} options, the same way for every client.
+ *
+ * @throws {TypeError} a wrong type (a hook not a function, `libcPath` not a string)
+ * @throws {RangeError} `rcvbuf` outside 1..2^31-1, a queue bound not a positive integer
+ */
+export function checkSocketClientOptions(opts: { readonly [K in typeof SOCKET_CLIENT_KEYS[number]]?: unknown }): void {
+  checkCount(opts.rcvbuf, "rcvbuf", 1, 0x7fffffff);
+  checkType(opts.libcPath, "libcPath", "string");
+  checkFunction(opts.onError, "onError");
+  checkFunction(opts.onOverrun, "onOverrun");
+  checkCount(opts.maxQueued, "maxQueued", 1);
+  checkCount(opts.maxQueuedBytes, "maxQueuedBytes", 1);
+}
+
 /**
  * Checks a function option: undefined or a function.
  *

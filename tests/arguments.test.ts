@@ -411,6 +411,19 @@ describe("argument contract: 1-Wire", () => {
         TypeError,
         /^bundle must be a boolean, got "yes"$/,
       ],
+      // The options every socket-owning client shares are checked alike (W1Bus took any rcvbuf before).
+      [
+        "W1Bus.open rcvbuf 0",
+        () => W1Bus.open({ libcPath: NO_LIBC, rcvbuf: 0 }),
+        RangeError,
+        /^rcvbuf must be an integer in 1\.\.2147483647, got 0$/,
+      ],
+      [
+        "W1Bus.open maxQueuedBytes 1.5",
+        () => W1Bus.open({ libcPath: NO_LIBC, maxQueuedBytes: 1.5 }),
+        RangeError,
+        /^maxQueuedBytes must be a positive integer, got 1\.5$/,
+      ],
       ["openW1Bus unknown key", () => kernel.openW1Bus({ bundled: true } as never), TypeError, /unknown key "bundled"/],
       [
         "events unknown key",

@@ -25,10 +25,11 @@ import {
   checkId,
   checkOptions,
   checkSignal,
+  checkSocketClientOptions,
   checkTimeout,
-  checkType,
   MOVED_TO,
   show,
+  SOCKET_CLIENT_KEYS,
 } from "../args.ts";
 import type {
   CallbackRegistration,
@@ -68,12 +69,7 @@ const keyOf = (id: CallbackId): string => `${id.idx}:${id.val}`;
 const OPEN_KEYS = [
   "groups",
   "port",
-  "rcvbuf",
-  "libcPath",
-  "onError",
-  "onOverrun",
-  "maxQueued",
-  "maxQueuedBytes",
+  ...SOCKET_CLIENT_KEYS,
   "maxInFlight",
   "whenBusy",
 ] as const satisfies readonly (keyof ConnectorOptions)[];
@@ -100,12 +96,7 @@ export function checkConnectorOptions(options: ConnectorOptions | undefined): Co
 function checkOptionValues(opts: ConnectorOptions): ConnectorOptions {
   checkGroups(opts.groups);
   checkCount(opts.port, "port", 0, 0xffffffff);
-  checkCount(opts.rcvbuf, "rcvbuf", 1, 0x7fffffff);
-  checkType(opts.libcPath, "libcPath", "string");
-  checkFunction(opts.onError, "onError");
-  checkFunction(opts.onOverrun, "onOverrun");
-  checkCount(opts.maxQueued, "maxQueued", 1);
-  checkCount(opts.maxQueuedBytes, "maxQueuedBytes", 1);
+  checkSocketClientOptions(opts);
   checkCount(opts.maxInFlight, "maxInFlight", 1);
   if (opts.whenBusy !== undefined && opts.whenBusy !== "queue" && opts.whenBusy !== "fail") {
     throw new TypeError(`whenBusy must be "queue" or "fail", got ${show(opts.whenBusy)}`);

@@ -18,8 +18,8 @@ import { ClosedError, NetlinkError } from "../errors.ts";
 import type { FileReader } from "../ffi/files.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, type Libc } from "../ffi/types.ts";
 import type { NetlinkAddress } from "../codec/netlink.ts";
-import type { ReceivedDatagram, ReceiveResult, Transport } from "../socket/transport.ts";
-import type { NetlinkSocket } from "../socket/netlink_socket.ts";
+import type { ReceiveResult, Transport } from "../socket/transport.ts";
+import { type NetlinkSocket, ReusedDatagram } from "../socket/netlink_socket.ts";
 import {
   CHUNK_HEADER,
   DATAGRAM_HEADER,
@@ -69,20 +69,6 @@ export interface ReceiptStats {
   batches: number;
   /** Whether the worker's thread runs at a raised priority (nice -10: the process may, e.g. as root). */
   raisedPriority: boolean;
-}
-
-/** The one ReceivedDatagram handed out, refilled by each receive. */
-class Received implements ReceivedDatagram {
-  buffer: Uint8Array = new Uint8Array(0);
-  offset = 0;
-  size = 0;
-  length = 0;
-  truncated = false;
-  readonly source = { port: 0, groups: 0 };
-
-  get data(): Uint8Array {
-    return this.buffer.subarray(this.offset, this.offset + this.size);
-  }
 }
 
 /** A decoded batch: entry offsets of datagrams and overruns (-1) in order, and the files by datagram. */
@@ -148,7 +134,7 @@ export class ReceiptTransport implements Transport {
   #partial: Uint8Array[] = [];
   #worker: AnyWorker | null = null;
   readonly #files: ReceiptFiles;
-  readonly #received = new Received();
+  readonly #received = new ReusedDatagram();
   readonly #batches: Batch[] = [];
   #batch: Batch | null = null;
   #next = 0;
@@ -399,16 +385,17 @@ export class ReceiptTransport implements Transport {
       const i = this.#next++;
       const at = b.entries[i];
       if (at < 0) return "overrun";
-      const r = this.#received;
-      r.buffer = b.bytes;
-      r.length = b.view.getUint32(at + 4, true);
-      r.size = b.view.getUint32(at + 8, true);
-      r.truncated = b.view.getUint32(at + 12, true) !== 0;
-      r.source.port = b.view.getUint32(at + 16, true);
-      r.source.groups = b.view.getUint32(at + 20, true);
-      r.offset = at + DATAGRAM_HEADER;
+      const v = b.view;
       this.#files.current = b.prefetched.get(i) ?? null;
-      return r;
+      return this.#received.set(
+        b.bytes,
+        at + DATAGRAM_HEADER,
+        v.getUint32(at + 8, true),
+        v.getUint32(at + 4, true),
+        v.getUint32(at + 12, true) !== 0,
+        v.getUint32(at + 16, true),
+        v.getUint32(at + 20, true),
+      );
     }
   }
 

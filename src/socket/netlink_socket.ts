@@ -61,8 +61,11 @@ export function describeAddress(to: NetlinkAddress): string {
   return to.port === 0 ? "the kernel" : `port ${to.port}`;
 }
 
-/** The one ReceivedDatagram a socket hands out, refilled by each receive: no allocation per datagram. */
-class Received implements ReceivedDatagram {
+/**
+ * The one ReceivedDatagram a receiver hands out, refilled by each receive: no allocation per
+ * datagram. Used by the socket and by the receipt worker's transport.
+ */
+export class ReusedDatagram implements ReceivedDatagram {
   buffer: Uint8Array = new Uint8Array(0);
   offset = 0;
   size = 0;
@@ -105,7 +108,7 @@ export class NetlinkSocket implements Transport {
   readonly #fromView = new DataView(this.#from.buffer);
   readonly #fromLength = new Uint32Array(1);
   readonly #to = new Uint8Array(SOCKADDR_NL_LEN);
-  readonly #received = new Received();
+  readonly #received = new ReusedDatagram();
   #closed = false;
   #waited = false;
   #batch: RecvBatch | null = null;

@@ -5,7 +5,15 @@
  * @module
  */
 import { masterIdBytes, parseW1Id, W1_COMMAND, type W1Id, w1IdFromBytes, type W1NetlinkCommand } from "../codec/w1.ts";
-import { checkBytes, checkCount, checkFunction, checkOptions, checkSignal, checkTimeout, checkType } from "../args.ts";
+import {
+  checkBytes,
+  checkOptions,
+  checkSignal,
+  checkSocketClientOptions,
+  checkTimeout,
+  checkType,
+  SOCKET_CLIENT_KEYS,
+} from "../args.ts";
 import type { W1BusOptions, W1BusOverOptions, W1Op, W1RequestOptions, W1Target } from "./types.ts";
 
 const OPS: Record<W1Op["op"], number> = {
@@ -37,15 +45,7 @@ function checkMaster(master: number): number {
   return master;
 }
 
-const OPEN_KEYS = [
-  "rcvbuf",
-  "libcPath",
-  "onError",
-  "onOverrun",
-  "maxQueued",
-  "maxQueuedBytes",
-  "bundle",
-] as const satisfies readonly (keyof W1BusOptions)[];
+const OPEN_KEYS = [...SOCKET_CLIENT_KEYS, "bundle"] as const satisfies readonly (keyof W1BusOptions)[];
 /** The keys of `W1Bus.over`'s options: the bus's own. */
 export const OVER_KEYS = ["bundle"] as const satisfies readonly (keyof W1BusOverOptions)[];
 const REQUEST_KEYS = ["timeoutMs", "signal"] as const satisfies readonly (keyof W1RequestOptions)[];
@@ -59,11 +59,7 @@ const REQUEST_KEYS = ["timeoutMs", "signal"] as const satisfies readonly (keyof 
 export function checkW1BusOptions(options: W1BusOptions | undefined): W1BusOptions {
   const opts = checkOptions("W1Bus options", options, OPEN_KEYS);
   checkType(opts.bundle, "bundle", "boolean");
-  checkType(opts.libcPath, "libcPath", "string");
-  checkFunction(opts.onError, "onError");
-  checkFunction(opts.onOverrun, "onOverrun");
-  checkCount(opts.maxQueued, "maxQueued", 1);
-  checkCount(opts.maxQueuedBytes, "maxQueuedBytes", 1);
+  checkSocketClientOptions(opts);
   return opts;
 }
 
