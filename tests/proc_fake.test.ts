@@ -63,6 +63,29 @@ describe("subscribing", () => {
     assert.equal(listens.length, 4);
   });
 
+  test("events({ signal }): close() takes the abort listener off the signal; an abort closes the monitor", async () => {
+    const kernel = new FakeKernel();
+    kernel.enableProcEvents();
+    const controller = new AbortController();
+    const signal = controller.signal;
+    let listeners = 0;
+    const add = signal.addEventListener.bind(signal);
+    const remove = signal.removeEventListener.bind(signal);
+    signal.addEventListener = ((...args: Parameters<typeof add>) => (listeners++, add(...args))) as typeof add;
+    signal.removeEventListener =
+      ((...args: Parameters<typeof remove>) => (listeners--, remove(...args))) as typeof remove;
+    const first = await kernel.openProcMonitor();
+    first.events({ signal });
+    assert.equal(listeners, 1);
+    await first.close();
+    assert.equal(listeners, 0, "a long-lived signal keeps no closed monitor");
+    const second = await kernel.openProcMonitor();
+    second.events({ signal });
+    controller.abort();
+    for await (const _ of second) assert.fail("nothing after the abort");
+    assert.equal(second.closed, true);
+  });
+
   test("LISTEN goes out in both forms, {LISTEN, ALL} and the 4-byte one, confirmed by its ack; close() sends IGNORE", async () => {
     const kernel = new FakeKernel();
     const proc = kernel.enableProcEvents();

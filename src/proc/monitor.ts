@@ -296,6 +296,8 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
   // exec's /proc read can still be withheld when a later exec of the same pid follows in the batch.
   #held: ProcMonitorItem[] | null = null;
   #sweepTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Takes the abort listeners of `events({ signal })` off their signals. */
+  readonly #detach: (() => void)[] = [];
   #requested: number;
 
   /** Use {@linkcode ProcMonitor.open} or {@linkcode ProcMonitor.over}. */
@@ -773,7 +775,12 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
     checkSignal(opts.signal);
     const signal = opts.signal;
     if (signal?.aborted) void this.close();
-    else signal?.addEventListener("abort", () => void this.close(), { once: true });
+    else if (signal && !this.#closing) {
+      // Taken off at close, so that a long-lived signal keeps no closed monitor alive.
+      const onAbort = () => void this.close();
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#detach.push(() => signal.removeEventListener("abort", onAbort));
+    }
     return this.#stream;
   }
 
@@ -789,6 +796,7 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
 
   #shutdown(unsubscribe: boolean): Promise<void> {
     clearTimeout(this.#sweepTimer);
+    for (const detach of this.#detach.splice(0)) detach();
     if (!this.#closing) this.#release();
     this.#closing ??= (async () => {
       if (unsubscribe && this.#subscribed && !this.#receiver.closed) {
