@@ -357,13 +357,37 @@ export interface FakeDs18b20 extends FakeW1Device {
 export function fakeDs18b20(id: W1Id | string, options?: FakeDs18b20Options): FakeDs18b20 {
   const eeprom = Uint8Array.from([75, 70, 0x7f]);
   const pad = Uint8Array.from([0x50, 0x05, 75, 70, 0x7f, 0xff, 0x0c, 0x10, 0]);
-  let cmd = -1;
-  let args: number[] = [];
-  let out: number[] = [];
-  let fill = 0xff;
   let alarm = false;
-  const device: FakeDs18b20 = {
-    id,
+  const base = byteDevice(id, (cmd, args, send) => {
+    if (args.length === 0) {
+      if (cmd === 0x44) {
+        const resolution = ((pad[4] >> 5) & 3) + 9;
+        const raw = Math.round(device.celsius * 16) & ~((1 << (12 - resolution)) - 1);
+        pad[0] = raw & 0xff;
+        pad[1] = (raw >> 8) & 0xff;
+        pad[6] = 0x10 - (raw & 0x0f);
+        const whole = raw >> 4;
+        alarm = whole >= ((pad[2] << 24) >> 24) || whole <= ((pad[3] << 24) >> 24);
+      } else if (cmd === 0xbe) {
+        pad[8] = crc8(pad.subarray(0, 8));
+        const bytes = [...pad];
+        if (device.badCrcReads > 0) {
+          device.badCrcReads--;
+          bytes[8] ^= 0x5a;
+        }
+        send(bytes);
+      } else if (cmd === 0x48) {
+        eeprom.set(pad.subarray(2, 5));
+      } else if (cmd === 0xb8) {
+        pad.set(eeprom, 2);
+      } else if (cmd === 0xb4) {
+        send([], device.parasite ? 0x00 : 0xff);
+      }
+    } else if (cmd === 0x4e && args.length === 3) {
+      pad.set([args[0], args[1], (args[2] & 0x60) | 0x1f], 2);
+    }
+  });
+  const device: FakeDs18b20 = Object.assign(base, {
     celsius: options?.celsius ?? 20,
     badCrcReads: options?.badCrcReads ?? 0,
     parasite: options?.parasite ?? false,
@@ -372,50 +396,7 @@ export function fakeDs18b20(id: W1Id | string, options?: FakeDs18b20Options): Fa
       pad.set([0x50, 0x05, ...eeprom, 0xff, 0x0c, 0x10]);
       alarm = false;
     },
-    reset: () => {
-      cmd = -1;
-      args = [];
-      out = [];
-      fill = 0xff;
-    },
-    write(bytes) {
-      for (const b of bytes) {
-        if (cmd === -1) {
-          cmd = b;
-          if (b === 0x44) {
-            const resolution = ((pad[4] >> 5) & 3) + 9;
-            const raw = Math.round(device.celsius * 16) & ~((1 << (12 - resolution)) - 1);
-            pad[0] = raw & 0xff;
-            pad[1] = (raw >> 8) & 0xff;
-            pad[6] = 0x10 - (raw & 0x0f);
-            const whole = raw >> 4;
-            alarm = whole >= ((pad[2] << 24) >> 24) || whole <= ((pad[3] << 24) >> 24);
-          } else if (b === 0xbe) {
-            pad[8] = crc8(pad.subarray(0, 8));
-            out = [...pad];
-            if (device.badCrcReads > 0) {
-              device.badCrcReads--;
-              out[8] ^= 0x5a;
-            }
-          } else if (b === 0x48) {
-            eeprom.set(pad.subarray(2, 5));
-          } else if (b === 0xb8) {
-            pad.set(eeprom, 2);
-          } else if (b === 0xb4) {
-            fill = device.parasite ? 0x00 : 0xff;
-          }
-        } else if (cmd === 0x4e && args.length < 3) {
-          args.push(b);
-          if (args.length === 3) pad.set([args[0], args[1], (args[2] & 0x60) | 0x1f], 2);
-        }
-      }
-    },
-    read(length) {
-      const bytes = new Uint8Array(length).fill(fill);
-      for (let i = 0; i < length && out.length; i++) bytes[i] = out.shift()!;
-      return bytes;
-    },
-  };
+  });
   return device;
 }
 
@@ -437,58 +418,30 @@ export function fakeDs2431(id: W1Id | string): FakeW1Device & { memory: Uint8Arr
   const sp = new Uint8Array(8);
   let ta = 0;
   let es = 0;
-  let cmd = -1;
-  let args: number[] = [];
-  let out: number[] = [];
-  const inverted = (bytes: number[]) => {
-    const crc = ~crc16(Uint8Array.from(bytes)) & 0xffff;
-    return [crc & 0xff, crc >> 8];
-  };
-  return {
-    id,
-    memory,
-    reset: () => {
-      cmd = -1;
-      args = [];
-      out = [];
-    },
-    write(bytes) {
-      for (const b of bytes) {
-        if (cmd === -1) {
-          cmd = b;
-          if (b === 0xaa) {
-            const body = [ta & 0xff, ta >> 8, es, ...sp];
-            out = [...body, ...inverted([0xaa, ...body])];
-          }
-          continue;
-        }
-        args.push(b);
-        if (cmd === 0xf0 && args.length === 2) {
-          const addr = args[0] | (args[1] << 8);
-          out = addr < memory.length ? [...memory.subarray(addr)] : [];
-        } else if (cmd === 0x0f && args.length >= 2) {
-          ta = args[0] | (args[1] << 8);
-          const want = 2 + 8 - (ta & 7);
-          if (args.length === want) {
-            const data = args.slice(2);
-            sp.set(data, ta & 7);
-            es = ((ta & 7) + data.length - 1) & 7;
-            out = inverted([0x0f, ...args]);
-          }
-        } else if (cmd === 0x55 && args.length === 3) {
-          if (
-            args[0] === (ta & 0xff) && args[1] === ta >> 8 && args[2] === es && (ta & 7) === 0 && es === 7 && ta < 0x80
-          ) {
-            memory.set(sp, ta);
-            es |= 0x80;
-          }
-        }
+  const base = byteDevice(id, (cmd, args, send) => {
+    if (args.length === 0) {
+      if (cmd === 0xaa) {
+        const body = [ta & 0xff, ta >> 8, es, ...sp];
+        send([...body, ...invertedCrc16([0xaa, ...body])]);
       }
-    },
-    read(length) {
-      const bytes = new Uint8Array(length).fill(0xff);
-      for (let i = 0; i < length && out.length; i++) bytes[i] = out.shift()!;
-      return bytes;
-    },
-  };
+    } else if (cmd === 0xf0 && args.length === 2) {
+      const addr = args[0] | (args[1] << 8);
+      send(addr < memory.length ? [...memory.subarray(addr)] : []);
+    } else if (cmd === 0x0f && args.length >= 2) {
+      ta = args[0] | (args[1] << 8);
+      const want = 2 + 8 - (ta & 7);
+      if (args.length === want) {
+        const data = args.slice(2);
+        sp.set(data, ta & 7);
+        es = ((ta & 7) + data.length - 1) & 7;
+        send(invertedCrc16([0x0f, ...args]));
+      }
+    } else if (cmd === 0x55 && args.length === 3) {
+      if (args[0] === (ta & 0xff) && args[1] === ta >> 8 && args[2] === es && (ta & 7) === 0 && es === 7 && ta < 0x80) {
+        memory.set(sp, ta);
+        es |= 0x80;
+      }
+    }
+  });
+  return Object.assign(base, { memory });
 }
