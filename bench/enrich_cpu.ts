@@ -37,6 +37,7 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { threadClock } from "./thread_clock.ts";
+import { burstOf } from "./burst.ts";
 
 const here = dirname(new URL(import.meta.url).pathname);
 const WORKLOADS = [
@@ -132,17 +133,6 @@ async function monitor(tree: string): Promise<void> {
   await m.close();
   await reader;
   process.exit(0);
-}
-
-/** Runs `n` copies of `command` at once from one shell; resolves with their pids once all ended. */
-async function burstOf(n: number, command: string): Promise<number[]> {
-  const runner = spawn("sh", ["-c", `for i in $(seq ${n}); do ${command} & echo $!; done; wait`], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  let pids = "";
-  runner.stdout!.setEncoding("utf8").on("data", (c: string) => (pids += c));
-  await once(runner, "close");
-  return pids.trim().split("\n").map(Number);
 }
 
 /**

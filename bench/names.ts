@@ -29,6 +29,7 @@ import { once } from "node:events";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { burstOf } from "./burst.ts";
 
 const here = dirname(new URL(import.meta.url).pathname);
 const root = join(here, "..");
@@ -92,17 +93,6 @@ function cpuTicks(pid: number): number {
   } catch {
     return NaN;
   }
-}
-
-/** Runs `n` copies of `command` at once from one shell; resolves with their pids. */
-async function burstOf(n: number, command: string): Promise<number[]> {
-  const runner = spawn("sh", ["-c", `for i in $(seq ${n}); do ${command} & echo $!; done; wait`], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  let pids = "";
-  runner.stdout!.setEncoding("utf8").on("data", (c: string) => (pids += c));
-  await once(runner, "close");
-  return pids.trim().split("\n").map(Number);
 }
 
 async function round(): Promise<Row[]> {
