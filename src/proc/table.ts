@@ -279,12 +279,12 @@ export class ProcessTable implements Iterable<ProcessInfo> {
       const info = this.#read(pid);
       if (!gone(info)) {
         this.#put(info);
-        // A zombie unknown here has exited already (its exit was lost, or taken before this scan:
-        // the exit event comes before the parent reaps). No event will remove it: it leaves once
-        // reaped, as the seeding scan's zombies do. (A fork storm whose shell reaps at the end left
-        // 805 of 907 entries of reaped processes for good on Bun.)
-        if (info.missing?.includes("exe") && this.#stat(pid)?.state === "Z") this.#zombies.add(pid);
-        else this.#fresh.add(pid);
+        // Unknown here, it may have exited already (a zombie, or still on its way out: its exit was
+        // lost, or taken before this scan, since the exit event comes before the parent reaps). No
+        // event would remove it then: the next sweep checks it again, and a zombie leaves once
+        // reaped. (A fork storm whose shell reaps at the end left 805 of 907 entries of reaped
+        // processes for good on Bun.)
+        this.#fresh.add(pid);
       } else if (entry) this.#absent.add(pid);
     }
   }
