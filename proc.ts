@@ -45,6 +45,7 @@ export {
   type ProcReader,
   procReader,
   type ProcStat,
+  type ReadOptions,
   readProcessInfo,
   userName,
 } from "./src/proc/enrich.ts";

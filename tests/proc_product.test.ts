@@ -129,6 +129,9 @@ describe("the live process table", () => {
     const inner = items.find((e) => e.type === "exec" && e.process?.cmdline?.[0] === "sleep");
     assert.ok(inner?.type === "exec", "the innermost exec");
     assert.ok(inner.process?.ppid !== undefined, "the exec knows its parent");
+    // Its real ids are those setpriv set before the exec (a uid and a gid event; status is not read at an exec).
+    assert.equal(inner.process?.uid, 65534, "the exec has the uid set before it");
+    assert.equal(inner.process?.gid, 65534, "the exec has the gid set before it");
     const renamed = items.find((e) => e.type === "comm" && e.comm === "renamed");
     assert.ok(renamed?.type === "comm" && renamed.process?.comm === "renamed", "the comm event renames the entry");
     const uid = items.find((e) => e.type === "uid" && e.ruid === 65534);

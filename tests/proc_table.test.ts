@@ -12,6 +12,10 @@ const MS = 1_000_000n;
 /** A fake /proc: processes with a stat, a cgroup and thread names; `gone()` takes one away. */
 class FakeProc {
   readonly procs = new Map<number, { info: ProcessInfo; stat: ProcStat; threads?: Record<number, string> }>();
+  /** Each read of a process: its pid, and whether the ids were asked for. */
+  readonly reads: { pid: number; ids: boolean }[] = [];
+  /** Each pid whose cgroup was read on its own. */
+  readonly cgroupReads: number[] = [];
 
   add(pid: number, ppid: number, startMs: number, extra: Partial<ProcessInfo> = {}, state = "S"): void {
     const startNs = BigInt(startMs) * MS;
@@ -37,14 +41,31 @@ class FakeProc {
   table(): ProcessTable {
     return new ProcessTable({
       list: () => [...this.procs.keys()],
-      read: (pid) => {
+      read: (pid, _boot, options) => {
+        const ids = options?.ids !== false;
+        this.reads.push({ pid, ids });
         const p = this.procs.get(pid);
-        return p ? structuredClone(p.info) : { pid, missing: ["comm", "cmdline", "exe", "uid", "stat", "cgroup"] };
+        if (!p) {
+          return {
+            pid,
+            missing: ids
+              ? ["comm", "cmdline", "exe", "uid", "stat", "cgroup"]
+              : ["comm", "cmdline", "exe", "stat", "cgroup"],
+          };
+        }
+        const info = structuredClone(p.info);
+        if (!ids) {
+          delete info.uid;
+          delete info.user;
+          delete info.gid;
+        }
+        return info;
       },
       reader: {
         stat: (pid) => this.procs.get(pid)?.stat,
         taskComm: (tgid, tid) => this.procs.get(tgid)?.threads?.[tid],
         cgroup: (pid) => {
+          this.cgroupReads.push(pid);
           const cgroup = this.procs.get(pid)?.info.cgroup;
           return cgroup === undefined ? undefined : { cgroup };
         },
@@ -120,6 +141,61 @@ describe("parents", () => {
 });
 
 describe("exec", () => {
+  test("the ids of a process seen before are not read at its exec: they are the fork's, or a uid/gid event's", () => {
+    const proc = new FakeProc();
+    proc.add(10, 1, 100, { uid: 1000, user: "alice", gid: 100 });
+    const table = proc.table();
+    table.scan();
+    table.apply(fork(10, 20, 200));
+    // The child changes its real ids (setresuid(): the kernel sends a uid event), then execs.
+    proc.add(20, 10, 200, { uid: 65534, user: "nobody", gid: 65534 });
+    table.apply({ type: "uid", ...base(210), pid: 20, tgid: 20, ruid: 65534, euid: 65534 });
+    table.apply({ type: "gid", ...base(211), pid: 20, tgid: 20, rgid: 65534, egid: 65534 });
+    proc.reads.length = 0;
+    const e = table.apply(exec(20, 250))!;
+    assert.deepEqual(proc.reads, [{ pid: 20, ids: false }], "status is not asked for");
+    assert.equal(e.uid, 65534);
+    assert.equal(e.gid, 65534);
+    assert.equal(e.missing, undefined, "the ids are not reported missing");
+    // A process the table did not know: its ids are read.
+    proc.add(30, 1, 300, { uid: 7, gid: 8 });
+    proc.reads.length = 0;
+    const unknown = table.apply(exec(30, 350))!;
+    assert.deepEqual(proc.reads, [{ pid: 30, ids: true }]);
+    assert.equal(unknown.uid, 7);
+  });
+
+  test("a burst of forks from one parent reads its cgroup once per batch; a new batch reads it again", () => {
+    const proc = new FakeProc();
+    proc.add(10, 1, 100, { cgroup: "/old" });
+    const table = proc.table();
+    table.scan();
+    // It moved (no event says so): the first fork of the batch sees it, the children start there.
+    proc.procs.get(10)!.info.cgroup = "/new";
+    for (let child = 20; child < 28; child++) {
+      table.apply(fork(10, child, 200 + child));
+      assert.equal(table.get(child)?.cgroup, "/new");
+    }
+    assert.deepEqual(proc.cgroupReads, [10]);
+    // The receive loop paused (the batch went to the consumer); it moves again.
+    table.settle();
+    proc.procs.get(10)!.info.cgroup = "/newer";
+    table.apply(fork(10, 30, 300));
+    assert.equal(table.get(30)?.cgroup, "/newer");
+    assert.deepEqual(proc.cgroupReads, [10, 10]);
+  });
+
+  test("an exec's cgroup read does not stand for the batch: the process's next fork reads it again", () => {
+    const proc = new FakeProc();
+    proc.add(10, 1, 100, { cgroup: "/old" });
+    const table = proc.table();
+    table.scan();
+    table.apply(exec(10, 150)); // read at receipt: "/old"
+    proc.procs.get(10)!.info.cgroup = "/moved"; // it moves itself right after (echo $$ > cgroup.procs)
+    table.apply(fork(10, 20, 200)); // same batch
+    assert.equal(table.get(20)?.cgroup, "/moved");
+  });
+
   test("what exec does not change is kept when /proc is gone at the exec; the program's fields are not", () => {
     const proc = new FakeProc();
     proc.add(10, 1, 100, { cgroup: "/system.slice/docker-x.scope", uid: 1000, user: "alice" });

@@ -40,6 +40,7 @@ import {
   type ProcReader,
   procReader,
   type ProcStat,
+  type ReadOptions,
   userName,
   withheldByExec,
 } from "./enrich.ts";
@@ -63,6 +64,7 @@ export const SWEEP_MS = 1000;
  */
 const SAME_START_NS = 50_000_000n;
 
+const IDS_KNOWN: ReadOptions = { ids: false };
 const ALL_MISSING: NonNullable<ProcessInfo["missing"]> = ["comm", "cmdline", "exe", "uid", "stat", "cgroup"];
 
 /** Options of a {@linkcode ProcessTable}. */
@@ -79,8 +81,11 @@ export interface ProcessTableOptions {
    * `open()` has loaded it, else the runtime's fs module (`readProcessInfo` says more).
    */
   files?: FileReader;
-  /** Reads one process (default: {@linkcode readProcessInfo} with `files`); tests give a fake. */
-  read?: (pid: number, bootToMonotonicNs: bigint | undefined) => ProcessInfo;
+  /**
+   * Reads one process (default: {@linkcode readProcessInfo} with `files`); tests give a fake. The
+   * table leaves the ids out (`options.ids` false) at the exec of a process whose ids it knows.
+   */
+  read?: (pid: number, bootToMonotonicNs: bigint | undefined, options?: ReadOptions) => ProcessInfo;
   /** The other /proc reads (parents, threads' names, cgroups); default on `files`. Tests give fakes. */
   reader?: Partial<ProcReader>;
   /**
@@ -128,6 +133,8 @@ export class ProcessTable implements Iterable<ProcessInfo> {
   // been what the read saw.
   readonly #lastExec = new Map<number, { snapshot: ProcessInfo; batch: number; readNs?: bigint }>();
   #batch = 0;
+  /** The batch in which this thread last read each process's cgroup (fork of it, exit). */
+  #cgroupBatch = new Map<number, number>();
   // Zombies seen by a scan: no exit event will say when they are reaped.
   readonly #zombies = new Set<number>();
   // Added by a reconciling scan: checked again at the next sweep (they may have been exiting).
@@ -336,6 +343,7 @@ export class ProcessTable implements Iterable<ProcessInfo> {
     if (!keepExec) this.#lastExec.delete(pid);
     this.#zombies.delete(pid);
     this.#absent.delete(pid);
+    this.#cgroupBatch.delete(pid);
   }
 
   /**
@@ -352,8 +360,9 @@ export class ProcessTable implements Iterable<ProcessInfo> {
         // that follows sooner, while that process still exists.
         const parent = this.#entries.get(event.parentTgid);
         // The parent may have moved to another cgroup since it was read (no event says so); the
-        // child starts in the parent's cgroup of now. One small read, of a process that just forked.
-        if (parent) moveTo(parent, this.#reader.cgroup(event.parentTgid));
+        // child starts in the parent's cgroup of now. One small read, of a process that just forked,
+        // once per batch (a burst of forks from one shell reads it once).
+        if (parent) this.#recheckCgroup(parent, event.parentTgid);
         const child: ProcessInfo = parent ? snapshot(parent)! : this.#read(event.childTgid);
         if (parent) {
           delete child.tty;
@@ -397,8 +406,9 @@ export class ProcessTable implements Iterable<ProcessInfo> {
       case "exit": {
         const entry = this.#entries.get(event.tgid);
         if (event.pid !== event.tgid) return snapshot(entry);
-        // It may have moved to another cgroup since it was read (a zombie still shows its own).
-        if (entry) moveTo(entry, this.#reader.cgroup(event.tgid));
+        // It may have moved to another cgroup since it was read (a zombie still shows its own),
+        // unless that was in this batch.
+        if (entry) this.#recheckCgroup(entry, event.tgid);
         const exited = snapshot(entry);
         const children = this.#children.get(event.tgid);
         this.#remove(event.tgid);
@@ -421,9 +431,26 @@ export class ProcessTable implements Iterable<ProcessInfo> {
     }
   }
 
+  /**
+   * Reads the cgroup of `entry` again, unless this thread read it in this batch: a read here comes
+   * after the whole batch was received, so a second one would show no earlier state. (A read at
+   * receipt, the exec's, does not count: the process may have moved after it, within the batch.)
+   */
+  #recheckCgroup(entry: ProcessInfo, pid: number): void {
+    if (this.#cgroupBatch.get(pid) === this.#batch) return;
+    moveTo(entry, this.#reader.cgroup(pid));
+    this.#cgroupBatch.set(pid, this.#batch);
+  }
+
   #exec(tgid: number, timestampNs: bigint): ProcessInfo {
     const before = this.#entries.get(tgid);
-    let now = this.#read(tgid);
+    // The real ids of a process seen before: exec does not change them, the kernel reports every
+    // other change (uid/gid events), so /proc/PID/status, the costliest file, is not read for them.
+    const idsKnown = before?.uid !== undefined;
+    let now = this.#reader.info(tgid, this.#offset?.(), idsKnown ? IDS_KNOWN : undefined);
+    if (idsKnown && now.uid === undefined && !now.missing?.includes("uid")) {
+      now.missing = [...now.missing ?? [], "uid"]; // taken from `before` below
+    }
     const readNs = this.#now?.();
     // A start time that does not match is another process with that pid: nothing read is ours.
     if (before && !sameStart(before.startNs, now.startNs)) now = { pid: tgid, missing: [...ALL_MISSING] };
