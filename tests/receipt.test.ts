@@ -13,6 +13,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "nod
 import { join } from "node:path";
 import process from "node:process";
 import { monotonicClock, ProcMonitor, type ProcMonitorItem, type ProcMonitorOptions } from "../proc.ts";
+import { ReceiptTransport } from "../src/proc/receipt.ts";
 import { forkStorm, kernelTest, markerProcess, sleep } from "./_kernel.ts";
 import { recordFigure } from "./_figures.ts";
 
@@ -81,7 +82,11 @@ const threadName = (tid: string) => {
 const fds = () => readdirSync("/proc/self/fd").length;
 
 describe("enrichment at the point of receipt", () => {
-  kernelTest("a burst of short-lived children is named, with at least forkstat's command lines", async () => {
+  /**
+   * Bursts of short-lived children, watched by forkstat (when installed) and by a monitor whose
+   * worker opens its exec-only socket or not (`execSocket`).
+   */
+  const namesBursts = async (execSocket: boolean) => {
     // forkstat (when installed) watches the same bursts at the same time: the floor is what it
     // names on this machine now. Without it, the documented floor: half the command lines.
     let forkstat: ChildProcess | undefined;
@@ -91,7 +96,14 @@ describe("enrichment at the point of receipt", () => {
       forkstat.stdout!.setEncoding("utf8").on("data", (c: string) => (forkstatOut += c));
       await sleep(500);
     }
-    const monitor = await openActive({ events: ["exec"] });
+    const monitor = await (async () => {
+      ReceiptTransport.execSocket = execSocket;
+      try {
+        return await openActive({ events: ["exec"] });
+      } finally {
+        ReceiptTransport.execSocket = true;
+      }
+    })();
     const pids: number[] = [];
     const rounds = 3;
     const burst = 32;
@@ -129,12 +141,22 @@ describe("enrichment at the point of receipt", () => {
       theirs.missing = pids.length - seen.size;
     }
     const figures = `ours ${JSON.stringify(ours)}, forkstat ${hasForkstat ? JSON.stringify(theirs) : "not installed"}`;
-    recordFigure("receipt.burst", figures);
+    recordFigure(execSocket ? "receipt.burst" : "receipt.burst.fallback", figures);
     const floor = hasForkstat ? theirs.cmdline : Math.ceil(pids.length / 2);
     assert.ok(ours.cmdline >= floor, `command lines: ${figures}`);
     assert.ok(monitor.stats.receipt!.reads >= pids.length, "read at receipt");
     // As root the receipt thread runs at nice -10.
     assert.equal(monitor.stats.receipt!.raisedPriority, process.getuid?.() === 0);
+    // The exec-only socket opens wherever the monitor could join group 1 (as root, here).
+    assert.equal(monitor.stats.receipt!.execSocket, execSocket);
+  };
+
+  kernelTest("a burst of short-lived children is named, with at least forkstat's command lines", async () => {
+    await namesBursts(true);
+  }, 60_000);
+
+  kernelTest("without the exec-only socket (the fallback), the worker still names what forkstat names", async () => {
+    await namesBursts(false);
   }, 60_000);
 
   kernelTest("a 1.9 MB command line is read up to 64 KiB and does not delay another exec by 200 ms", async () => {

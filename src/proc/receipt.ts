@@ -38,6 +38,7 @@ import {
   RING_BYTES,
   RING_WRAP,
   SHARED,
+  UNLINKED,
   WORKER_SYMBOLS,
 } from "./receipt_format.ts";
 import { receiptWorker } from "./receipt_worker.ts";
@@ -69,6 +70,15 @@ export interface ReceiptStats {
   batches: number;
   /** Whether the worker's thread runs at a raised priority (nice -10: the process may, e.g. as root). */
   raisedPriority: boolean;
+  /**
+   * Whether the worker has its exec-only socket: a second process-events socket with a filter that
+   * passes exec events only. With it, the worker wakes at once for an exec (the race to /proc) and
+   * takes the other events every 2 ms while they come, a wake-up per period rather than per event;
+   * without it (the socket could not be opened), it wakes for every datagram. The kernel then
+   * delivers each event to one more socket (and runs the filter), in the context of the process
+   * the event is about.
+   */
+  execSocket: boolean;
 }
 
 /** A decoded batch: entry offsets of datagrams and overruns (-1) in order, and the files by datagram. */
@@ -122,6 +132,9 @@ class ReceiptFiles implements FileReader {
  * the monitor keeps a process table.
  */
 export class ReceiptTransport implements Transport {
+  /** Internal, for tests of the fallback: whether workers started from now on open their exec-only socket. */
+  static execSocket = true;
+
   readonly #socket: NetlinkSocket;
   readonly #libc: Libc;
   #wake = -1;
@@ -145,7 +158,14 @@ export class ReceiptTransport implements Transport {
   #failure: unknown = null;
   #stopped: Promise<void> = Promise.resolve();
   #closing: Promise<void> | null = null;
-  readonly stats: ReceiptStats = { active: false, reads: 0, uncertain: 0, batches: 0, raisedPriority: false };
+  readonly stats: ReceiptStats = {
+    active: false,
+    reads: 0,
+    uncertain: 0,
+    batches: 0,
+    raisedPriority: false,
+    execSocket: false,
+  };
 
   /**
    * Reads `socket` on this thread at once; `start()` starts the worker, which takes the socket over
@@ -184,6 +204,7 @@ export class ReceiptTransport implements Transport {
     worker.onmessage = (e: MessageEvent) => {
       const m = e.data as ReceiptMessage;
       if (m.type === "ready") this.#handOver(m.raised);
+      else if (m.type === "watching") this.stats.execSocket = m.ok;
       else if (m.type === "stopped") stopped();
       else if (m.type === "failed") {
         if (this.#direct) {
@@ -207,6 +228,7 @@ export class ReceiptTransport implements Transport {
         path: ffi.path,
         symbols: ffi.symbols(WORKER_SYMBOLS),
         nice: RECEIPT_NICE,
+        execSocket: ReceiptTransport.execSocket,
         layout: LAYOUT,
       } satisfies ReceiptStart,
     );
@@ -323,7 +345,7 @@ export class ReceiptTransport implements Transport {
     const bytes = new Uint8Array(buffer);
     const view = new DataView(buffer);
     const entries: number[] = [];
-    const prefetched = new Map<number, Prefetched>();
+    const files: number[] = [];
     for (let at = 0; at < bytes.byteLength;) {
       const kind = view.getUint32(at, true);
       if (kind === KIND_DATAGRAM) {
@@ -333,27 +355,35 @@ export class ReceiptTransport implements Transport {
         entries.push(-1);
         at += 4;
       } else if (kind === KIND_FILE) {
-        const index = view.getUint32(at + 4, true);
-        const file = view.getUint32(at + 8, true);
+        files.push(at);
         const length = view.getInt32(at + 16, true);
-        let p = prefetched.get(index);
-        if (!p) {
-          const d = entries[index];
-          const tgid = view.getInt32(d + DATAGRAM_HEADER + 56, true);
-          // A file without an entry was not read (the process was gone): null.
-          prefetched.set(index, p = { dir: `/proc/${tgid}/`, files: FILES.map(() => null), uncertain: false });
-          this.stats.reads++;
-        }
-        if ((view.getUint32(at + 12, true) & FILE_UNCERTAIN) !== 0 && !p.uncertain) {
-          p.uncertain = true;
-          this.stats.uncertain++;
-        }
-        p.files[file] = length < 0 ? null : bytes.subarray(at + FILE_HEADER, at + FILE_HEADER + length);
         at += FILE_HEADER + (length < 0 ? 0 : (length + 3) & ~3);
       } else {
         this.#fail(new Error(`cnlink: the receipt worker sent an entry of unknown kind ${kind}`));
         return;
       }
+    }
+    // A file entry may come before its datagram (read as soon as the exec-only socket showed the
+    // exec), or have none in this batch (UNLINKED: skipped).
+    const prefetched = new Map<number, Prefetched>();
+    for (const at of files) {
+      const index = view.getUint32(at + 4, true);
+      const d = index === UNLINKED ? -1 : entries[index] ?? -1;
+      if (d < 0) continue;
+      const file = view.getUint32(at + 8, true);
+      const length = view.getInt32(at + 16, true);
+      let p = prefetched.get(index);
+      if (!p) {
+        const tgid = view.getInt32(d + DATAGRAM_HEADER + 56, true);
+        // A file without an entry was not read (the process was gone): null.
+        prefetched.set(index, p = { dir: `/proc/${tgid}/`, files: FILES.map(() => null), uncertain: false });
+        this.stats.reads++;
+      }
+      if ((view.getUint32(at + 12, true) & FILE_UNCERTAIN) !== 0 && !p.uncertain) {
+        p.uncertain = true;
+        this.stats.uncertain++;
+      }
+      p.files[file] = length < 0 ? null : bytes.subarray(at + FILE_HEADER, at + FILE_HEADER + length);
     }
     this.stats.batches++;
     let datagrams = 0;

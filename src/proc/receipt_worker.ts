@@ -8,17 +8,29 @@
  * gone by then. This thread sleeps in poll() on the socket itself and reads at once, like forkstat's
  * C loop; the JS thread never blocks on a /proc read for an exec.
  *
- * Its loop: poll([socket, eventfd]); recvmmsg() up to 64 datagrams; for each exec among them read
- * cmdline and stat at once (the name is what a short-lived process loses first; the name, comm, is
- * taken from stat's second field, which is the same task->comm /proc/PID/comm prints: one read
- * saved); again until EAGAIN; then status, cgroup and exe of those execs; then put the batch (the
- * datagrams as received, overruns where recvmmsg() reported them, and the files) in the ring shared
- * with the JS thread and notify it (layout and ring: receipt_format.ts). A read for exec E of process P is marked uncertain when a later exec of P was
- * received before the read was complete, or has a kernel timestamp up to UNCERTAIN_MARGIN_NS after
- * its end: the files may be the later program's, and the JS thread must not use them. (The kernel
- * renames the task and switches its memory early in exec, but sends the event only once the new
- * image is loaded: a read in between sees the later program while its event is not there yet. The
- * batch is held until the margin has passed, so that event arrives and marks the read.)
+ * Its sockets: the monitor's (every event, in order) and its own exec-only socket, a second
+ * process-events socket whose BPF filter passes exec events only (opened here; without it, e.g.
+ * when it cannot be opened, the monitor's socket plays both parts). Idle, it sleeps in
+ * poll([eventfd, exec-only, socket]). Once datagrams came it is busy: it sleeps in
+ * poll([eventfd, exec-only]) for up to COALESCE_MS, so that it wakes at once for an exec (the race)
+ * and only once per period for forks, exits and the rest (a wake-up and its context switch cost
+ * more CPU than what it takes; a period without any datagram makes it idle again).
+ *
+ * What a wake-up does: recvmmsg() what the exec-only socket holds, and for each exec read cmdline
+ * and stat at once (the name is what a short-lived process loses first; the name, comm, is taken
+ * from stat's second field, which is the same task->comm /proc/PID/comm prints: one read saved);
+ * then recvmmsg() the socket into the batch, up to 64 datagrams at a time, until it is drained;
+ * each of its execs gets the read made for it (matched by pid and kernel timestamp), or one at
+ * once when the exec-only socket did not show it; then cgroup and exe of those execs; then put the
+ * batch (the datagrams as received, overruns where recvmmsg() reported them, and the files) in the
+ * ring shared with the JS thread and notify it (layout and ring: receipt_format.ts).
+ *
+ * A read for exec E of process P is marked uncertain when a later exec of P was seen before the
+ * read was complete, or has a kernel timestamp up to UNCERTAIN_MARGIN_NS after its end: the files
+ * may be the later program's, and the JS thread must not use them. (The kernel renames the task
+ * and switches its memory early in exec, but sends the event only once the new image is loaded: a
+ * read in between sees the later program while its event is not there yet. The batch is held
+ * until the margin has passed, so that event arrives and marks the read.)
  *
  * A process's reads stop at the first file missing because the process is gone (ENOENT, ESRCH):
  * the rest would fail too, a system call each. Paths are built in one reused buffer, and files are
@@ -29,8 +41,9 @@
  * reports the overrun, as for a paused receive loop), or while the ring has no room.
  *
  * The loop is a few small functions, not one large one (an earlier, lost version of this change saw
- * V8 deoptimize and recompile the one large function again and again). CPU per event against the monitor before enrichment at receipt (4a171ca):
- * bench/README.md, "CPU per event of enrichment at receipt".
+ * V8 deoptimize and recompile the one large function again and again). CPU per event against the
+ * monitor before enrichment at receipt (4a171ca): bench/README.md, "CPU per event of enrichment at
+ * receipt".
  *
  * It runs in its own thread, so receipt.ts ships {@linkcode receiptWorker} as source text
  * (`String(receiptWorker)`) in a Blob, as bun_poller_worker.ts does: the function may use nothing but
@@ -123,7 +136,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
   const CMDLINE = FILES.indexOf("cmdline"), COMM = FILES.indexOf("comm"), STAT = FILES.indexOf("stat");
   const EXE = FILES.indexOf("exe");
   // The second half, in this order: cgroup before exe, whose link a zombie no longer has.
-  const LATER = [FILES.indexOf("status"), FILES.indexOf("cgroup"), EXE];
+  const LATER = [FILES.indexOf("cgroup"), EXE];
   const encoder = new TextEncoder();
   const names = FILES.map((name) => encoder.encode(`${name}\0`));
   const path = new Uint8Array(64);
@@ -204,9 +217,14 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
 
   /** A read for an exec in the current batch. */
   interface Read {
-    readonly index: number;
+    /** Its datagram's index in the batch, or UNLINKED until the main socket gives the datagram. */
+    index: number;
     readonly tgid: number;
-    /** Where its file entries' flag words are, to mark them uncertain later. */
+    /** The exec's kernel timestamp (CLOCK_MONOTONIC ns): with tgid, which exec it is. */
+    readonly stampNs: number;
+    /** The read of an earlier exec of the same process in this batch. */
+    readonly earlier: Read | undefined;
+    /** Where its file entries' flag words are, to mark them uncertain later (the index is 8 bytes before). */
     readonly flags: number[];
     uncertain: boolean;
     /** A file was missing because the process is gone: nothing more is read. */
@@ -273,7 +291,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     ended(read, into, n);
     if (n > 0) commFromStat(read, into, n);
   };
-  /** The second half, once the socket is drained: status, cgroup, exe, unless the process is gone. */
+  /** The second half, once the socket is drained: cgroup, exe, unless the process is gone. */
   const secondHalf = (read: Read) => {
     if (!read.gone) {
       directory(read.tgid);
@@ -281,18 +299,75 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     }
   };
 
+  /**
+   * Opens the exec-only socket: NETLINK_CONNECTOR, bound to group 1 (process events), with a
+   * classic BPF filter that keeps a datagram only when its event is an exec (`what`, the u32 at
+   * byte 36: nlmsghdr 16 + cn_msg 20; BPF loads are big-endian, hence the swapped constant). No
+   * LISTEN is sent on it: the main socket's subscription makes the kernel send, and on kernels with
+   * per-socket filters (6.6 and later) a socket that never sent LISTEN gets every event (which the
+   * BPF filter then narrows). Returns the fd, or -errno.
+   */
+  const openExecSocket = (): number => {
+    const AF_NETLINK = 16, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000, NETLINK_CONNECTOR = 11;
+    const SOL_SOCKET = 1, SO_ATTACH_FILTER = 26;
+    const fd = s.socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+    if (fd < 0) return -errno[0];
+    const address = new Uint8Array(12);
+    const av = new DataView(address.buffer);
+    av.setUint16(0, AF_NETLINK, LE);
+    av.setUint32(8, 1, LE); // groups: bit 0, group 1 (CN_IDX_PROC)
+    const program = new Uint8Array(4 * 8);
+    const pv = new DataView(program.buffer);
+    const insn = (i: number, code: number, jt: number, jf: number, k: number) => {
+      pv.setUint16(i * 8, code, LE);
+      pv.setUint8(i * 8 + 2, jt);
+      pv.setUint8(i * 8 + 3, jf);
+      pv.setUint32(i * 8 + 4, k, LE);
+    };
+    insn(0, 0x20, 0, 0, 36); // ld [36]       (BPF_LD | BPF_W | BPF_ABS)
+    insn(1, 0x15, 0, 1, ((L.procEventExec & 0xff) << 24) >>> 0); // jeq exec, accept, drop
+    insn(2, 0x06, 0, 0, 0xffff); // ret 0xffff (keep the datagram)
+    insn(3, 0x06, 0, 0, 0); // ret 0 (drop it)
+    const fprog = new Uint8Array(16);
+    const fv = new DataView(fprog.buffer);
+    fv.setUint16(0, 4, LE);
+    fv.setBigUint64(8, lib.address(program), LE);
+    if (s.setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, fprog, 16) < 0 || s.bind(fd, address, 12) < 0) {
+      const err = errno[0];
+      s.close(fd);
+      return -err;
+    }
+    return fd;
+  };
+
   function run(setup: ReceiptSetup): void {
+    const opened = start.execSocket ? openExecSocket() : -1;
+    const execs = opened >= 0 ? opened : -1;
+    scope.postMessage({ type: "watching", ok: execs >= 0, errno: start.execSocket && opened < 0 ? -opened : 0 });
+    try {
+      loop(setup, execs);
+    } finally {
+      if (execs >= 0) s.close(execs);
+    }
+  }
+
+  /** Receives from `setup.socket` (and the exec-only socket `execs`, or -1) until stopped. */
+  function loop(setup: ReceiptSetup, execs: number): void {
     const shared = new Int32Array(setup.shared);
     const ring = new Uint8Array(setup.ring);
     const rv = new DataView(setup.ring);
     const ringMask = ring.byteLength - 1;
     let head = 0;
-    const fds = new Uint8Array(16);
+    // poll() set: the eventfd, what is watched while busy (the exec-only socket, or the socket
+    // itself without one), the socket. Idle: all three; busy: the first two.
+    const fds = new Uint8Array(24);
     const fdsView = new DataView(fds.buffer);
-    fdsView.setInt32(0, setup.socket, LE);
+    fdsView.setInt32(0, setup.wake, LE);
     fdsView.setInt16(4, POLLIN, LE);
-    fdsView.setInt32(8, setup.wake, LE);
+    fdsView.setInt32(8, execs >= 0 ? execs : setup.socket, LE);
     fdsView.setInt16(12, POLLIN, LE);
+    fdsView.setInt32(16, setup.socket, LE);
+    fdsView.setInt16(20, POLLIN, LE);
     const slots = new DataView(memory.buffer, dataAt);
     let posted = 0;
     let count = 0; // datagrams in the current batch
@@ -307,6 +382,10 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     const uncertain = (read: Read) => {
       read.uncertain = true;
       for (const flag of read.flags) ov.setUint32(flag, L.fileUncertain, LE);
+    };
+    const link = (read: Read, index: number) => {
+      read.index = index;
+      for (const flag of read.flags) ov.setUint32(flag - 8, index, LE);
     };
     const finish = () => {
       for (const read of due) {
@@ -371,67 +450,111 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         Atomics.wait(shared, L.taken, taken);
       }
     };
+    /** The kernel's exec event in slot `i` of the vector (its tgid), or -1. */
+    const execAt = (i: number, size: number, truncated: boolean): number => {
+      const d = i * SLOT;
+      // nlmsg_len 76, cb_id {1, 1}, cn_msg len 40, what EXEC, from the kernel (port 0); the JS
+      // thread checks everything else.
+      if (
+        size === 76 && !truncated && mv.getUint32(namesAt + i * 16 + 4, LE) === 0 &&
+        slots.getUint32(d, LE) === 76 && slots.getUint32(d + 16, LE) === 1 && slots.getUint32(d + 20, LE) === 1 &&
+        slots.getUint16(d + 32, LE) === 40 && slots.getUint32(d + 36, LE) === L.procEventExec
+      ) {
+        return slots.getInt32(d + 56, LE);
+      }
+      return -1;
+    };
+    const stampAt = (i: number) => slots.getUint32(i * SLOT + 44, LE) + slots.getUint32(i * SLOT + 48, LE) * 2 ** 32;
+    /**
+     * An exec of `tgid` stamped `stampNs` was seen, on the exec-only socket (`index` UNLINKED) or
+     * in the batch at `index`: matches it with its read, or starts one (in `fresh`).
+     */
+    const sighted = (tgid: number, stampNs: number, index: number) => {
+      const latest = reads.get(tgid);
+      for (let r = latest; r; r = r.earlier) {
+        if (r.stampNs !== stampNs) continue;
+        // Seen on the other socket already: the datagram gets its read.
+        if (index !== L.unlinked && r.index === L.unlinked) link(r, index);
+        return;
+      }
+      // An earlier read of this process not complete yet, or completed after this exec: its
+      // files may be this exec's program.
+      if (latest && latest.stampNs < stampNs && (!latest.done || latest.endNs + margin >= stampNs)) {
+        uncertain(latest);
+      }
+      const read: Read = {
+        index,
+        tgid,
+        stampNs,
+        earlier: latest,
+        flags: [],
+        // Read after a later exec of the process was seen: it may show that program.
+        uncertain: latest !== undefined && latest.stampNs > stampNs,
+        gone: false,
+        endNs: 0,
+        done: false,
+      };
+      reads.set(tgid, read);
+      fresh.push(read);
+    };
     /** Copies datagram `i` of the vector into the batch; an exec of the kernel's gets a read. */
     const take = (i: number) => {
       const length = mv.getUint32(i * 64 + 56, LE);
       const size = Math.min(length, SLOT);
       const truncated = length > SLOT || (mv.getInt32(i * 64 + 48, LE) & MSG_TRUNC) !== 0;
-      const port = mv.getUint32(namesAt + i * 16 + 4, LE);
       reserve(L.datagramHeader + SLOT);
       u32(L.kindDatagram);
       u32(length);
       u32(size);
       u32(truncated ? 1 : 0);
-      u32(port);
+      u32(mv.getUint32(namesAt + i * 16 + 4, LE));
       u32(mv.getUint32(namesAt + i * 16 + 8, LE));
       const d = i * SLOT;
       out.set(memory.subarray(dataAt + d, dataAt + d + size), at);
       at += (size + 3) & ~3;
-      // The kernel's exec events only (nlmsg_len 76, cb_id {1, 1}, cn_msg len 40, what EXEC);
-      // the JS thread checks everything else.
-      if (
-        size === 76 && !truncated && port === 0 && slots.getUint32(d, LE) === 76 &&
-        slots.getUint32(d + 16, LE) === 1 && slots.getUint32(d + 20, LE) === 1 &&
-        slots.getUint16(d + 32, LE) === 40 && slots.getUint32(d + 36, LE) === L.procEventExec
-      ) {
-        const tgid = slots.getInt32(d + 56, LE);
-        // An earlier read of this process not complete yet, or completed after this exec: its
-        // files may be this exec's program.
-        const earlier = reads.get(tgid);
-        const stampNs = slots.getUint32(d + 44, LE) + slots.getUint32(d + 48, LE) * 2 ** 32;
-        if (earlier && (!earlier.done || earlier.endNs + margin >= stampNs)) {
-          uncertain(earlier);
-        }
-        const read: Read = { index: count, tgid, flags: [], uncertain: false, gone: false, endNs: 0, done: false };
-        reads.set(tgid, read);
-        fresh.push(read);
-      }
+      const tgid = execAt(i, size, truncated);
+      if (tgid >= 0) sighted(tgid, stampAt(i), count);
       count++;
     };
-    /**
-     * Waits for more datagrams until the margin after the last read has passed: a later exec of the
-     * same process that had begun (new name, new image) before the read, but whose event the kernel
-     * sends only once the new image is loaded, comes meanwhile and marks it. True when the socket
-     * has datagrams; false when the margin has passed without any (the batch can go: after a
-     * timeout no recvmmsg() is needed to know) or close() woke the poll (then `stopped`).
-     */
-    const more = (): boolean => {
-      const left = lastEndNs + margin - monotonicNs();
-      if (left <= 0) return false;
-      const q = s.poll(fds, 2n, Math.ceil(left / 1e6));
-      if (q < 0) return errno[0] === EINTR;
-      if (q === 0) return false;
-      if (fdsView.getInt16(14, LE) !== 0) {
-        stopped = true;
-        return false;
+    /** Reads the first halves of the execs just seen. */
+    const readFresh = () => {
+      for (const read of fresh) {
+        firstHalf(read);
+        due.push(read);
       }
-      return true;
+      fresh.length = 0;
     };
     /**
-     * Drains the socket into the batch: vectors until EAGAIN, each exec's first half right after its
-     * vector; the second halves once drained, then again while datagrams come within the margin.
+     * Takes what the exec-only socket holds: each exec's first half is read at once, before its
+     * datagram is taken from the socket (which may not even have it yet).
      */
-    const drain = (limit: number) => {
+    const drainExecs = () => {
+      if (execs < 0) return;
+      for (;;) {
+        const n = s.recvmmsg(execs, memory, VECTOR, MSG_DONTWAIT | MSG_TRUNC, null);
+        if (n < 0) {
+          const err = errno[0];
+          // An overrun here loses wake-ups only: the socket has every datagram, and an exec it
+          // gives without a read yet gets one then.
+          if (err === EINTR || err === ENOBUFS) continue;
+          if (err === EAGAIN) return;
+          throw { op: "recvmmsg", errno: err, message: "recvmmsg of the exec-only socket failed" };
+        }
+        if (n === 0) return;
+        for (let i = 0; i < n; i++) {
+          const length = mv.getUint32(i * 64 + 56, LE);
+          const truncated = length > SLOT || (mv.getInt32(i * 64 + 48, LE) & MSG_TRUNC) !== 0;
+          const tgid = execAt(i, Math.min(length, SLOT), truncated);
+          if (tgid >= 0) sighted(tgid, stampAt(i), L.unlinked);
+        }
+        rearm(n);
+        readFresh();
+        if (n < VECTOR) return;
+      }
+    };
+    /** Takes what the socket holds into the batch, up to `limit` datagrams in it; how many it took. */
+    const drainSocket = (limit: number): number => {
+      let got = 0;
       for (;;) {
         const n = s.recvmmsg(setup.socket, memory, VECTOR, MSG_DONTWAIT | MSG_TRUNC, null);
         if (n < 0) {
@@ -440,44 +563,72 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
           if (err === ENOBUFS) {
             reserve(4);
             u32(L.kindOverrun);
+            got++;
             continue;
           }
-          if (err !== EAGAIN) throw { op: "recvmmsg", errno: err, message: "recvmmsg failed" };
+          if (err === EAGAIN) return got;
+          throw { op: "recvmmsg", errno: err, message: "recvmmsg failed" };
         }
-        if (n <= 0) {
-          // Drained: the second halves, then wait out the margin (events may come meanwhile; a
-          // poll() that finds some at once costs what a recvmmsg() that finds none would).
-          finish();
-          if (at >= L.batchBytes || !more()) return;
-          continue;
-        }
-        fresh.length = 0;
+        if (n === 0) return got;
         for (let i = 0; i < n; i++) take(i);
         rearm(n);
-        for (const read of fresh) {
-          firstHalf(read);
-          due.push(read);
-        }
-        if (at >= L.batchBytes || count >= limit) {
-          finish();
-          return;
-        }
+        readFresh();
+        got += n;
+        // A vector not filled: the socket was drained when it was taken (what came since, the
+        // next poll() finds): a recvmmsg() that would find nothing is saved.
+        if (at >= L.batchBytes || count >= limit || n < VECTOR) return got;
+      }
+    };
+    /** poll() of what is watched while busy, for up to `ms`; sets `stopped` when close() woke it. */
+    const watch = (ms: number) => {
+      const q = s.poll(fds, 2n, ms);
+      if (q < 0) {
+        if (errno[0] === EINTR) return;
+        throw { op: "poll", errno: errno[0], message: "poll failed" };
+      }
+      if (fdsView.getInt16(6, LE) !== 0) stopped = true;
+    };
+    /**
+     * Builds a batch: the execs' first halves, the socket's datagrams, the second halves; again
+     * while the margin after the last read has not passed (a later exec of the same process that
+     * had begun, new name, new image, before the read, but whose event the kernel sends only once
+     * the new image is loaded, comes meanwhile and marks it). How many datagrams it took.
+     */
+    const build = (limit: number): number => {
+      let got = 0;
+      for (;;) {
+        drainExecs();
+        got += drainSocket(limit);
+        finish();
+        if (stopped || at >= L.batchBytes || count >= limit) return got;
+        const left = lastEndNs + margin - monotonicNs();
+        if (left <= 0) return got;
+        watch(Math.ceil(left / 1e6));
+        if (stopped) return got;
       }
     };
 
+    // Idle, it sleeps until anything comes. Busy (the last batch had datagrams), it wakes for an
+    // exec at once (the race to /proc) and for the rest once per period (COALESCE_MS): a stream of
+    // forks and exits costs a wake-up per period, not per datagram. Without the exec-only socket,
+    // it wakes for every datagram.
+    let busy = false;
     while (!stopped) {
       // Room for more? (The JS thread notifies TAKEN after each batch, and close() after STOP.)
       const limit = room();
       if (limit === 0 || Atomics.load(shared, L.stop)) return;
-      const p = s.poll(fds, 2n, -1);
+      const p = busy ? s.poll(fds, 2n, L.coalesceMs) : s.poll(fds, 3n, -1);
       if (p < 0) {
         if (errno[0] === EINTR) continue;
         throw { op: "poll", errno: errno[0], message: "poll failed" };
       }
-      if (fdsView.getInt16(14, LE) !== 0) return; // the eventfd: close()
-      drain(limit);
+      if (fdsView.getInt16(6, LE) !== 0) return; // the eventfd: close()
+      const got = build(limit);
       if (stopped) return;
+      // Execs read for datagrams the socket did not give (an overrun lost them): their entries
+      // stay UNLINKED, and the JS thread skips them.
       post();
+      busy = execs >= 0 && got > 0;
     }
   }
 }
