@@ -104,6 +104,34 @@ describe("process events from the real kernel", () => {
     assert.ok(sid?.type === "sid" && sid.pid === pid);
   });
 
+  kernelTest(
+    "an enriching monitor's worker names an exec through its exec-only socket (a BPF filter on group 1)",
+    async () => {
+      let opened!: ProcMonitor;
+      const { items, pids, monitor } = await observe(
+        { enrich: true, events: ["exec"] },
+        async () => {
+          // The worker takes the socket over once it runs (seconds under a loaded `deno test`).
+          for (let waited = 0; !opened.stats.receipt?.active; waited += 20) {
+            if (waited > 60_000) throw new Error("the receipt worker did not start in 60 s");
+            await sleep(20);
+          }
+          return [await run("sleep", ["0.3"])];
+        },
+        (items, pids) => items.some((e) => e.type === "exec" && e.pid === pids[0]),
+        (m) => (opened = m),
+      );
+      const exec = items.find((e) => e.type === "exec" && e.pid === pids[0]);
+      assert.ok(exec?.type === "exec", show(items));
+      // (argv[0] is "sleep" or its path, as the runtime's spawn() gives it.)
+    assert.deepEqual(exec.process?.cmdline?.slice(1), ["0.3"], show(exec.process));
+    assert.equal(exec.process?.comm, "sleep");
+      const receipt = monitor.stats.receipt!;
+      assert.equal(receipt.execSocket, true, "the exec-only socket opened (SO_ATTACH_FILTER on NETLINK_CONNECTOR)");
+      assert.ok(receipt.reads >= 1, show(receipt));
+    },
+  );
+
   kernelTest("writing /proc/self/comm gives a comm event with the new name", async () => {
     const script = "printf renamed > /proc/self/comm";
     const { items, pids: [pid] } = await observe(
