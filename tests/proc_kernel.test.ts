@@ -124,8 +124,8 @@ describe("process events from the real kernel", () => {
       const exec = items.find((e) => e.type === "exec" && e.pid === pids[0]);
       assert.ok(exec?.type === "exec", show(items));
       // (argv[0] is "sleep" or its path, as the runtime's spawn() gives it.)
-    assert.deepEqual(exec.process?.cmdline?.slice(1), ["0.3"], show(exec.process));
-    assert.equal(exec.process?.comm, "sleep");
+      assert.deepEqual(exec.process?.cmdline?.slice(1), ["0.3"], show(exec.process));
+      assert.equal(exec.process?.comm, "sleep");
       const receipt = monitor.stats.receipt!;
       assert.equal(receipt.execSocket, true, "the exec-only socket opened (SO_ATTACH_FILTER on NETLINK_CONNECTOR)");
       assert.ok(receipt.reads >= 1, show(receipt));
