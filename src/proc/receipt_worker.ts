@@ -450,13 +450,16 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         Atomics.wait(shared, L.taken, taken);
       }
     };
+    /** The real length of datagram `i` of the vector, and whether it was cut to its slot. */
+    const lengthAt = (i: number) => mv.getUint32(i * 64 + 56, LE);
+    const truncatedAt = (i: number) => lengthAt(i) > SLOT || (mv.getInt32(i * 64 + 48, LE) & MSG_TRUNC) !== 0;
     /** The kernel's exec event in slot `i` of the vector (its tgid), or -1. */
-    const execAt = (i: number, size: number, truncated: boolean): number => {
+    const execAt = (i: number): number => {
       const d = i * SLOT;
       // nlmsg_len 76, cb_id {1, 1}, cn_msg len 40, what EXEC, from the kernel (port 0); the JS
       // thread checks everything else.
       if (
-        size === 76 && !truncated && mv.getUint32(namesAt + i * 16 + 4, LE) === 0 &&
+        lengthAt(i) === 76 && !truncatedAt(i) && mv.getUint32(namesAt + i * 16 + 4, LE) === 0 &&
         slots.getUint32(d, LE) === 76 && slots.getUint32(d + 16, LE) === 1 && slots.getUint32(d + 20, LE) === 1 &&
         slots.getUint16(d + 32, LE) === 40 && slots.getUint32(d + 36, LE) === L.procEventExec
       ) {
@@ -499,9 +502,9 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     };
     /** Copies datagram `i` of the vector into the batch; an exec of the kernel's gets a read. */
     const take = (i: number) => {
-      const length = mv.getUint32(i * 64 + 56, LE);
+      const length = lengthAt(i);
       const size = Math.min(length, SLOT);
-      const truncated = length > SLOT || (mv.getInt32(i * 64 + 48, LE) & MSG_TRUNC) !== 0;
+      const truncated = truncatedAt(i);
       reserve(L.datagramHeader + SLOT);
       u32(L.kindDatagram);
       u32(length);
@@ -512,7 +515,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
       const d = i * SLOT;
       out.set(memory.subarray(dataAt + d, dataAt + d + size), at);
       at += (size + 3) & ~3;
-      const tgid = execAt(i, size, truncated);
+      const tgid = execAt(i);
       if (tgid >= 0) sighted(tgid, stampAt(i), count);
       count++;
     };
@@ -542,9 +545,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         }
         if (n === 0) return;
         for (let i = 0; i < n; i++) {
-          const length = mv.getUint32(i * 64 + 56, LE);
-          const truncated = length > SLOT || (mv.getInt32(i * 64 + 48, LE) & MSG_TRUNC) !== 0;
-          const tgid = execAt(i, Math.min(length, SLOT), truncated);
+          const tgid = execAt(i);
           if (tgid >= 0) sighted(tgid, stampAt(i), L.unlinked);
         }
         rearm(n);
@@ -579,14 +580,17 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         if (at >= L.batchBytes || count >= limit || n < VECTOR) return got;
       }
     };
-    /** poll() of what is watched while busy, for up to `ms`; sets `stopped` when close() woke it. */
-    const watch = (ms: number) => {
-      const q = s.poll(fds, 2n, ms);
-      if (q < 0) {
-        if (errno[0] === EINTR) return;
+    /**
+     * poll() of the first `n` fds (2: what is watched while busy; 3: all) for up to `ms` (-1: no
+     * limit). False when a signal interrupted it; sets `stopped` when close() woke it.
+     */
+    const watch = (n: bigint, ms: number): boolean => {
+      if (s.poll(fds, n, ms) < 0) {
+        if (errno[0] === EINTR) return false;
         throw { op: "poll", errno: errno[0], message: "poll failed" };
       }
       if (fdsView.getInt16(6, LE) !== 0) stopped = true;
+      return true;
     };
     /**
      * Builds a batch: the execs' first halves, the socket's datagrams, the second halves; again
@@ -603,7 +607,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         if (stopped || at >= L.batchBytes || count >= limit) return got;
         const left = lastEndNs + margin - monotonicNs();
         if (left <= 0) return got;
-        watch(Math.ceil(left / 1e6));
+        watch(2n, Math.ceil(left / 1e6));
         if (stopped) return got;
       }
     };
@@ -617,12 +621,8 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
       // Room for more? (The JS thread notifies TAKEN after each batch, and close() after STOP.)
       const limit = room();
       if (limit === 0 || Atomics.load(shared, L.stop)) return;
-      const p = busy ? s.poll(fds, 2n, L.coalesceMs) : s.poll(fds, 3n, -1);
-      if (p < 0) {
-        if (errno[0] === EINTR) continue;
-        throw { op: "poll", errno: errno[0], message: "poll failed" };
-      }
-      if (fdsView.getInt16(6, LE) !== 0) return; // the eventfd: close()
+      if (!(busy ? watch(2n, L.coalesceMs) : watch(3n, -1))) continue;
+      if (stopped) return; // the eventfd: close()
       const got = build(limit);
       if (stopped) return;
       // Execs read for datagrams the socket did not give (an overrun lost them): their entries
