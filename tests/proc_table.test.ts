@@ -165,27 +165,7 @@ describe("exec", () => {
     assert.equal(unknown.uid, 7);
   });
 
-  test("a burst of forks from one parent reads its cgroup once per batch; a new batch reads it again", () => {
-    const proc = new FakeProc();
-    proc.add(10, 1, 100, { cgroup: "/old" });
-    const table = proc.table();
-    table.scan();
-    // It moved (no event says so): the first fork of the batch sees it, the children start there.
-    proc.procs.get(10)!.info.cgroup = "/new";
-    for (let child = 20; child < 28; child++) {
-      table.apply(fork(10, child, 200 + child));
-      assert.equal(table.get(child)?.cgroup, "/new");
-    }
-    assert.deepEqual(proc.cgroupReads, [10]);
-    // The receive loop paused (the batch went to the consumer); it moves again.
-    table.settle();
-    proc.procs.get(10)!.info.cgroup = "/newer";
-    table.apply(fork(10, 30, 300));
-    assert.equal(table.get(30)?.cgroup, "/newer");
-    assert.deepEqual(proc.cgroupReads, [10, 10]);
-  });
-
-  test("an exec's cgroup read does not stand for the batch: the process's next fork reads it again", () => {
+  test("an exec's cgroup read at receipt is not the last word: the process's next fork reads it again", () => {
     const proc = new FakeProc();
     proc.add(10, 1, 100, { cgroup: "/old" });
     const table = proc.table();

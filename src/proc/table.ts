@@ -133,8 +133,6 @@ export class ProcessTable implements Iterable<ProcessInfo> {
   // been what the read saw.
   readonly #lastExec = new Map<number, { snapshot: ProcessInfo; batch: number; readNs?: bigint }>();
   #batch = 0;
-  /** The batch in which this thread last read each process's cgroup (fork of it, exit). */
-  #cgroupBatch = new Map<number, number>();
   // Zombies seen by a scan: no exit event will say when they are reaped.
   readonly #zombies = new Set<number>();
   // Added by a reconciling scan: checked again at the next sweep (they may have been exiting).
@@ -343,7 +341,6 @@ export class ProcessTable implements Iterable<ProcessInfo> {
     if (!keepExec) this.#lastExec.delete(pid);
     this.#zombies.delete(pid);
     this.#absent.delete(pid);
-    this.#cgroupBatch.delete(pid);
   }
 
   /**
@@ -360,9 +357,8 @@ export class ProcessTable implements Iterable<ProcessInfo> {
         // that follows sooner, while that process still exists.
         const parent = this.#entries.get(event.parentTgid);
         // The parent may have moved to another cgroup since it was read (no event says so); the
-        // child starts in the parent's cgroup of now. One small read, of a process that just forked,
-        // once per batch (a burst of forks from one shell reads it once).
-        if (parent) this.#recheckCgroup(parent, event.parentTgid);
+        // child starts in the parent's cgroup of now. One small read, of a process that just forked.
+        if (parent) moveTo(parent, this.#reader.cgroup(event.parentTgid));
         const child: ProcessInfo = parent ? snapshot(parent)! : this.#read(event.childTgid);
         if (parent) {
           delete child.tty;
@@ -406,9 +402,8 @@ export class ProcessTable implements Iterable<ProcessInfo> {
       case "exit": {
         const entry = this.#entries.get(event.tgid);
         if (event.pid !== event.tgid) return snapshot(entry);
-        // It may have moved to another cgroup since it was read (a zombie still shows its own),
-        // unless that was in this batch.
-        if (entry) this.#recheckCgroup(entry, event.tgid);
+        // It may have moved to another cgroup since it was read (a zombie still shows its own).
+        if (entry) moveTo(entry, this.#reader.cgroup(event.tgid));
         const exited = snapshot(entry);
         const children = this.#children.get(event.tgid);
         this.#remove(event.tgid);
@@ -429,17 +424,6 @@ export class ProcessTable implements Iterable<ProcessInfo> {
       default:
         return snapshot(this.#known(event.tgid));
     }
-  }
-
-  /**
-   * Reads the cgroup of `entry` again, unless this thread read it in this batch: a read here comes
-   * after the whole batch was received, so a second one would show no earlier state. (A read at
-   * receipt, the exec's, does not count: the process may have moved after it, within the batch.)
-   */
-  #recheckCgroup(entry: ProcessInfo, pid: number): void {
-    if (this.#cgroupBatch.get(pid) === this.#batch) return;
-    moveTo(entry, this.#reader.cgroup(pid));
-    this.#cgroupBatch.set(pid, this.#batch);
   }
 
   #exec(tgid: number, timestampNs: bigint): ProcessInfo {
