@@ -14,6 +14,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { monotonicClock, ProcMonitor, type ProcMonitorItem, type ProcMonitorOptions } from "../proc.ts";
 import { ReceiptTransport } from "../src/proc/receipt.ts";
+import { cgroupPathOf } from "../src/proc/cgroup.ts";
 import { forkStorm, kernelTest, markerProcess, sleep } from "./_kernel.ts";
 import { recordFigure } from "./_figures.ts";
 
@@ -157,6 +158,34 @@ describe("enrichment at the point of receipt", () => {
 
   kernelTest("without the exec-only socket (the fallback), the worker still names what forkstat names", async () => {
     await namesBursts(false);
+  }, 60_000);
+
+  kernelTest("the worker reads a forking shell's and the exiting children's cgroups, once per batch", async () => {
+    const ours = cgroupPathOf(readFileSync("/proc/self/cgroup", "utf8"));
+    const monitor = await openActive({});
+    const before = monitor.stats.receipt!.cgroups;
+    const burst = 32;
+    let pids: number[] = [];
+    const items = await collect(
+      monitor,
+      async () => void (pids = await burstOf(burst, "sh -c 'exit 0'")),
+      (i) => pids.length > 0 && i.filter((e) => e.type === "exit" && pids.includes(e.pid)).length === burst,
+    );
+    const read = monitor.stats.receipt!.cgroups - before;
+    const forks = items.filter((e) => e.type === "fork" && pids.includes(e.childTgid));
+    const exits = items.filter((e) => e.type === "exit" && pids.includes(e.pid));
+    assert.equal(forks.length, burst, "every fork arrived");
+    assert.equal(exits.length, burst, "every exit arrived");
+    // Each fork and exit is served from a read the worker made after it was received: the children
+    // carry the shell's cgroup, which is this test's.
+    for (const e of [...forks, ...exits]) {
+      const p = e.type === "lost" ? undefined : e.process;
+      assert.equal(p?.cgroup, ours, `${e.type} of ${p?.pid}: ${p?.cgroup}`);
+    }
+    // One read per batch for the shell, whatever the number of its forks in it (and one per exit).
+    assert.ok(read > 0, "the worker read cgroups");
+    assert.ok(read < forks.length + exits.length, `${read} reads for ${forks.length} forks and ${exits.length} exits`);
+    recordFigure("receipt.cgroupReads", `${read} for ${forks.length} forks and ${exits.length} exits`);
   }, 60_000);
 
   kernelTest("a 1.9 MB command line is read up to 64 KiB and does not delay another exec by 200 ms", async () => {

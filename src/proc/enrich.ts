@@ -329,6 +329,10 @@ function statFields(stat: Uint8Array): string[] {
  * ```
  */
 export function procReader(files: FileReader = defaultFileReader()): ProcReader {
+  // The last cgroup file parsed: a reader that serves the same bytes again (the receipt worker's
+  // one read for a batch's forks of a process) gets the same result without parsing them again.
+  let lastCgroup: Uint8Array | undefined;
+  let lastInfo: CgroupInfo | undefined;
   return {
     info: (pid, boot, options) => readProcessInfo(pid, boot, files, options),
     stat(pid, boot) {
@@ -345,8 +349,12 @@ export function procReader(files: FileReader = defaultFileReader()): ProcReader 
     },
     cgroup(pid) {
       const cgroup = files.read(`/proc/${pid}/cgroup`);
+      if (cgroup && cgroup === lastCgroup) return lastInfo;
       const path = cgroup ? cgroupPathOf(decodeBytes(cgroup)) : undefined;
-      return path === undefined ? undefined : parseCgroup(path);
+      const info = path === undefined ? undefined : parseCgroup(path);
+      lastCgroup = cgroup ?? undefined;
+      lastInfo = info;
+      return info;
     },
   };
 }

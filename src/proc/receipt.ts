@@ -21,12 +21,14 @@ import type { NetlinkAddress } from "../codec/netlink.ts";
 import type { ReceiveResult, Transport } from "../socket/transport.ts";
 import { type NetlinkSocket, ReusedDatagram } from "../socket/netlink_socket.ts";
 import {
+  CGROUP_HEADER,
   CHUNK_HEADER,
   DATAGRAM_HEADER,
   FILE_HEADER,
   FILE_UNCERTAIN,
   FILES,
   inFlightLimit,
+  KIND_CGROUP,
   KIND_DATAGRAM,
   KIND_FILE,
   KIND_OVERRUN,
@@ -79,6 +81,12 @@ export interface ReceiptStats {
    * the event is about.
    */
   execSocket: boolean;
+  /**
+   * Cgroups the worker read for forks and exits: once per batch for each process that forked (its
+   * children start in its cgroup) or exited (it may have moved since it was read), after the batch
+   * was received, in place of a read from the JS thread for each fork and exit.
+   */
+  cgroups: number;
 }
 
 /** A decoded batch: entry offsets of datagrams and overruns (-1) in order, and the files by datagram. */
@@ -89,6 +97,8 @@ interface Batch {
   /** How many of the entries are datagrams (not overruns). */
   readonly datagrams: number;
   readonly prefetched: Map<number, Prefetched>;
+  /** The cgroups the worker read for the batch's forks and exits, by tgid (null: could not be read). */
+  readonly cgroups: Map<number, Uint8Array | null>;
 }
 
 /** Bun's Worker can be unref'd; Deno's cannot (and needs not: the monitor is open while it runs). */
@@ -100,15 +110,22 @@ type AnyWorker = Worker & { unref?(): void };
  */
 class ReceiptFiles implements FileReader {
   current: Prefetched | null = null;
+  /** The cgroups read for the batch of the datagram being handled. */
+  cgroups: Map<number, Uint8Array | null> | null = null;
   constructor(readonly fallback: FileReader) {}
 
   #lookup(path: string): Uint8Array | null | undefined {
     const c = this.current;
-    if (!c || !path.startsWith(c.dir)) return undefined;
-    const index = FILES.indexOf(path.slice(c.dir.length) as typeof FILES[number]);
-    if (index < 0) return undefined;
-    // An uncertain read may show a later program: unknown, never borrowed.
-    return c.uncertain ? null : c.files[index];
+    if (c && path.startsWith(c.dir)) {
+      const index = FILES.indexOf(path.slice(c.dir.length) as typeof FILES[number]);
+      // An uncertain read may show a later program: unknown, never borrowed.
+      if (index >= 0) return c.uncertain ? null : c.files[index];
+    }
+    const g = this.cgroups;
+    if (g && g.size > 0 && path.startsWith("/proc/") && path.endsWith("/cgroup")) {
+      return g.get(Number(path.slice(6, -7)));
+    }
+    return undefined;
   }
 
   read(path: string, max?: number): Uint8Array | null {
@@ -165,6 +182,7 @@ export class ReceiptTransport implements Transport {
     batches: 0,
     raisedPriority: false,
     execSocket: false,
+    cgroups: 0,
   };
 
   /**
@@ -346,6 +364,7 @@ export class ReceiptTransport implements Transport {
     const view = new DataView(buffer);
     const entries: number[] = [];
     const files: number[] = [];
+    const cgroups = new Map<number, Uint8Array | null>();
     for (let at = 0; at < bytes.byteLength;) {
       const kind = view.getUint32(at, true);
       if (kind === KIND_DATAGRAM) {
@@ -358,6 +377,14 @@ export class ReceiptTransport implements Transport {
         files.push(at);
         const length = view.getInt32(at + 16, true);
         at += FILE_HEADER + (length < 0 ? 0 : (length + 3) & ~3);
+      } else if (kind === KIND_CGROUP) {
+        const length = view.getInt32(at + 8, true);
+        cgroups.set(
+          view.getInt32(at + 4, true),
+          length < 0 ? null : bytes.subarray(at + CGROUP_HEADER, at + CGROUP_HEADER + length),
+        );
+        this.stats.cgroups++;
+        at += CGROUP_HEADER + (length < 0 ? 0 : (length + 3) & ~3);
       } else {
         this.#fail(new Error(`cnlink: the receipt worker sent an entry of unknown kind ${kind}`));
         return;
@@ -388,13 +415,14 @@ export class ReceiptTransport implements Transport {
     this.stats.batches++;
     let datagrams = 0;
     for (const at of entries) if (at >= 0) datagrams++;
-    this.#batches.push({ bytes, view, entries, datagrams, prefetched });
+    this.#batches.push({ bytes, view, entries, datagrams, prefetched, cgroups });
   }
 
   receive(): ReceiveResult {
     if (this.#closing) throw new ClosedError("receive");
     if (this.#failure) throw this.#failure;
     this.#files.current = null;
+    this.#files.cgroups = null;
     if (this.#direct) return this.#socket.receive();
     // What this thread took from the kernel before the hand-over comes first.
     const early = this.#socket.receiveBuffered();
@@ -417,6 +445,7 @@ export class ReceiptTransport implements Transport {
       if (at < 0) return "overrun";
       const v = b.view;
       this.#files.current = b.prefetched.get(i) ?? null;
+      this.#files.cgroups = b.cgroups;
       return this.#received.set(
         b.bytes,
         at + DATAGRAM_HEADER,
@@ -457,6 +486,7 @@ export class ReceiptTransport implements Transport {
       this.#batch = null;
       this.#partial = [];
       this.#files.current = null;
+      this.#files.cgroups = null;
       // A pending Atomics.waitAsync of wait() ends.
       Atomics.notify(this.#shared, SHARED.HEAD);
       if (this.#wake >= 0) {

@@ -10,6 +10,8 @@
  *     overrun:  u32 KIND_OVERRUN (recvmmsg() failed with ENOBUFS at this point of the stream)
  *     file:     u32 KIND_FILE, u32 datagram (its index in this batch), u32 file (index in FILES),
  *               u32 flags (FILE_UNCERTAIN), i32 length (-1: could not be read), then the bytes (padded to 4)
+ *     cgroup:   u32 KIND_CGROUP, u32 tgid, i32 length (-1: could not be read), then the bytes of
+ *               /proc/TGID/cgroup (padded to 4)
  *
  * Datagrams are numbered in the order they were received. A file entry may come before the datagram
  * it was read for (the worker reads as soon as its exec-only socket shows the exec, and numbers the
@@ -17,6 +19,11 @@
  * is {@linkcode UNLINKED} when the batch has none for it. A file the worker did not read (it stops
  * at the first one missing because the process is gone) has no entry, and counts as one that could
  * not be read.
+ *
+ * Cgroup entries come at the end of a batch: the worker reads, once each and after every datagram of
+ * the batch was received, the cgroup of every process that forked (the child starts in its parent's
+ * cgroup of now) or exited (it may have moved since it was read) in it, which the process table
+ * otherwise reads from the JS thread for each fork and exit. They serve every datagram of that batch.
  *
  * @module
  */
@@ -26,10 +33,13 @@ import { CMDLINE_LIMIT } from "./enrich.ts";
 export const KIND_DATAGRAM = 1;
 export const KIND_OVERRUN = 2;
 export const KIND_FILE = 3;
+export const KIND_CGROUP = 4;
 
 /** Bytes before a datagram's bytes, and before a file's. */
 export const DATAGRAM_HEADER = 24;
 export const FILE_HEADER = 20;
+/** Bytes before the bytes of a cgroup entry. */
+export const CGROUP_HEADER = 12;
 
 /**
  * The files read for an exec, by index in file entries. The worker reads the command line first
@@ -128,6 +138,8 @@ export const LAYOUT = {
   kindDatagram: KIND_DATAGRAM,
   kindOverrun: KIND_OVERRUN,
   kindFile: KIND_FILE,
+  kindCgroup: KIND_CGROUP,
+  cgroupHeader: CGROUP_HEADER,
   fileUncertain: FILE_UNCERTAIN,
   taken: SHARED.TAKEN,
   stop: SHARED.STOP,
@@ -138,7 +150,9 @@ export const LAYOUT = {
   chunkHeader: CHUNK_HEADER,
   ringWrap: RING_WRAP,
   batchBytes: BATCH_BYTES,
+  procEventFork: 0x1,
   procEventExec: 0x2,
+  procEventExit: 0x80000000,
   uncertainMarginNs: UNCERTAIN_MARGIN_NS,
   coalesceMs: COALESCE_MS,
   /** A file entry's datagram index while its read is not matched to a datagram of the batch. */

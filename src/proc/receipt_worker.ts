@@ -23,7 +23,10 @@
  * each of its execs gets the read made for it (matched by pid and kernel timestamp), or one at
  * once when the exec-only socket did not show it; then cgroup and exe of those execs; then put the
  * batch (the datagrams as received, overruns where recvmmsg() reported them, and the files) in the
- * ring shared with the JS thread and notify it (layout and ring: receipt_format.ts).
+ * ring shared with the JS thread and notify it (layout and ring: receipt_format.ts). Just before, it
+ * reads the cgroup of each process that forked or exited in the batch, once each: the process table
+ * needs it for every fork (the child starts in its parent's cgroup) and exit (a process may move),
+ * and a shell's burst of forks then costs one read instead of one per fork on the JS thread.
  *
  * A read for exec E of process P is marked uncertain when a later exec of P was seen before the
  * read was complete, or has a kernel timestamp up to UNCERTAIN_MARGIN_NS after its end: the files
@@ -134,9 +137,9 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
   // Paths: "/proc/PID/NAME\0" in one buffer, reused: the directory once per read, the name per file.
   const FILES = L.files;
   const CMDLINE = FILES.indexOf("cmdline"), COMM = FILES.indexOf("comm"), STAT = FILES.indexOf("stat");
-  const EXE = FILES.indexOf("exe");
+  const EXE = FILES.indexOf("exe"), CGROUP = FILES.indexOf("cgroup");
   // The second half, in this order: cgroup before exe, whose link a zombie no longer has.
-  const LATER = [FILES.indexOf("cgroup"), EXE];
+  const LATER = [CGROUP, EXE];
   const encoder = new TextEncoder();
   const names = FILES.map((name) => encoder.encode(`${name}\0`));
   const path = new Uint8Array(64);
@@ -373,6 +376,9 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     let count = 0; // datagrams in the current batch
     const reads = new Map<number, Read>(); // the latest read of each process in the current batch
     const due: Read[] = []; // reads whose second half is due
+    // Processes whose cgroup the table needs for a fork or an exit of the current batch: read once
+    // each, when the batch is posted (after every datagram of it was received).
+    const cgroupDue = new Set<number>();
     const fresh: Read[] = [];
     // A later exec within this margin after a read's end marks it uncertain (see the hold below).
     const margin = L.uncertainMarginNs;
@@ -394,6 +400,28 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         read.done = true;
       }
       due.length = 0;
+    };
+    /**
+     * Reads the cgroup of each process in `cgroupDue` once, after every datagram of the batch was
+     * received: what it gives is as recent as a read made for each of the batch's forks and exits
+     * when it is handled (this thread's read replaces the JS thread's, and a shell's burst of forks
+     * costs one read, not one per fork).
+     */
+    const readCgroups = () => {
+      for (const tgid of cgroupDue) {
+        directory(tgid);
+        reserve(L.cgroupHeader);
+        u32(L.kindCgroup);
+        u32(tgid);
+        u32(0xffffffff);
+        const into = at;
+        const n = readInto(CGROUP, into, L.fileLimit);
+        if (n >= 0) {
+          ov.setUint32(into - 4, n, LE);
+          at = into + ((n + 3) & ~3);
+        }
+      }
+      cgroupDue.clear();
     };
     /** Waits for `need` bytes of room in the ring, contiguous or after a wrap; false when stopped. */
     const ringRoom = (need: number): boolean => {
@@ -426,6 +454,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     /** Hands the batch over through the ring, in chunks of at most half of it, and wakes the JS thread. */
     const post = () => {
       if (at === 0) return;
+      readCgroups();
       for (let from = 0; from < at;) {
         const n = Math.min(at - from, L.chunkBytes);
         if (!put(from, n, from + n < at)) {
@@ -453,19 +482,36 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     /** The real length of datagram `i` of the vector, and whether it was cut to its slot. */
     const lengthAt = (i: number) => mv.getUint32(i * 64 + 56, LE);
     const truncatedAt = (i: number) => lengthAt(i) > SLOT || (mv.getInt32(i * 64 + 48, LE) & MSG_TRUNC) !== 0;
-    /** The kernel's exec event in slot `i` of the vector (its tgid), or -1. */
-    const execAt = (i: number): number => {
+    /** The `what` of the kernel's process event in slot `i` of the vector, or -1 for anything else. */
+    const eventAt = (i: number): number => {
       const d = i * SLOT;
-      // nlmsg_len 76, cb_id {1, 1}, cn_msg len 40, what EXEC, from the kernel (port 0); the JS
-      // thread checks everything else.
+      // nlmsg_len 76, cb_id {1, 1}, cn_msg len 40, from the kernel (port 0); the JS thread checks
+      // everything else.
       if (
         lengthAt(i) === 76 && !truncatedAt(i) && mv.getUint32(namesAt + i * 16 + 4, LE) === 0 &&
         slots.getUint32(d, LE) === 76 && slots.getUint32(d + 16, LE) === 1 && slots.getUint32(d + 20, LE) === 1 &&
-        slots.getUint16(d + 32, LE) === 40 && slots.getUint32(d + 36, LE) === L.procEventExec
+        slots.getUint16(d + 32, LE) === 40
       ) {
-        return slots.getInt32(d + 56, LE);
+        return slots.getUint32(d + 36, LE);
       }
       return -1;
+    };
+    /** The kernel's exec event in slot `i` of the vector (its tgid), or -1. */
+    const execAt = (i: number): number => eventAt(i) === L.procEventExec ? slots.getInt32(i * SLOT + 56, LE) : -1;
+    /**
+     * Notes the process whose cgroup the JS thread's table needs for the event in slot `i` (`what`):
+     * the parent of a process forked (its child starts in the parent's cgroup of now), a process
+     * exiting (it may have moved since it was read).
+     */
+    const cgroupNeeded = (i: number, what: number) => {
+      const d = i * SLOT;
+      // fork: parent_pid 52, parent_tgid 56, child_pid 60, child_tgid 64 (a thread: pid != tgid).
+      if (what === L.procEventFork && slots.getInt32(d + 60, LE) === slots.getInt32(d + 64, LE)) {
+        cgroupDue.add(slots.getInt32(d + 56, LE));
+      } // exit: process_pid 52, process_tgid 56 (a thread's exit: pid != tgid).
+      else if (what === L.procEventExit && slots.getInt32(d + 52, LE) === slots.getInt32(d + 56, LE)) {
+        cgroupDue.add(slots.getInt32(d + 56, LE));
+      }
     };
     const stampAt = (i: number) => slots.getUint32(i * SLOT + 44, LE) + slots.getUint32(i * SLOT + 48, LE) * 2 ** 32;
     /**
@@ -515,8 +561,9 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
       const d = i * SLOT;
       out.set(memory.subarray(dataAt + d, dataAt + d + size), at);
       at += (size + 3) & ~3;
-      const tgid = execAt(i);
-      if (tgid >= 0) sighted(tgid, stampAt(i), count);
+      const what = eventAt(i);
+      if (what === L.procEventExec) sighted(slots.getInt32(d + 56, LE), stampAt(i), count);
+      else if (what >= 0) cgroupNeeded(i, what);
       count++;
     };
     /** Reads the first halves of the execs just seen. */

@@ -357,7 +357,8 @@ export class ProcessTable implements Iterable<ProcessInfo> {
         // that follows sooner, while that process still exists.
         const parent = this.#entries.get(event.parentTgid);
         // The parent may have moved to another cgroup since it was read (no event says so); the
-        // child starts in the parent's cgroup of now. One small read, of a process that just forked.
+        // child starts in the parent's cgroup of now. One small read, of a process that just forked
+        // (with the receipt worker, made by it once per batch for all the forks of that parent).
         if (parent) moveTo(parent, this.#reader.cgroup(event.parentTgid));
         const child: ProcessInfo = parent ? snapshot(parent)! : this.#read(event.childTgid);
         if (parent) {
