@@ -282,9 +282,8 @@ export function readProcessInfo(
   const exe = files.readlink(`${dir}/exe`);
   if (exe) info.exe = decodeBytes(exe);
   else missing.push("exe");
-  const cgroup = files.read(`${dir}/cgroup`);
-  const path = cgroup ? cgroupPathOf(decodeBytes(cgroup)) : undefined;
-  if (path !== undefined) Object.assign(info, parseCgroup(path));
+  const cgroup = cgroupOf(files.read(`${dir}/cgroup`));
+  if (cgroup) Object.assign(info, cgroup);
   else missing.push("cgroup");
   if (missing.length) info.missing = missing;
   // An empty command line with an executable is a process inside exec: its new program is mapped,
@@ -310,6 +309,29 @@ export function withheldByExec(info: ProcessInfo): void {
   if (uncertain.length) info.uncertain = uncertain;
 }
 
+// The last /proc/PID/cgroup parsed, and what it gave.
+let lastCgroup: Uint8Array | undefined;
+let lastCgroupInfo: CgroupInfo | undefined;
+
+/**
+ * What a /proc/PID/cgroup file's bytes say (undefined: none, or no cgroup in it). Most processes
+ * read one after another are in the same cgroup: the same bytes as last time give the same result
+ * (shared: its users copy it) without decoding and parsing them again.
+ */
+function cgroupOf(bytes: Uint8Array | null): CgroupInfo | undefined {
+  if (!bytes) return undefined;
+  const last = lastCgroup;
+  if (last !== undefined && last.length === bytes.length) {
+    let i = 0;
+    while (i < bytes.length && bytes[i] === last[i]) i++;
+    if (i === bytes.length) return lastCgroupInfo;
+  }
+  const path = cgroupPathOf(decodeBytes(bytes));
+  lastCgroup = bytes.slice();
+  lastCgroupInfo = path === undefined ? undefined : parseCgroup(path);
+  return lastCgroupInfo;
+}
+
 /** The fields after the comm of a /proc/PID/stat (whose comm in parentheses may itself hold ") "). */
 function statFields(stat: Uint8Array): string[] {
   const text = latin1.decode(stat);
@@ -329,10 +351,6 @@ function statFields(stat: Uint8Array): string[] {
  * ```
  */
 export function procReader(files: FileReader = defaultFileReader()): ProcReader {
-  // The last cgroup file parsed: a reader that serves the same bytes again (the receipt worker's
-  // one read for a batch's forks of a process) gets the same result without parsing them again.
-  let lastCgroup: Uint8Array | undefined;
-  let lastInfo: CgroupInfo | undefined;
   return {
     info: (pid, boot, options) => readProcessInfo(pid, boot, files, options),
     stat(pid, boot) {
@@ -348,13 +366,7 @@ export function procReader(files: FileReader = defaultFileReader()): ProcReader 
       return comm ? decodeBytes(comm.subarray(0, comm.at(-1) === 0x0a ? -1 : undefined)) : undefined;
     },
     cgroup(pid) {
-      const cgroup = files.read(`/proc/${pid}/cgroup`);
-      if (cgroup && cgroup === lastCgroup) return lastInfo;
-      const path = cgroup ? cgroupPathOf(decodeBytes(cgroup)) : undefined;
-      const info = path === undefined ? undefined : parseCgroup(path);
-      lastCgroup = cgroup ?? undefined;
-      lastInfo = info;
-      return info;
+      return cgroupOf(files.read(`/proc/${pid}/cgroup`));
     },
   };
 }

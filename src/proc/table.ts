@@ -360,10 +360,8 @@ export class ProcessTable implements Iterable<ProcessInfo> {
         // child starts in the parent's cgroup of now. One small read, of a process that just forked
         // (with the receipt worker, made by it once per batch for all the forks of that parent).
         if (parent) moveTo(parent, this.#reader.cgroup(event.parentTgid));
-        const child: ProcessInfo = parent ? snapshot(parent)! : this.#read(event.childTgid);
+        const child: ProcessInfo = parent ? forkedFrom(parent) : this.#read(event.childTgid);
         if (parent) {
-          delete child.tty;
-          delete child.uncertain;
           // The child has the name of the thread that forked it, which may not be the leader's.
           if (event.parentPid !== event.parentTgid) {
             const comm = this.#reader.taskComm(event.parentTgid, event.parentPid);
@@ -451,12 +449,16 @@ export class ProcessTable implements Iterable<ProcessInfo> {
           if (before[name] !== undefined) (now as unknown as Record<string, unknown>)[name] = before[name];
         }
         now.missing = now.missing.filter((m) => m !== field);
-        if (now.missing.length === 0) delete now.missing;
       };
       if (now.ppid === undefined && before.ppid !== undefined) now.ppid = before.ppid;
       if (now.missing?.includes("stat") && before.tty !== undefined) now.tty = before.tty;
       kept("uid", ["uid", "user", "gid"]);
       kept("cgroup", ["cgroup", "container", "unit"]);
+      if (now.missing?.length === 0) {
+        // Left out rather than deleted (see forkedFrom()).
+        const { missing: _missing, ...rest } = now;
+        now = rest;
+      }
     }
     // The read may have seen this exec instead of the previous one: withhold what it gave that one.
     // The kernel stamps an exec event at the end of exec, after the new program's memory (its argv)
@@ -488,6 +490,18 @@ function moveTo(entry: ProcessInfo, cgroup: CgroupInfo | undefined): void {
     entry.missing = entry.missing.filter((m) => m !== "cgroup");
     if (entry.missing.length === 0) delete entry.missing;
   }
+}
+
+/**
+ * A forked child's entry: a copy of its parent's without its terminal and its uncertain fields. Left
+ * out, not deleted: V8 turns an object a property is deleted from into a dictionary, and copying
+ * one (snapshot(), at every event of the process) took 50 times as long (1.5 µs) on Deno 2.9.
+ */
+function forkedFrom(parent: ProcessInfo): ProcessInfo {
+  const { tty: _tty, uncertain: _uncertain, ...child } = parent;
+  if (child.cmdline) child.cmdline = [...child.cmdline];
+  if (child.missing) child.missing = [...child.missing];
+  return child;
 }
 
 function snapshot(entry: ProcessInfo | undefined): ProcessInfo | undefined {
