@@ -172,7 +172,9 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
       const end = into + n;
       if (out.byteLength - end < 4096 + 4) reserve(end + 4096 + 4 - at);
       const want = Math.min(limit - n, out.byteLength - end - 4);
-      const r = s.read(fd, out.subarray(end, end + want), want);
+      // The length as a BigInt: Deno's fast path for a size_t takes nothing else (a number takes
+      // the slow path, and optimized code that saw one is thrown away).
+      const r = s.read(fd, out.subarray(end, end + want), BigInt(want));
       if (r === 0) break;
       if (r < 0) {
         if (errno[0] === EINTR) continue;
