@@ -2,14 +2,15 @@
  * CPU per event of an enriching `ProcMonitor` (`enrich: true`: a process table, /proc read for every
  * exec) of several checkouts, side by side in one run, under the same bursts of short-lived children:
  *
- *   deno run -A bench/enrich_cpu.ts [--rounds N] [--burst 8,32,128] [--repeat N] [--runtimes deno,bun] [--together] DIR...   (root)
+ *   deno run -A bench/enrich_cpu.ts [--rounds N] [--burst 8,32,128] [--repeat N] [--warm N] [--runtimes deno,bun] [--together] DIR...   (root)
  *
  * Each DIR is a checkout with its node_modules (e.g. `git worktree add --detach /tmp/cpu-base 4a171ca`);
  * `.` is this one. In each round, for each runtime, each checkout in turn (the order rotates from round
  * to round) runs alone in a process of its own (this script with `--monitor DIR`): it opens the
  * monitor, waits until it is subscribed (and until its receipt worker reads the socket, where there is
  * one), then reads every item in a `for await` loop while this script runs a warm-up burst of 32 of
- * each workload, then the measured bursts (`--repeat`
+ * each workload (and, with `--warm N`, N unmeasured passes of the measured bursts too: a long-running
+ * monitor's steady state, once the runtime has compiled its hot code), then the measured bursts (`--repeat`
  * times each of `sh -c 'exit 0'` and `/bin/true quick`, N children at once for each N of `--burst`,
  * 300 ms apart). It counts CPU from just before the first burst to 500 ms after the last: user +
  * system of its own process from `process.cpuUsage()` (every thread of the monitoring process: the
@@ -69,6 +70,7 @@ const { values, positionals } = parseArgs({
     rounds: { type: "string", default: "5" },
     burst: { type: "string", default: "8,32,128" },
     repeat: { type: "string", default: "2" },
+    warm: { type: "string", default: "0" },
     runtimes: { type: "string", default: "deno,bun" },
     together: { type: "boolean", default: false },
   },
@@ -155,9 +157,17 @@ async function measure(trees: string[], runtime: string, round: number): Promise
   // One burst of each workload first, so that what is measured runs compiled code.
   for (const w of WORKLOADS) await burstOf(32, w.command);
   await new Promise((r) => setTimeout(r, 300));
+  const bursts = values.burst.split(",").map(Number);
+  for (let r = 0; r < Number(values.warm) * Number(values.repeat); r++) {
+    for (const w of WORKLOADS) {
+      for (const n of bursts) {
+        await burstOf(n, w.command);
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    }
+  }
   for (const m of monitors) m.child.stdin!.write("go\n");
   const pids: number[] = [];
-  const bursts = values.burst.split(",").map(Number);
   for (let r = 0; r < Number(values.repeat); r++) {
     for (const w of WORKLOADS) {
       for (const n of bursts) {
