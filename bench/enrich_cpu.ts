@@ -157,25 +157,10 @@ async function measure(trees: string[], runtime: string, round: number): Promise
   // One burst of each workload first, so that what is measured runs compiled code.
   for (const w of WORKLOADS) await burstOf(32, w.command);
   await new Promise((r) => setTimeout(r, 300));
-  const bursts = values.burst.split(",").map(Number);
-  for (let r = 0; r < Number(values.warm) * Number(values.repeat); r++) {
-    for (const w of WORKLOADS) {
-      for (const n of bursts) {
-        await burstOf(n, w.command);
-        await new Promise((r) => setTimeout(r, 300));
-      }
-    }
-  }
+  const sizes = values.burst.split(",").map(Number);
+  await passes(Number(values.warm) * Number(values.repeat), sizes);
   for (const m of monitors) m.child.stdin!.write("go\n");
-  const pids: number[] = [];
-  for (let r = 0; r < Number(values.repeat); r++) {
-    for (const w of WORKLOADS) {
-      for (const n of bursts) {
-        pids.push(...await burstOf(n, w.command));
-        await new Promise((r) => setTimeout(r, 300));
-      }
-    }
-  }
+  const pids = await passes(Number(values.repeat), sizes);
   await new Promise((r) => setTimeout(r, 500));
   for (const m of monitors) m.child.stdin!.write(`stop ${pids.join(",")}\n`);
   const runs: Run[] = [];
@@ -187,6 +172,23 @@ async function measure(trees: string[], runtime: string, round: number): Promise
     runs.push({ tree, runtime, round, ...run, usPerItem: run.cpuUs / run.items });
   }
   return runs;
+}
+
+/**
+ * Runs `times` passes of the bursts: each workload with N children at once for each N of `sizes`,
+ * 300 ms apart. Returns the pids of their execs.
+ */
+async function passes(times: number, sizes: number[]): Promise<number[]> {
+  const pids: number[] = [];
+  for (let r = 0; r < times; r++) {
+    for (const w of WORKLOADS) {
+      for (const n of sizes) {
+        pids.push(...await burstOf(n, w.command));
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    }
+  }
+  return pids;
 }
 
 async function drive(): Promise<void> {

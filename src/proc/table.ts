@@ -499,16 +499,17 @@ function moveTo(entry: ProcessInfo, cgroup: CgroupInfo | undefined): void {
  */
 function forkedFrom(parent: ProcessInfo): ProcessInfo {
   const { tty: _tty, uncertain: _uncertain, ...child } = parent;
-  if (child.cmdline) child.cmdline = [...child.cmdline];
-  if (child.missing) child.missing = [...child.missing];
-  return child;
+  return ownLists(child);
 }
 
 function snapshot(entry: ProcessInfo | undefined): ProcessInfo | undefined {
-  if (!entry) return undefined;
-  const copy = { ...entry };
-  if (entry.cmdline) copy.cmdline = [...entry.cmdline];
-  if (entry.missing) copy.missing = [...entry.missing];
-  if (entry.uncertain) copy.uncertain = [...entry.uncertain];
+  return entry && ownLists({ ...entry });
+}
+
+/** Gives `copy`, a fresh copy of an entry, lists of its own (the entry's are not shared with it). */
+function ownLists(copy: ProcessInfo): ProcessInfo {
+  if (copy.cmdline) copy.cmdline = [...copy.cmdline];
+  if (copy.missing) copy.missing = [...copy.missing];
+  if (copy.uncertain) copy.uncertain = [...copy.uncertain];
   return copy;
 }
