@@ -324,6 +324,40 @@ describe("enrichment at the point of receipt", () => {
     assert.ok(after <= before.fds, `fds ${before.fds} -> ${after}`);
   }, 120_000);
 
+  kernelTest("after an overrun in a batch, each exec still gets its own process's reads", async () => {
+    // The worker numbers its reads by entry of the batch, and an overrun is an entry too: a read
+    // numbered by datagrams alone went to the entry before its exec (another process's). Each program
+    // here shows its own pid in its argv (the shell's $$ is the pid that execs echo), so a read served
+    // for the wrong process is seen. A 4 KiB buffer and one queued item make the socket overflow
+    // while the worker reads, so overruns and execs share batches.
+    const monitor = await openActive({ rcvbuf: 4096, maxRcvbuf: 0, maxQueued: 1, events: ["exec"] });
+    const items = await collect(
+      monitor,
+      async () => {
+        for (let round = 0; round < 6; round++) {
+          await burstOf(120, "sh -c 'exec /bin/echo $$ >/dev/null'");
+          await sleep(100);
+        }
+      },
+      () => false,
+      1_000,
+    );
+    const echoed = items.filter((e) => e.type === "exec" && e.process?.cmdline?.[0]?.endsWith("echo"));
+    const wrong = echoed.filter((e) => e.type === "exec" && e.process?.cmdline?.[1] !== String(e.pid));
+    const overruns = monitor.stats.overruns;
+    recordFigure(
+      "receipt.overrunReads",
+      `${echoed.length} echo execs named, ${wrong.length} wrong, ${overruns} overruns`,
+    );
+    assert.ok(overruns > 0, "the socket overflowed while the worker read (else this test shows nothing)");
+    assert.ok(echoed.length > 0, `no exec of echo was named (${items.length} items)`);
+    assert.deepEqual(
+      wrong.map((e) => e.type === "exec" && `${e.pid}: ${e.process?.cmdline?.join(" ")}`),
+      [],
+      "an exec showed another process's command line",
+    );
+  }, 60_000);
+
   kernelTest("a tiny buffer and a fork storm still give a lost item, and the stream goes on", async () => {
     // One queued event pauses the receive loop; the worker then stops once it holds what the 4 KiB
     // socket would (64 datagrams), so the socket overflows however fast the worker reads.

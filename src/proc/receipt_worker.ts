@@ -376,6 +376,9 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     const slots = new DataView(memory.buffer, dataAt);
     let posted = 0;
     let count = 0; // datagrams in the current batch
+    // Entries of the current batch: its datagrams and overruns, in order. The JS thread numbers them
+    // so (an overrun is an entry of its own), and a read names its datagram by this number.
+    let entries = 0;
     const reads = new Map<number, Read>(); // the latest read of each process in the current batch
     const due: Read[] = []; // reads whose second half is due
     // Processes whose cgroup the table needs for a fork or an exit of the current batch: read once
@@ -469,6 +472,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
       at = 0;
       posted = (posted + count) | 0;
       count = 0;
+      entries = 0;
       reads.clear();
     };
     /** Waits until the JS thread has room for more datagrams; the room, or 0 when stopped. */
@@ -564,9 +568,10 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
       out.set(memory.subarray(dataAt + d, dataAt + d + size), at);
       at += (size + 3) & ~3;
       const what = eventAt(i);
-      if (what === L.procEventExec) sighted(slots.getInt32(d + 56, LE), stampAt(i), count);
+      if (what === L.procEventExec) sighted(slots.getInt32(d + 56, LE), stampAt(i), entries);
       else if (what >= 0) cgroupNeeded(i, what);
       count++;
+      entries++;
     };
     /** Reads the first halves of the execs just seen. */
     const readFresh = () => {
@@ -613,6 +618,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
           if (err === ENOBUFS) {
             reserve(4);
             u32(L.kindOverrun);
+            entries++;
             got++;
             continue;
           }
