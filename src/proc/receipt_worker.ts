@@ -237,6 +237,9 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     /** When its last file was read (CLOCK_MONOTONIC ns), once all were. */
     endNs: number;
     done: boolean;
+    /** Where its cgroup file's bytes are in the batch, and how many (-1: not read, or it failed). */
+    cgroupAt: number;
+    cgroupLength: number;
   }
 
   /** Starts a file entry of `read` for `file` at `at`; returns where its bytes go. */
@@ -265,6 +268,10 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     const n = file === EXE
       ? readLinkInto(file, into)
       : readInto(file, into, file === CMDLINE ? L.cmdlineLimit + 1 : L.fileLimit);
+    if (file === CGROUP && n >= 0) {
+      read.cgroupAt = into;
+      read.cgroupLength = n;
+    }
     ended(read, into, n);
   };
   /**
@@ -414,13 +421,22 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
      */
     const readCgroups = () => {
       for (const tgid of cgroupDue) {
-        directory(tgid);
-        reserve(L.cgroupHeader);
+        // An exec of the process read in this batch read its cgroup a few ms ago (or found it gone):
+        // that serves, without another read.
+        const exec = reads.get(tgid);
+        const known = exec !== undefined && (exec.cgroupAt >= 0 || exec.gone);
+        reserve(L.cgroupHeader + (known && exec.cgroupLength > 0 ? exec.cgroupLength + 4 : 0));
         u32(L.kindCgroup);
         u32(tgid);
         u32(0xffffffff);
         const into = at;
-        const n = readInto(CGROUP, into, L.fileLimit);
+        let n = -1;
+        if (known) {
+          if (exec.cgroupAt >= 0) out.copyWithin(into, exec.cgroupAt, exec.cgroupAt + (n = exec.cgroupLength));
+        } else {
+          directory(tgid);
+          n = readInto(CGROUP, into, L.fileLimit);
+        }
         if (n >= 0) {
           ov.setUint32(into - 4, n, LE);
           at = into + ((n + 3) & ~3);
@@ -547,6 +563,8 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         uncertain: latest !== undefined && latest.stampNs > stampNs,
         gone: false,
         endNs: 0,
+        cgroupAt: -1,
+        cgroupLength: -1,
         done: false,
       };
       reads.set(tgid, read);
