@@ -2,7 +2,7 @@
  * CPU per event of an enriching `ProcMonitor` (`enrich: true`: a process table, /proc read for every
  * exec) of several checkouts, side by side in one run, under the same bursts of short-lived children:
  *
- *   deno run -A bench/enrich_cpu.ts [--rounds N] [--burst 8,32,128] [--repeat N] [--warm N] [--runtimes deno,bun] [--together] DIR...   (root)
+ *   deno run -A bench/enrich_cpu.ts [--rounds N] [--burst 8,32,128] [--repeat N] [--warm N] [--runtimes deno,bun] [--together] [--c=NICE,...] DIR...   (root)
  *
  * Each DIR is a checkout with its node_modules (e.g. `git worktree add --detach /tmp/cpu-base 4a171ca`);
  * `.` is this one. In each round, for each runtime, each checkout in turn (the order rotates from round
@@ -24,6 +24,11 @@
  * absolute figures by a third between runs on a shared machine, is then the same for all), while
  * they compete for the CPU with each other.
  *
+ * With `--c=NICE[,NICE]` (e.g. `--c=-10,0`), C references run too, as checkouts named `C, nice N`: bench/proc_reads.c, a
+ * plain C loop that does the receipt worker's /proc reads (cmdline and stat at an exec, then cgroup
+ * and exe; the cgroup of a process exiting, and of a parent forking) at that nice value (the worker's
+ * is -10 as root). It tells the price of the reads and of the race to them from the price of the JS.
+ *
  * Prints, per runtime and checkout, the medians over rounds of CPU µs per item (and of the main
  * thread's alone: CLOCK_THREAD_CPUTIME_ID), of its ratio to the first checkout's in the same round,
  * and of items, and the sums of the execs named; writes every run to bench/out/enrich_cpu.json.
@@ -31,7 +36,7 @@
  * @module
  */
 import process from "node:process";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -73,6 +78,7 @@ const { values, positionals } = parseArgs({
     warm: { type: "string", default: "0" },
     runtimes: { type: "string", default: "deno,bun" },
     together: { type: "boolean", default: false },
+    c: { type: "string" },
   },
 });
 
@@ -147,7 +153,10 @@ async function measure(trees: string[], runtime: string, round: number): Promise
   const monitors = [];
   for (const tree of trees) {
     const args = runtime === "deno" ? ["run", "-A", script, "--monitor", tree] : [script, "--monitor", tree];
-    const child = spawn(bin, args, { cwd: tree, stdio: ["pipe", "pipe", "inherit"] });
+    const nice = cNice(tree);
+    const child = nice === null
+      ? spawn(bin, args, { cwd: tree, stdio: ["pipe", "pipe", "inherit"] })
+      : spawn(join(here, "out", "proc_reads"), [String(nice)], { stdio: ["pipe", "pipe", "inherit"] });
     const exited = once(child, "exit");
     const out = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
     const first = await out.next();
@@ -191,12 +200,26 @@ async function passes(times: number, sizes: number[]): Promise<number[]> {
   return pids;
 }
 
+/** The nice value of a C reference's pseudo-checkout (`C, nice N`), or null for a checkout. */
+function cNice(tree: string): number | null {
+  const m = /^C, nice (-?\d+)$/.exec(tree);
+  return m ? Number(m[1]) : null;
+}
+
 async function drive(): Promise<void> {
   if (process.getuid?.() !== 0) {
     console.error("enrich_cpu: needs root (the monitors subscribe to process events)");
     process.exit(1);
   }
   const trees = (positionals.length ? positionals : ["."]).map((t) => resolve(t));
+  if (values.c !== undefined) {
+    mkdirSync(join(here, "out"), { recursive: true });
+    const cc = spawnSync("cc", ["-O2", "-o", join(here, "out", "proc_reads"), join(here, "proc_reads.c")], {
+      stdio: "inherit",
+    });
+    if (cc.status !== 0) throw new Error("cannot compile bench/proc_reads.c (is cc installed? apt-get install gcc)");
+    for (const nice of values.c.split(",")) trees.push(`C, nice ${Number(nice)}`);
+  }
   const runtimes = values.runtimes.split(",");
   const rounds = Number(values.rounds);
   const runs: Run[] = [];

@@ -26,7 +26,8 @@
  * ring shared with the JS thread and notify it (layout and ring: receipt_format.ts). Just before, it
  * reads the cgroup of each process that forked or exited in the batch, once each: the process table
  * needs it for every fork (the child starts in its parent's cgroup) and exit (a process may move),
- * and a shell's burst of forks then costs one read instead of one per fork on the JS thread.
+ * and a shell's burst of forks then costs one read instead of one per fork on the JS thread; a
+ * process whose exec was read in the same batch takes that read's cgroup (a few ms old) instead.
  *
  * A read for exec E of process P is marked uncertain when a later exec of P was seen before the
  * read was complete, or has a kernel timestamp up to UNCERTAIN_MARGIN_NS after its end: the files
