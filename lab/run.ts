@@ -8,7 +8,8 @@
  * kernel × runtime and one closing line "N passed, N failed, N skipped". Anything that cannot be
  * fetched, built or booted is a failure with its reason, never a skip.
  *
- * Options: --kernel RELEASE (repeatable; default the pinned matrix, or CNLINK_LAB_KERNELS=a,b),
+ * Options: --kernel RELEASE (repeatable; "6.1" or "6.12": the pinned one; default the pinned matrix,
+ * or CNLINK_LAB_KERNELS=a,b),
  * --runtime deno|bun (repeatable), --file PATH (repeatable; default the lab plan), --timeout SEC
  * (per kernel, default 900), --jobs N (guests at once, default 2), --summary FILE (JSON), --verbose (the whole console), --readme (write
  * the "Kernels we test on" table of this run into README.md).

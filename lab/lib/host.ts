@@ -70,19 +70,27 @@ const HOST_PACKAGES = [
 ];
 
 let aptUpdated = false;
+const APT_ENV = { DEBIAN_FRONTEND: "noninteractive" };
+
+/**
+ * Refreshes the package lists, once per run; false when they were refreshed already. Lists a
+ * machine was built with may predate the pinned kernels (Debian replaces its kernel packages).
+ */
+export async function aptUpdateOnce(): Promise<boolean> {
+  if (aptUpdated) return false;
+  aptUpdated = true;
+  await run("apt-get update", "apt-get", ["update", "-qq"], { env: APT_ENV });
+  return true;
+}
 
 /** `apt-get` with the package lists refreshed once if the first attempt fails. */
 export async function apt(what: string, args: string[], cwd?: string): Promise<Output> {
-  const env = { DEBIAN_FRONTEND: "noninteractive" };
+  const env = APT_ENV;
   // apt-get download drops to the _apt user unless told otherwise; the cache belongs to us.
   const full = ["-o", "APT::Sandbox::User=root", ...args];
   const first = await run(what, "apt-get", full, { cwd, env, allowFailure: true });
   if (first.code === 0) return first;
-  if (!aptUpdated) {
-    aptUpdated = true;
-    await run("apt-get update", "apt-get", ["update", "-qq"], { env });
-    return await run(what, "apt-get", full, { cwd, env });
-  }
+  if (await aptUpdateOnce()) return await run(what, "apt-get", full, { cwd, env });
   return await run(what, "apt-get", full, { cwd, env });
 }
 

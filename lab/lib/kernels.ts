@@ -6,7 +6,7 @@
  * @module
  */
 import { join } from "node:path";
-import { apt, cacheDir, LabError, run } from "./host.ts";
+import { apt, aptUpdateOnce, cacheDir, LabError, run } from "./host.ts";
 
 /** One column of the matrix. */
 export interface KernelSpec {
@@ -25,8 +25,14 @@ export const DEFAULT_MATRIX: readonly KernelSpec[] = [
   { name: "6.12", release: "6.12.117+deb12-amd64" },
 ];
 
-/** A kernel release string as a matrix column ("6.12.117+deb12-amd64" is "6.12"). */
+/**
+ * A kernel release string as a matrix column ("6.12.117+deb12-amd64" is "6.12"). A column's short
+ * name alone ("6.1", "6.12") stands for the pinned matrix's release of that column: Debian has no
+ * package linux-image-6.1, so taken as a release it could only fail after a long download.
+ */
 export function specOf(release: string): KernelSpec {
+  const pinned = DEFAULT_MATRIX.find((k) => k.name === release);
+  if (pinned) return { ...pinned };
   const m = /^(\d+)\.(\d+)/.exec(release);
   if (!m) throw new LabError(`"${release}" is not a kernel release like 6.1.0-56-amd64`);
   return { name: `${m[1]}.${m[2]}`, release };
@@ -91,10 +97,13 @@ async function download(packages: string[], log: (line: string) => void): Promis
 
 /** The headers package's dependencies that hold files a module build needs (-common, kbuild). */
 async function headerPackages(release: string): Promise<string[]> {
-  const out = await run("apt-cache depends", "apt-cache", ["depends", `linux-headers-${release}`], {
-    allowFailure: true,
-  });
-  if (out.code !== 0 || !out.stdout.includes("Depends")) {
+  const depends = () =>
+    run("apt-cache depends", "apt-cache", ["depends", `linux-headers-${release}`], { allowFailure: true });
+  const known = (o: { code: number; stdout: string }) => o.code === 0 && o.stdout.includes("Depends");
+  let out = await depends();
+  // Lists older than the pinned kernel: refreshed once, then asked again.
+  if (!known(out) && await aptUpdateOnce()) out = await depends();
+  if (!known(out)) {
     throw new LabError(
       `Debian has no linux-headers-${release} (apt-cache depends: ${out.stderr.trim() || "nothing"}); ` +
         `run "apt-get update", or pin another kernel with CNLINK_LAB_KERNELS`,
