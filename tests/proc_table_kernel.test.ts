@@ -87,11 +87,25 @@ async function exited(child: ChildProcess): Promise<number> {
 
 /** The first line a child prints, as a number (a pid it reports). */
 async function firstNumber(child: ChildProcess): Promise<number> {
-  let text = "";
-  for await (const chunk of child.stdout!) {
-    text += String(chunk);
-    if (text.includes("\n")) break;
-  }
+  // Listeners, not `for await ... break`: under Deno, breaking out of the stream's iterator while
+  // the child exits threw an AbortError now and then (2026-12-06).
+  const stdout = child.stdout!;
+  const text = await new Promise<string>((resolve, reject) => {
+    let got = "";
+    const done = () => {
+      stdout.off("data", onData);
+      stdout.off("end", done);
+      stdout.off("error", reject);
+      resolve(got);
+    };
+    const onData = (chunk: unknown) => {
+      got += String(chunk);
+      if (got.includes("\n")) done();
+    };
+    stdout.on("data", onData);
+    stdout.once("end", done);
+    stdout.once("error", reject);
+  });
   const n = Number(text.split("\n")[0]);
   assert.ok(Number.isInteger(n) && n > 0, `a pid, got ${JSON.stringify(text)}`);
   return n;

@@ -143,13 +143,14 @@ describe("enrichment at the point of receipt", () => {
     }
     const figures = `ours ${JSON.stringify(ours)}, forkstat ${hasForkstat ? JSON.stringify(theirs) : "not installed"}`;
     recordFigure(execSocket ? "receipt.burst" : "receipt.burst.fallback", figures);
-    // With the exec-only socket: at least forkstat's command lines. Without it (the fallback: the
-    // worker wakes for every datagram, as forkstat does, but reads after each recvmmsg() of up to
-    // 64 datagrams), level with forkstat within 5 % of the execs: on a slow VM where forkstat named 94 of
-    // 96, the fallback named 92 in one run of several (Bun, 2026-12-06).
-    const slack = execSocket ? 0 : Math.ceil(pids.length * 0.05);
+    // A guard against a regression (before enrichment at receipt, 1-17 of 40 were named), not the
+    // measurement of the claim: bench/names.ts compares with forkstat over rounds. One run of 96 moves
+    // by a few execs either way: on a slow VM (0.9 ms per fork+wait) where both named 86-96 of 96,
+    // ours minus forkstat's ranged from -4 to +3 over 20 runs (Bun, 2026-12-06). So: level with
+    // forkstat within 5 % of the execs.
+    const slack = Math.ceil(pids.length * 0.05);
     const floor = hasForkstat ? theirs.cmdline - slack : Math.ceil(pids.length / 2);
-    assert.ok(ours.cmdline >= floor, `command lines${slack ? ` (within ${slack} of forkstat's)` : ""}: ${figures}`);
+    assert.ok(ours.cmdline >= floor, `command lines (within ${slack} of forkstat's): ${figures}`);
     assert.ok(monitor.stats.receipt!.reads >= pids.length, "read at receipt");
     // As root the receipt thread runs at nice -10.
     assert.equal(monitor.stats.receipt!.raisedPriority, process.getuid?.() === 0);
@@ -157,13 +158,17 @@ describe("enrichment at the point of receipt", () => {
     assert.equal(monitor.stats.receipt!.execSocket, execSocket);
   };
 
-  kernelTest("a burst of short-lived children is named, with at least forkstat's command lines", async () => {
+  kernelTest("a burst of short-lived children is named: as many command lines as forkstat, within 5 %", async () => {
     await namesBursts(true);
   }, 60_000);
 
-  kernelTest("without the exec-only socket (the fallback), the worker still names what forkstat names", async () => {
-    await namesBursts(false);
-  }, 60_000);
+  kernelTest(
+    "without the exec-only socket (the fallback), the worker still names as many as forkstat, within 5 %",
+    async () => {
+      await namesBursts(false);
+    },
+    60_000,
+  );
 
   kernelTest("the worker reads a forking shell's and the exiting children's cgroups, once per batch", async () => {
     const ours = cgroupPathOf(readFileSync("/proc/self/cgroup", "utf8"));
