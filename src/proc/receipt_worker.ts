@@ -654,8 +654,6 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         if (at >= L.batchBytes || count >= limit || n < VECTOR) return got;
       }
     };
-    /** Whether the last poll() found the second fd (the exec-only socket, else the socket) readable. */
-    let watchedReady = true;
     /**
      * poll() of the first `n` fds (2: what is watched while busy; 3: all) for up to `ms` (-1: no
      * limit). False when a signal interrupted it; sets `stopped` when close() woke it.
@@ -666,31 +664,25 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         throw { op: "poll", errno: errno[0], message: "poll failed" };
       }
       if (fdsView.getInt16(6, LE) !== 0) stopped = true;
-      watchedReady = fdsView.getInt16(14, LE) !== 0;
       return true;
     };
     /**
-     * Builds a batch: the execs' first halves, the socket's datagrams, the second halves; then it
-     * waits out the margin after the last read, and goes again if an exec came meanwhile (a later
-     * exec of the same process that had begun, new name, new image, before the read, but whose
-     * event the kernel sends only once the new image is loaded, comes then and marks it). How many
-     * datagrams it took.
+     * Builds a batch: the execs' first halves, the socket's datagrams, the second halves; again
+     * while the margin after the last read has not passed (a later exec of the same process that
+     * had begun, new name, new image, before the read, but whose event the kernel sends only once
+     * the new image is loaded, comes meanwhile and marks it). How many datagrams it took.
      */
     const build = (limit: number): number => {
       let got = 0;
       for (;;) {
-        // Nothing on the exec-only socket when poll() returned: its recvmmsg() would find nothing
-        // (what came since, the socket's own recvmmsg() below gives, with a read).
-        if (watchedReady) drainExecs();
+        drainExecs();
         got += drainSocket(limit);
         finish();
         if (stopped || at >= L.batchBytes || count >= limit) return got;
         const left = lastEndNs + margin - monotonicNs();
         if (left <= 0) return got;
         watch(2n, Math.ceil(left / 1e6));
-        // The margin passed without an exec: nothing to mark. What else came meanwhile goes in the
-        // next batch (at most COALESCE_MS later): two recvmmsg() per hold saved, most finding little.
-        if (stopped || !watchedReady) return got;
+        if (stopped) return got;
       }
     };
 
