@@ -43,7 +43,7 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { threadClock } from "./thread_clock.ts";
-import { burstOf } from "./burst.ts";
+import { burstOf } from "../tests/_kernel.ts";
 
 const here = dirname(new URL(import.meta.url).pathname);
 const WORKLOADS = [

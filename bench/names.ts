@@ -29,7 +29,7 @@ import { once } from "node:events";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { burstOf } from "./burst.ts";
+import { burstOf } from "../tests/_kernel.ts";
 
 const here = dirname(new URL(import.meta.url).pathname);
 const root = join(here, "..");

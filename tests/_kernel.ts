@@ -138,6 +138,21 @@ export function forkStormBlocking(count: number): void {
   if (r.status !== 0) throw new Error(`the fork storm exited ${r.status ?? r.signal}`);
 }
 
+/**
+ * Runs `n` copies of `command` at once from one shell (each `command &`); resolves with their pids
+ * once all ended. The bursts of short-lived children of the receipt tests and of the naming and
+ * CPU benchmarks (bench/names.ts, bench/enrich_cpu.ts).
+ */
+export async function burstOf(n: number, command: string): Promise<number[]> {
+  const runner = spawn("sh", ["-c", `for i in $(seq ${n}); do ${command} & echo $!; done; wait`], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let pids = "";
+  runner.stdout!.setEncoding("utf8").on("data", (c: string) => (pids += c));
+  await once(runner, "close");
+  return pids.trim().split("\n").map(Number);
+}
+
 /** Runs `sh -c "exit CODE"` on CPU 0 and resolves with its pid once it ended. */
 export async function markerProcess(code: number): Promise<number> {
   const child = spawn("taskset", ["-c", "0", "sh", "-c", `exit ${code}`], { stdio: "ignore" });

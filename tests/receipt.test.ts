@@ -15,7 +15,7 @@ import process from "node:process";
 import { monotonicClock, ProcMonitor, type ProcMonitorItem, type ProcMonitorOptions } from "../proc.ts";
 import { ReceiptTransport } from "../src/proc/receipt.ts";
 import { cgroupPathOf } from "../src/proc/cgroup.ts";
-import { forkStorm, kernelTest, markerProcess, sleep } from "./_kernel.ts";
+import { burstOf, forkStorm, kernelTest, markerProcess, sleep } from "./_kernel.ts";
 import { recordFigure } from "./_figures.ts";
 
 /** Reads `monitor` into `items` until `done` holds or `timeoutMs` pass; `received` gets each item's arrival. */
@@ -39,17 +39,6 @@ async function collect(
   await monitor.close();
   await reader;
   return items;
-}
-
-/** Runs `burst` copies of `command` at once from one shell; resolves with their pids once all ended. */
-async function burstOf(burst: number, command: string): Promise<number[]> {
-  const runner = spawn("sh", ["-c", `for i in $(seq ${burst}); do ${command} & echo $!; done; wait`], {
-    stdio: ["ignore", "pipe", "ignore"],
-  });
-  let out = "";
-  runner.stdout!.setEncoding("utf8").on("data", (c: string) => (out += c));
-  await once(runner, "close");
-  return out.trim().split("\n").map(Number);
 }
 
 /**
