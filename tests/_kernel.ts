@@ -110,16 +110,19 @@ export function kernelAtLeast(major: number, minor: number): boolean {
   return a > major || (a === major && b >= minor);
 }
 
+/** taskset's arguments for a storm of `count` (or `CNLINK_STORM`) `/bin/true` on CPU 0. */
+function stormArgs(count: number): string[] {
+  const n = Number(process.env.CNLINK_STORM ?? count);
+  return ["-c", "0", "sh", "-c", `for i in $(seq ${n}); do /bin/true & done; wait`];
+}
+
 /**
  * Runs `count` short-lived processes at once, all on CPU 0 (so that the events kept before an
  * overflow and those after it share one per-CPU sequence, which makes the loss visible as a gap),
  * and resolves when they all ended. `CNLINK_STORM` overrides `count` (the kernel lab uses fewer).
  */
 export async function forkStorm(count: number): Promise<void> {
-  const n = Number(process.env.CNLINK_STORM ?? count);
-  const child = spawn("taskset", ["-c", "0", "sh", "-c", `for i in $(seq ${n}); do /bin/true & done; wait`], {
-    stdio: "ignore",
-  });
+  const child = spawn("taskset", stormArgs(count), { stdio: "ignore" });
   const [code] = await once(child, "exit");
   if (code !== 0) throw new Error(`the fork storm exited ${code}`);
 }
@@ -131,10 +134,7 @@ export async function forkStorm(count: number): Promise<void> {
  * with 1500 children and a 4 KiB buffer never overflowed).
  */
 export function forkStormBlocking(count: number): void {
-  const n = Number(process.env.CNLINK_STORM ?? count);
-  const r = spawnSync("taskset", ["-c", "0", "sh", "-c", `for i in $(seq ${n}); do /bin/true & done; wait`], {
-    stdio: "ignore",
-  });
+  const r = spawnSync("taskset", stormArgs(count), { stdio: "ignore" });
   if (r.status !== 0) throw new Error(`the fork storm exited ${r.status ?? r.signal}`);
 }
 

@@ -85,13 +85,12 @@ export async function aptUpdateOnce(): Promise<boolean> {
 
 /** `apt-get` with the package lists refreshed once if the first attempt fails. */
 export async function apt(what: string, args: string[], cwd?: string): Promise<Output> {
-  const env = APT_ENV;
   // apt-get download drops to the _apt user unless told otherwise; the cache belongs to us.
   const full = ["-o", "APT::Sandbox::User=root", ...args];
-  const first = await run(what, "apt-get", full, { cwd, env, allowFailure: true });
+  const first = await run(what, "apt-get", full, { cwd, env: APT_ENV, allowFailure: true });
   if (first.code === 0) return first;
-  if (await aptUpdateOnce()) return await run(what, "apt-get", full, { cwd, env });
-  return await run(what, "apt-get", full, { cwd, env });
+  await aptUpdateOnce();
+  return await run(what, "apt-get", full, { cwd, env: APT_ENV });
 }
 
 /** Installs the host packages the lab needs that are missing. */
