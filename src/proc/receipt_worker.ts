@@ -23,7 +23,10 @@
  * each of its execs gets the read made for it (matched by pid and kernel timestamp), or one at
  * once when the exec-only socket did not show it; then cgroup and exe of those execs; then put the
  * batch (the datagrams as received, overruns where recvmmsg() reported them, and the files) in the
- * ring shared with the JS thread and notify it (layout and ring: receipt_format.ts). Just before, it
+ * ring shared with the JS thread and wake it: at once if it was last woken NOTIFY_MS ago or more,
+ * else when that period ends (or when this thread has to wait for it), so that while batches keep
+ * coming the JS thread wakes once per period and takes them all (layout and ring:
+ * receipt_format.ts). Just before, it
  * reads the cgroup of each process that forked or exited in the batch, once each: the process table
  * needs it for every fork (the child starts in its parent's cgroup) and exit (a process may move),
  * and a shell's burst of forks then costs one read instead of one per fork on the JS thread; a
@@ -397,6 +400,19 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     const margin = L.uncertainMarginNs;
     let lastEndNs = -margin;
     let stopped = false;
+    // Waking the JS thread: at once for the first batch after it was last woken NOTIFY_MS ago or
+    // more; later batches wait in the ring (`owed`) until that period has passed, or until this
+    // thread waits for the JS thread (room in the ring, or to take more datagrams).
+    const notifyNs = L.notifyMs * 1e6;
+    let notifiedNs = -notifyNs;
+    let owed = false;
+    const wakeJs = () => {
+      owed = false;
+      notifiedNs = monotonicNs();
+      Atomics.notify(shared, L.head);
+    };
+    /** The poll() timeout until the owed wake-up is due (0: due now), or -1 when none is owed. */
+    const owedMs = () => owed ? Math.max(0, Math.ceil((notifiedNs + notifyNs - monotonicNs()) / 1e6)) : -1;
 
     const uncertain = (read: Read) => {
       read.uncertain = true;
@@ -453,6 +469,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         const toEnd = ring.byteLength - (head & ringMask);
         const total = need <= toEnd ? need : toEnd + need;
         if (ring.byteLength - ((head - tail) | 0) >= total) return true;
+        if (owed) wakeJs();
         Atomics.wait(shared, L.tail, tail);
       }
     };
@@ -485,7 +502,8 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         }
         from += n;
       }
-      Atomics.notify(shared, L.head);
+      owed = true;
+      if (owedMs() === 0) wakeJs();
       at = 0;
       posted = (posted + count) | 0;
       count = 0;
@@ -499,6 +517,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         const taken = Atomics.load(shared, L.taken);
         const left = Atomics.load(shared, L.limit) - ((posted - taken) | 0);
         if (left > 0) return left;
+        if (owed) wakeJs();
         Atomics.wait(shared, L.taken, taken);
       }
     };
@@ -656,15 +675,17 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     };
     /**
      * poll() of the first `n` fds (2: what is watched while busy; 3: all) for up to `ms` (-1: no
-     * limit). False when a signal interrupted it; sets `stopped` when close() woke it.
+     * limit). How many fds are ready, or -1 when a signal interrupted it; sets `stopped` when
+     * close() woke it.
      */
-    const watch = (n: bigint, ms: number): boolean => {
-      if (s.poll(fds, n, ms) < 0) {
-        if (errno[0] === EINTR) return false;
+    const watch = (n: bigint, ms: number): number => {
+      const ready = s.poll(fds, n, ms);
+      if (ready < 0) {
+        if (errno[0] === EINTR) return -1;
         throw { op: "poll", errno: errno[0], message: "poll failed" };
       }
       if (fdsView.getInt16(6, LE) !== 0) stopped = true;
-      return true;
+      return ready;
     };
     /**
      * Builds a batch: the execs' first halves, the socket's datagrams, the second halves; again
@@ -695,8 +716,17 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
       // Room for more? (The JS thread notifies TAKEN after each batch, and close() after STOP.)
       const limit = room();
       if (limit === 0 || Atomics.load(shared, L.stop)) return;
-      if (!(busy ? watch(2n, L.coalesceMs) : watch(3n, -1))) continue;
+      // A wake-up of the JS thread that is owed bounds the sleep; once due, it is done first.
+      let due = owedMs();
+      if (due === 0) {
+        wakeJs();
+        due = -1;
+      }
+      const ready = busy ? watch(2n, due < 0 ? L.coalesceMs : Math.min(due, L.coalesceMs)) : watch(3n, due);
+      if (ready < 0) continue;
       if (stopped) return; // the eventfd: close()
+      // Idle, nothing came: only the owed wake-up was due (the next turn does it).
+      if (!busy && ready === 0) continue;
       const got = build(limit);
       if (stopped) return;
       // Execs read for datagrams the socket did not give (an overrun lost them): their entries
