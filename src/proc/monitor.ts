@@ -329,8 +329,10 @@ export class ProcMonitor implements AsyncIterable<ProcMonitorItem>, AsyncDisposa
       onError: options.onError,
       label: () => "the process-events socket",
       // /proc must be read before short-lived processes are gone: no sleeping between drains.
-      // Once the receipt worker reads /proc at receipt, this thread may coalesce again.
-      coalesce: !enrich || (transport instanceof ReceiptTransport && (() => transport.stats.active)),
+      // Once the receipt worker reads /proc at receipt, it coalesces: it wakes this thread at
+      // most once per NOTIFY_MS while batches keep coming (receipt_format.ts), and a timer here
+      // would only add wake-ups.
+      coalesce: !enrich,
     });
     // Not bounded before the kernel's ack is through: a full stream would pause the loop before it.
     this.#stream = this.#receiver.stream(options.signal, () => void this.close(), false);
