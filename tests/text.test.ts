@@ -17,6 +17,7 @@ import {
   type FileReader,
   jsonText,
   type ProcessInfo,
+  procReader,
   readProcessInfo,
   safeJson,
 } from "../proc.ts";
@@ -203,6 +204,22 @@ describe("readProcessInfo keeps bytes exact and bounded", () => {
     const stat = utf8.encode("1 (x) S 0 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0");
     assert.equal(readProcessInfo(1, undefined, fakeProc({ "/proc/1/stat": stat })).startNs, undefined);
     assert.equal(readProcessInfo(1, 5n, fakeProc({ "/proc/1/stat": stat })).startNs, 123_450_000_000n - 5n);
+  });
+
+  test("stat: a name with ') (' and spaces, a negative tpgid and priority; parent, terminal, state, start", () => {
+    // A name may hold anything but NUL and newline; the fields start after its last ")". tty_nr
+    // 34816 is /dev/pts/0 (major 136); tpgid -1; priority -21 (a real-time thread).
+    const stat = utf8.encode("42 (a) (b c) R 7 42 42 34816 -1 4194560 0 0 0 0 0 0 0 0 -21 0 1 0 98765 0 0\n");
+    const files = fakeProc({ "/proc/42/stat": stat });
+    const info = readProcessInfo(42, 0n, files);
+    assert.equal(info.ppid, 7);
+    assert.equal(info.tty, "pts/0");
+    assert.equal(info.startNs, 987_650_000_000n);
+    assert.ok(!info.missing?.includes("stat"));
+    assert.deepEqual(procReader(files).stat(42, 0n), { state: "R", ppid: 7, startNs: 987_650_000_000n });
+    const garbage = fakeProc({ "/proc/42/stat": utf8.encode("no name here") });
+    assert.ok(readProcessInfo(42, 0n, garbage).missing?.includes("stat"), "a line without a name is no stat");
+    assert.equal(procReader(garbage).stat(42, 0n), undefined);
   });
 });
 

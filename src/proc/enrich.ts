@@ -194,6 +194,7 @@ export function userName(uid: number, files: FileReader = defaultFileReader()): 
 
 /** USER_HZ: the unit of /proc/PID/stat's times, fixed at 100 by the kernel ABI. */
 const USER_HZ = 100;
+const NS_PER_TICK = BigInt(1e9 / USER_HZ);
 
 /** The device name of a `tty_nr` from /proc/PID/stat, for the common terminals. */
 function ttyName(ttyNr: number): string | undefined {
@@ -248,8 +249,9 @@ export function readProcessInfo(
     info.cmdline = [];
     // Empty for kernel threads; "\0" is one empty argument.
     for (let start = 0; cmdline.length > 0;) {
-      let nul = cmdline.indexOf(0, start);
-      if (nul < 0 || nul > end) nul = end;
+      // A loop, not indexOf(): the builtin is a call out of JIT code, per argument.
+      let nul = start;
+      while (nul < end && cmdline[nul] !== 0) nul++;
       info.cmdline.push(decodeBytes(cmdline.subarray(start, nul)));
       if (nul >= end) break;
       start = nul + 1;
@@ -262,11 +264,13 @@ export function readProcessInfo(
   const stat = files.read(`${dir}/stat`);
   if (stat) {
     const fields = statFields(stat);
-    info.ppid = Number(fields[1]);
-    const tty = ttyName(Number(fields[4]));
-    if (tty) info.tty = tty;
-    // Clock ticks since boot, rounded down by the kernel: the start is at or after this.
-    if (bootToMonotonicNs !== undefined) info.startNs = BigInt(fields[19]) * BigInt(1e9 / USER_HZ) - bootToMonotonicNs;
+    if (fields) {
+      info.ppid = fields.ppid;
+      const tty = ttyName(fields.tty);
+      if (tty) info.tty = tty;
+      // Clock ticks since boot, rounded down by the kernel: the start is at or after this.
+      if (bootToMonotonicNs !== undefined) info.startNs = BigInt(fields.start) * NS_PER_TICK - bootToMonotonicNs;
+    } else missing.push("stat");
   } else missing.push("stat");
   if (options.ids !== false) {
     const status = files.read(`${dir}/status`);
@@ -333,9 +337,40 @@ function cgroupOf(bytes: Uint8Array | null): CgroupInfo | undefined {
 }
 
 /** The fields after the comm of a /proc/PID/stat (whose comm in parentheses may itself hold ") "). */
-function statFields(stat: Uint8Array): string[] {
-  const text = latin1.decode(stat);
-  return text.slice(text.lastIndexOf(")") + 2).split(" ");
+function statFields(stat: Uint8Array): StatFields | undefined {
+  // The name in parentheses may hold ")" and spaces: the fields start after the last ")".
+  let i = stat.length - 1;
+  while (i >= 0 && stat[i] !== 0x29) i--;
+  if (i < 0 || i + 3 >= stat.length) return undefined;
+  const state = String.fromCharCode(stat[i + 2]);
+  // Fields after the state: 1 ppid, 4 tty_nr, 19 starttime (of the text after ") ", split at spaces).
+  let field = 1, value = 0, negative = false, ppid = NaN, tty = NaN, start = NaN;
+  for (i += 4; i <= stat.length; i++) {
+    const c = i < stat.length ? stat[i] : 0x20;
+    if (c === 0x20 || c === 0x0a) {
+      const v = negative ? -value : value;
+      if (field === 1) ppid = v;
+      else if (field === 4) tty = v;
+      else if (field === 19) {
+        start = v;
+        break;
+      }
+      field++;
+      value = 0;
+      negative = false;
+    } else if (c === 0x2d) negative = true;
+    else value = value * 10 + (c - 0x30);
+  }
+  return { state, ppid, tty, start };
+}
+
+/** The fields of /proc/PID/stat the table uses (numbers: exact, a tick count stays far below 2^53). */
+interface StatFields {
+  state: string;
+  ppid: number;
+  tty: number;
+  /** Clock ticks (USER_HZ) since boot. */
+  start: number;
 }
 
 /**
@@ -357,8 +392,9 @@ export function procReader(files: FileReader = defaultFileReader()): ProcReader 
       const stat = files.read(`/proc/${pid}/stat`);
       if (!stat) return undefined;
       const fields = statFields(stat);
-      const result: ProcStat = { state: fields[0], ppid: Number(fields[1]) };
-      if (boot !== undefined) result.startNs = BigInt(fields[19]) * BigInt(1e9 / USER_HZ) - boot;
+      if (!fields) return undefined;
+      const result: ProcStat = { state: fields.state, ppid: fields.ppid };
+      if (boot !== undefined) result.startNs = BigInt(fields.start) * NS_PER_TICK - boot;
       return result;
     },
     taskComm(tgid, tid) {

@@ -55,6 +55,13 @@ function sequenceLength(bytes: Uint8Array, i: number): number {
  * ```
  */
 export function decodeBytes(bytes: Uint8Array): string {
+  // Short ASCII (most names, arguments, paths) in JS: cheaper than a call into the runtime's decoder.
+  if (bytes.length <= 64) {
+    let text = "";
+    let i = 0;
+    for (; i < bytes.length && bytes[i] < 0x80; i++) text += String.fromCharCode(bytes[i]);
+    if (i === bytes.length) return text;
+  }
   try {
     return strict.decode(bytes);
   } catch {
