@@ -226,6 +226,36 @@ describe("enrichment at the point of receipt", () => {
     assert.ok(delay < 200, `the other exec arrived ${delay.toFixed(1)} ms after it happened`);
   }, 30_000);
 
+  kernelTest("48 execs of 60 KB command lines at once (batches over the ring's half) all arrive, read", async () => {
+    // Each read keeps up to 64 KiB of a command line, so these make batches of a MiB and more that
+    // cross the ring in chunks, and wake-ups the worker owes this thread while it builds the next
+    // (a worker that waited for room without waking this thread would wait forever).
+    const monitor = await openActive({ events: ["exec"] });
+    const runs = 48;
+    const script =
+      `a=$(printf '%060000d' 0); for i in $(seq ${runs}); do sh -c 'sleep 1; :' "$a" & echo $!; done; wait`;
+    let pids: number[] = [];
+    const items = await collect(
+      monitor,
+      async () => {
+        const runner = spawn("sh", ["-c", script], { stdio: ["ignore", "pipe", "ignore"] });
+        let out = "";
+        runner.stdout!.setEncoding("utf8").on("data", (c: string) => (out += c));
+        await once(runner, "close");
+        pids = out.trim().split("\n").map(Number);
+      },
+      (i) => pids.length === runs && pids.every((pid) => i.some((e) => e.type === "exec" && e.pid === pid)),
+      20_000,
+    );
+    assert.equal(pids.length, runs);
+    const execs = items.filter((e) => e.type === "exec" && pids.includes(e.pid));
+    assert.equal(execs.length, runs, `${execs.length} of ${runs} execs arrived`);
+    const read = execs.filter((e) => e.type === "exec" && e.process?.cmdline?.[3]?.length === 60_000).length;
+    // Each lives a second (its sleep is a child: the shell's exec is its pid's only one), so each is
+    // there when read.
+    assert.equal(read, runs, `${read} of ${runs} read with their 60 KB argument`);
+  }, 60_000);
+
   kernelTest("an exec chain: what was read after a later exec was received is not used", async () => {
     const monitor = await openActive({ events: ["exec"] });
     const pids: number[] = [];

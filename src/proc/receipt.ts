@@ -75,7 +75,8 @@ export interface ReceiptStats {
   /**
    * Whether the worker has its exec-only socket: a second process-events socket with a filter that
    * passes exec events only. With it, the worker wakes at once for an exec (the race to /proc) and
-   * takes the other events every 4 ms while they come, a wake-up per period rather than per event;
+   * takes the other events every 4 ms while they come (1 ms when they come fast), a wake-up per period
+   * rather than per event;
    * without it (the socket could not be opened), it wakes for every datagram. The kernel then
    * delivers each event to one more socket (and runs the filter), in the context of the process
    * the event is about.
@@ -469,7 +470,8 @@ export class ReceiptTransport implements Transport {
     if (!waited.async) return Promise.resolve(true);
     return new Promise<boolean>((resolve) => {
       this.#waiting = resolve;
-      // The worker notifies HEAD once a batch is in the ring (close() too, to end this wait).
+      // The worker notifies HEAD after a batch is in the ring, at once or up to NOTIFY_MS later, and
+      // before it waits for room (close() too, to end this wait).
       void waited.value.then(() => {
         if (this.#waiting !== resolve) return;
         this.#waiting = null;

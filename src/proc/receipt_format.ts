@@ -78,8 +78,9 @@ export const SHARED = { TAKEN: 0, STOP: 1, LIMIT: 2, HEAD: 3, TAIL: 4, LENGTH: 5
  * The ring the worker hands batches over through (a SharedArrayBuffer): 2 MiB. A batch goes in as
  * chunks of at most {@linkcode CHUNK_BYTES}, each `u32 length, u32 more (1: the batch goes on)`, then
  * its bytes; a chunk that does not fit before the ring's end leaves {@linkcode RING_WRAP} there and
- * starts at 0. The worker waits (Atomics.wait on TAIL) for room, and notifies HEAD once a batch is
- * in; the JS thread copies chunks out as it takes batches, and waits with Atomics.waitAsync on HEAD.
+ * starts at 0. The worker waits (Atomics.wait on TAIL) for room, after notifying HEAD (the JS thread
+ * must take what the ring holds), and notifies HEAD after a batch, at once or up to NOTIFY_MS later;
+ * the JS thread copies chunks out as it takes batches, and waits with Atomics.waitAsync on HEAD.
  * It replaced a postMessage() per batch (a structured clone and a message event each); CPU per event
  * before and after: bench/README.md, "CPU per event of enrichment at receipt".
  */
@@ -123,7 +124,8 @@ export const UNCERTAIN_MARGIN_NS = 2_000_000;
  * With its exec-only socket (receipt_worker.ts) it wakes at once for an exec; a fork or an exit
  * waits for the next exec or the end of this period, so that a stream of them costs a wake-up (and
  * the context switch, 15-30 µs of CPU on a 2-vCPU VM under Linux 6.18) per period rather than per
- * datagram. Items other than execs reach the JS thread up to this much later. (2 ms cost 4-8 % more
+ * datagram. Items other than execs reach the JS thread up to this much later (plus up to NOTIFY_MS
+ * while batches keep coming). (2 ms cost 4-8 % more
  * CPU per event than 4 ms on that VM, where a burst's execs came 2-3 ms apart: a wake-up at the end
  * of each period between them.)
  */

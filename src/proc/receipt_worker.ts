@@ -12,7 +12,9 @@
  * process-events socket whose BPF filter passes exec events only (opened here; without it, e.g.
  * when it cannot be opened, the monitor's socket plays both parts). Idle, it sleeps in
  * poll([eventfd, exec-only, socket]). Once datagrams came it is busy: it sleeps in
- * poll([eventfd, exec-only]) for up to COALESCE_MS, so that it wakes at once for an exec (the race)
+ * poll([eventfd, exec-only]) for up to COALESCE_MS (1 ms after a batch that took a quarter of what the
+ * socket's buffer holds; less when a wake-up of the JS thread is due sooner), so that it wakes at
+ * once for an exec (the race)
  * and only once per period for forks, exits and the rest (a wake-up and its context switch cost
  * more CPU than what it takes; a period without any datagram makes it idle again).
  *
@@ -23,14 +25,14 @@
  * each of its execs gets the read made for it (matched by pid and kernel timestamp), or one at
  * once when the exec-only socket did not show it; then cgroup and exe of those execs; then put the
  * batch (the datagrams as received, overruns where recvmmsg() reported them, and the files) in the
- * ring shared with the JS thread and wake it: at once if it was last woken NOTIFY_MS ago or more,
- * else when that period ends (or when this thread has to wait for it), so that while batches keep
- * coming the JS thread wakes once per period and takes them all (layout and ring:
- * receipt_format.ts). Just before, it
- * reads the cgroup of each process that forked or exited in the batch, once each: the process table
- * needs it for every fork (the child starts in its parent's cgroup) and exit (a process may move),
- * and a shell's burst of forks then costs one read instead of one per fork on the JS thread; a
- * process whose exec was read in the same batch takes that read's cgroup (a few ms old) instead.
+ * ring shared with the JS thread (layout and ring: receipt_format.ts). Just before, it reads the
+ * cgroup of each process that forked or exited in the batch, once each: the process table needs it
+ * for every fork (the child starts in its parent's cgroup) and exit (a process may move), and a
+ * shell's burst of forks then costs one read instead of one per fork on the JS thread; a process
+ * whose exec was read in the same batch takes that read's cgroup (a few ms old) instead. Then it
+ * wakes the JS thread: at once if it was last woken NOTIFY_MS ago or more, else when that period
+ * ends (or before this thread waits for room), so that while batches keep coming the JS thread
+ * wakes once per period and takes them all.
  *
  * A read for exec E of process P is marked uncertain when a later exec of P was seen before the
  * read was complete, or has a kernel timestamp up to UNCERTAIN_MARGIN_NS after its end: the files
@@ -408,6 +410,8 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     let owed = false;
     const wakeJs = () => {
       owed = false;
+      // The JS thread has taken everything already (it was awake): nothing to wake it for.
+      if (Atomics.load(shared, L.tail) === head) return;
       notifiedNs = monotonicNs();
       Atomics.notify(shared, L.head);
     };
@@ -469,7 +473,9 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         const toEnd = ring.byteLength - (head & ringMask);
         const total = need <= toEnd ? need : toEnd + need;
         if (ring.byteLength - ((head - tail) | 0) >= total) return true;
-        if (owed) wakeJs();
+        // Always: the ring holds what the JS thread has not taken, perhaps the first chunks of
+        // this very batch, which no wake-up was owed for yet (it would wait for them forever).
+        wakeJs();
         Atomics.wait(shared, L.tail, tail);
       }
     };
@@ -490,7 +496,10 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
       Atomics.store(shared, L.head, head);
       return true;
     };
-    /** Hands the batch over through the ring, in chunks of at most half of it, and wakes the JS thread. */
+    /**
+     * Hands the batch over through the ring, in chunks of at most half of it, and wakes the JS
+     * thread, or owes it the wake-up (see `wakeJs`).
+     */
     const post = () => {
       if (at === 0) return;
       readCgroups();
@@ -702,7 +711,14 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         if (stopped || at >= L.batchBytes || count >= limit) return got;
         const left = lastEndNs + margin - monotonicNs();
         if (left <= 0) return got;
-        watch(2n, Math.ceil(left / 1e6));
+        // A stream of execs may hold this batch a long time: the previous one's wake-up is not.
+        let due = owedMs();
+        if (due === 0) {
+          wakeJs();
+          due = -1;
+        }
+        const ms = Math.ceil(left / 1e6);
+        watch(2n, due < 0 ? ms : Math.min(ms, due));
         if (stopped) return got;
       }
     };
