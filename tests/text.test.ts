@@ -220,6 +220,15 @@ describe("readProcessInfo keeps bytes exact and bounded", () => {
     const garbage = fakeProc({ "/proc/42/stat": utf8.encode("no name here") });
     assert.ok(readProcessInfo(42, 0n, garbage).missing?.includes("stat"), "a line without a name is no stat");
     assert.equal(procReader(garbage).stat(42, 0n), undefined);
+    // A task already unhashed in its exit: the kernel prints parent 0 (seen on 6.18 for a /bin/true
+    // read at its exec, while it exited). Not a parent; init's 0 is.
+    const dying = utf8.encode("42 (true) X 0 0 0 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 0 0\n");
+    assert.equal(readProcessInfo(42, 0n, fakeProc({ "/proc/42/stat": dying })).ppid, undefined);
+    assert.equal(procReader(fakeProc({ "/proc/42/stat": dying })).stat(42, 0n), undefined, "gone");
+    const init = utf8.encode("1 (init) S 0 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0\n");
+    assert.equal(readProcessInfo(1, 0n, fakeProc({ "/proc/1/stat": init })).ppid, 0);
+    const cut = fakeProc({ "/proc/42/stat": utf8.encode("42 (a) R 7 42 42 34816 -1 4194560 0 0") });
+    assert.ok(readProcessInfo(42, 0n, cut).missing?.includes("stat"), "a line cut before the start time is no stat");
   });
 });
 

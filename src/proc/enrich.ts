@@ -265,7 +265,9 @@ export function readProcessInfo(
   if (stat) {
     const fields = statFields(stat);
     if (fields) {
-      info.ppid = fields.ppid;
+      // The kernel prints 0 for the parent of a task already unhashed in its exit (pid_alive() is
+      // false): not a parent. (Only init and kthreadd really have none.)
+      if (fields.ppid !== 0 || pid <= 2) info.ppid = fields.ppid;
       const tty = ttyName(fields.tty);
       if (tty) info.tty = tty;
       // Clock ticks since boot, rounded down by the kernel: the start is at or after this.
@@ -361,6 +363,8 @@ function statFields(stat: Uint8Array): StatFields | undefined {
     } else if (c === 0x2d) negative = true;
     else value = value * 10 + (c - 0x30);
   }
+  // Cut short before the start time: not a stat line this parser can trust.
+  if (Number.isNaN(start)) return undefined;
   return { state, ppid, tty, start };
 }
 
@@ -392,7 +396,8 @@ export function procReader(files: FileReader = defaultFileReader()): ProcReader 
       const stat = files.read(`/proc/${pid}/stat`);
       if (!stat) return undefined;
       const fields = statFields(stat);
-      if (!fields) return undefined;
+      // Parent 0 for a process other than init and kthreadd: a task already unhashed in its exit.
+      if (!fields || (fields.ppid === 0 && pid > 2)) return undefined;
       const result: ProcStat = { state: fields.state, ppid: fields.ppid };
       if (boot !== undefined) result.startNs = BigInt(fields.start) * NS_PER_TICK - boot;
       return result;
