@@ -75,11 +75,10 @@ export interface ReceiptStats {
   /**
    * Whether the worker has its exec-only socket: a second process-events socket with a filter that
    * passes exec events only. With it, the worker wakes at once for an exec (the race to /proc) and
-   * takes the other events every 4 ms while they come (1 ms when they come fast), a wake-up per period
-   * rather than per event;
-   * without it (the socket could not be opened), it wakes for every datagram. The kernel then
-   * delivers each event to one more socket (and runs the filter), in the context of the process
-   * the event is about.
+   * takes the other events every 4 ms while they come (1 ms when they come fast), a wake-up per
+   * period rather than per event; without it (the socket could not be opened), it wakes for every
+   * datagram. The kernel then delivers each event to one more socket (and runs the filter), in the
+   * context of the process the event is about.
    */
   execSocket: boolean;
   /**
