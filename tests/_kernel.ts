@@ -143,10 +143,13 @@ export function forkStormBlocking(count: number): void {
  * once all ended. The bursts of short-lived children of the receipt tests and of the naming and
  * CPU benchmarks (bench/names.ts, bench/enrich_cpu.ts).
  */
-export async function burstOf(n: number, command: string): Promise<number[]> {
-  const runner = spawn("sh", ["-c", `for i in $(seq ${n}); do ${command} & echo $!; done; wait`], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+export function burstOf(n: number, command: string): Promise<number[]> {
+  return echoedPids(`for i in $(seq ${n}); do ${command} & echo $!; done; wait`);
+}
+
+/** Runs `script` with sh; resolves, once it ended, with the pids it printed (`echo $!`), one per line. */
+export async function echoedPids(script: string, stderr: "inherit" | "ignore" = "inherit"): Promise<number[]> {
+  const runner = spawn("sh", ["-c", script], { stdio: ["ignore", "pipe", stderr] });
   let pids = "";
   runner.stdout!.setEncoding("utf8").on("data", (c: string) => (pids += c));
   await once(runner, "close");

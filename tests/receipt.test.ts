@@ -15,7 +15,7 @@ import process from "node:process";
 import { monotonicClock, ProcMonitor, type ProcMonitorItem, type ProcMonitorOptions } from "../proc.ts";
 import { ReceiptTransport } from "../src/proc/receipt.ts";
 import { cgroupPathOf } from "../src/proc/cgroup.ts";
-import { burstOf, forkStorm, kernelTest, markerProcess, sleep } from "./_kernel.ts";
+import { burstOf, echoedPids, forkStorm, kernelTest, markerProcess, sleep } from "./_kernel.ts";
 import { recordFigure } from "./_figures.ts";
 
 /** Reads `monitor` into `items` until `done` holds or `timeoutMs` pass; `received` gets each item's arrival. */
@@ -199,13 +199,7 @@ describe("enrichment at the point of receipt", () => {
     let markerPid = 0;
     const items = await collect(
       monitor,
-      async () => {
-        const runner = spawn("sh", ["-c", script], { stdio: ["ignore", "pipe", "ignore"] });
-        let out = "";
-        runner.stdout!.setEncoding("utf8").on("data", (c: string) => (out += c));
-        await once(runner, "close");
-        [bigPid, markerPid] = out.trim().split("\n").map(Number);
-      },
+      async () => void ([bigPid, markerPid] = await echoedPids(script, "ignore")),
       (i) => [bigPid, markerPid].every((pid) => i.some((e) => e.type === "exec" && e.pid === pid)),
       10_000,
       (item) => {
@@ -237,13 +231,7 @@ describe("enrichment at the point of receipt", () => {
     let pids: number[] = [];
     const items = await collect(
       monitor,
-      async () => {
-        const runner = spawn("sh", ["-c", script], { stdio: ["ignore", "pipe", "ignore"] });
-        let out = "";
-        runner.stdout!.setEncoding("utf8").on("data", (c: string) => (out += c));
-        await once(runner, "close");
-        pids = out.trim().split("\n").map(Number);
-      },
+      async () => void (pids = await echoedPids(script, "ignore")),
       (i) => pids.length === runs && pids.every((pid) => i.some((e) => e.type === "exec" && e.pid === pid)),
       20_000,
     );
