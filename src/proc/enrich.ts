@@ -263,11 +263,9 @@ export function readProcessInfo(
   else missing.push("comm");
   const stat = files.read(`${dir}/stat`);
   if (stat) {
-    const fields = statFields(stat);
+    const fields = statFields(stat, pid);
     if (fields) {
-      // The kernel prints 0 for the parent of a task already unhashed in its exit (pid_alive() is
-      // false): not a parent. (Only init and kthreadd really have none.)
-      if (fields.ppid !== 0 || pid <= 2) info.ppid = fields.ppid;
+      if (fields.ppid !== undefined) info.ppid = fields.ppid;
       const tty = ttyName(fields.tty);
       if (tty) info.tty = tty;
       // Clock ticks since boot, rounded down by the kernel: the start is at or after this.
@@ -339,7 +337,7 @@ function cgroupOf(bytes: Uint8Array | null): CgroupInfo | undefined {
 }
 
 /** The fields after the comm of a /proc/PID/stat (whose comm in parentheses may itself hold ") "). */
-function statFields(stat: Uint8Array): StatFields | undefined {
+function statFields(stat: Uint8Array, pid: number): StatFields | undefined {
   // The name in parentheses may hold ")" and spaces: the fields start after the last ")".
   let i = stat.length - 1;
   while (i >= 0 && stat[i] !== 0x29) i--;
@@ -365,13 +363,16 @@ function statFields(stat: Uint8Array): StatFields | undefined {
   }
   // Cut short before the start time: not a stat line this parser can trust.
   if (Number.isNaN(start)) return undefined;
-  return { state, ppid, tty, start };
+  // The kernel prints 0 for the parent of a task already unhashed in its exit (pid_alive() is
+  // false): not a parent. (Only init and kthreadd really have none.)
+  return { state, ppid: ppid === 0 && pid > 2 ? undefined : ppid, tty, start };
 }
 
 /** The fields of /proc/PID/stat the table uses (numbers: exact, a tick count stays far below 2^53). */
 interface StatFields {
   state: string;
-  ppid: number;
+  /** Undefined for a task already unhashed in its exit (see statFields). */
+  ppid: number | undefined;
   tty: number;
   /** Clock ticks (USER_HZ) since boot. */
   start: number;
@@ -395,9 +396,9 @@ export function procReader(files: FileReader = defaultFileReader()): ProcReader 
     stat(pid, boot) {
       const stat = files.read(`/proc/${pid}/stat`);
       if (!stat) return undefined;
-      const fields = statFields(stat);
-      // Parent 0 for a process other than init and kthreadd: a task already unhashed in its exit.
-      if (!fields || (fields.ppid === 0 && pid > 2)) return undefined;
+      const fields = statFields(stat, pid);
+      // No parent: a task already unhashed in its exit, gone.
+      if (!fields || fields.ppid === undefined) return undefined;
       const result: ProcStat = { state: fields.state, ppid: fields.ppid };
       if (boot !== undefined) result.startNs = BigInt(fields.start) * NS_PER_TICK - boot;
       return result;

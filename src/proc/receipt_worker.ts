@@ -12,11 +12,11 @@
  * process-events socket whose BPF filter passes exec events only (opened here; without it, e.g.
  * when it cannot be opened, the monitor's socket plays both parts). Idle, it sleeps in
  * poll([eventfd, exec-only, socket]). Once datagrams came it is busy: it sleeps in
- * poll([eventfd, exec-only]) for up to COALESCE_MS (1 ms after a batch that took a quarter of what the
- * socket's buffer holds; less when a wake-up of the JS thread is due sooner), so that it wakes at
- * once for an exec (the race)
- * and only once per period for forks, exits and the rest (a wake-up and its context switch cost
- * more CPU than what it takes; a period without any datagram makes it idle again).
+ * poll([eventfd, exec-only]) for up to COALESCE_MS (1 ms after a batch that took a quarter of what
+ * the socket's buffer holds; less when a wake-up of the JS thread is due sooner), so that it wakes
+ * at once for an exec (the race) and only once per period for forks, exits and the rest (a wake-up
+ * and its context switch cost more CPU than what it takes; a period without any datagram makes it
+ * idle again).
  *
  * What a wake-up does: recvmmsg() what the exec-only socket holds, and for each exec read cmdline
  * and stat at once (the name is what a short-lived process loses first; the name, comm, is taken
@@ -417,6 +417,15 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
     };
     /** The poll() timeout until the owed wake-up is due (0: due now), or -1 when none is owed. */
     const owedMs = () => owed ? Math.max(0, Math.ceil((notifiedNs + notifyNs - monotonicNs()) / 1e6)) : -1;
+    /**
+     * A poll() timeout of `ms` (-1: none), shortened to when the owed wake-up of the JS thread is
+     * due; one due now is done first.
+     */
+    const untilOwed = (ms: number): number => {
+      const due = owedMs();
+      if (due === 0) wakeJs();
+      return due <= 0 ? ms : ms < 0 ? due : Math.min(ms, due);
+    };
 
     const uncertain = (read: Read) => {
       read.uncertain = true;
@@ -712,13 +721,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
         const left = lastEndNs + margin - monotonicNs();
         if (left <= 0) return got;
         // A stream of execs may hold this batch a long time: the previous one's wake-up is not.
-        let due = owedMs();
-        if (due === 0) {
-          wakeJs();
-          due = -1;
-        }
-        const ms = Math.ceil(left / 1e6);
-        watch(2n, due < 0 ? ms : Math.min(ms, due));
+        watch(2n, untilOwed(Math.ceil(left / 1e6)));
         if (stopped) return got;
       }
     };
@@ -735,12 +738,7 @@ export function receiptWorker(start: ReceiptStart, open: (path: string, symbols:
       const limit = room();
       if (limit === 0 || Atomics.load(shared, L.stop)) return;
       // A wake-up of the JS thread that is owed bounds the sleep; once due, it is done first.
-      let due = owedMs();
-      if (due === 0) {
-        wakeJs();
-        due = -1;
-      }
-      const ready = busy ? watch(2n, due < 0 ? periodMs : Math.min(due, periodMs)) : watch(3n, due);
+      const ready = busy ? watch(2n, untilOwed(periodMs)) : watch(3n, untilOwed(-1));
       if (ready < 0) continue;
       if (stopped) return; // the eventfd: close()
       // Idle, nothing came: only the owed wake-up was due (the next turn does it).
